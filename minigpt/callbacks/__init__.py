@@ -1,0 +1,1 @@
+"""Lightning callbacks MiniGPT adds: samples, throughput, model-folder export."""

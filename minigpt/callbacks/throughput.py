@@ -1,0 +1,48 @@
+"""Tokens per second and model FLOPs utilisation (MFU), logged every `log_every_n_steps`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+
+
+class Throughput(L.Callback):
+    """Log `perf/tokens_per_s` and, if `peak_flops` is known, `perf/mfu` (Chowdhery et al. 2022, App. B).
+
+    MFU = achieved model FLOPs per second / peak FLOPs per second, where model FLOPs per token come from
+    `Transformer.flops_per_token` (6N + 12·L·C·T). The timer spans whole steps (data, forward, backward,
+    optimizer), measured between consecutive batch ends, so framework overhead counts against us.
+    """
+
+    def __init__(self, peak_flops: float | None = None, window: int = 10) -> None:
+        self.peak_flops, self.window = peak_flops, window
+        self._t0: float | None = None
+        self._tokens = 0
+        self._steps = 0
+        self.metrics: dict[str, float] = {}
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Accumulate tokens; every `window` batches, log the rate over the window."""
+        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch["input_ids"]
+        now = time.perf_counter()
+        if self._t0 is None:  # the first batch includes warm-up costs: start timing after it
+            self._t0 = now
+            return
+        self._tokens += inputs.numel() * trainer.world_size
+        self._steps += 1
+        if self._steps >= self.window:
+            self.metrics = {"perf/tokens_per_s": self._tokens / (now - self._t0)}
+            if self.peak_flops:
+                flops = pl_module.model.flops_per_token(inputs.shape[1]) * self.metrics["perf/tokens_per_s"]
+                self.metrics["perf/mfu"] = flops / (self.peak_flops * trainer.world_size)
+            self._t0, self._tokens, self._steps = now, 0, 0
+        if self.metrics:  # the latest window's rate, logged at whatever cadence the trainer logs
+            pl_module.log_dict(self.metrics, on_step=True, on_epoch=False)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Validation time is not training throughput: restart the window afterwards."""
+        self._t0, self._tokens, self._steps = None, 0, 0

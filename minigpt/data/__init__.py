@@ -1,0 +1,1 @@
+"""Data: pinned assets from package registries, corpora, token caches and Lightning DataModules."""

@@ -1,0 +1,1 @@
+"""Generation: KV cache, greedy / sampling / beam search, chat."""

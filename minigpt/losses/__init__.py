@@ -1,0 +1,1 @@
+"""Stage losses as pure functions of tensors: no Lightning, no models, each with its equation."""

@@ -1,0 +1,105 @@
+"""Causal self-attention with grouped-query heads, rotary positions and an optional KV cache."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minigpt.model.config import ModelConfig
+
+
+class KVCacheLike(Protocol):
+    """What attention needs from a KV cache (`minigpt.inference.kv_cache` implements it).
+
+    `update` stores the new keys/values of one layer at the cache's current write position and returns
+    every key/value the layer may attend to, shaped (B, n_kv_head, S, head_dim).
+    """
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (Su et al. 2021, "RoFormer", eq. 34), in the "rotate half" layout.
+
+    Each pair of channels (i, i + d/2) of a query or key at position p is rotated by the angle
+    p · θ^(-2i/d). The dot product of a rotated query and key then depends only on their *relative*
+    position. The half-split pairing (rather than adjacent pairs) is the layout Llama checkpoints use.
+    """
+
+    def __init__(self, head_dim: int, max_positions: int, theta: float) -> None:
+        super().__init__()
+        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)  # (T, hs/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (T, hs)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
+        """Rotate `x` (B, nh, T, hs) by the angles of `positions` (B, T)."""
+        cos = self.cos[positions].unsqueeze(1).to(x.dtype)  # (B, 1, T, hs)
+        sin = self.sin[positions].unsqueeze(1).to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        rotated = torch.cat([-x2, x1], dim=-1)
+        return x * cos + rotated * sin
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head (or grouped-query) causal attention through `F.scaled_dot_product_attention`.
+
+    Queries, keys and values come from one fused projection; with `n_kv_head < n_head`, each key/value
+    head is shared by a group of `n_head // n_kv_head` query heads (GQA), which shrinks the KV cache by
+    that factor at generation time.
+    """
+
+    def __init__(self, config: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        qkv_out = (config.n_head + 2 * config.n_kv_head) * config.head_dim
+        self.qkv = nn.Linear(config.n_embd, qkv_out, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.proj.residual_projection = True  # scaled init, see Transformer._init_weights
+        self.dropout = config.dropout
+
+    def forward(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        rope: RotaryEmbedding | None,
+        attn_mask: Tensor | None,
+        kv_cache: KVCacheLike | None,
+    ) -> Tensor:
+        """Attend causally; `attn_mask` (B|1, 1, T, S), True = may attend, overrides the causal default."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(
+            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim],
+            dim=-1,
+        )
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        if rope is not None:
+            q, k = rope(q, positions), rope(k, positions)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nkv, S, hs), S = cached + T
+        S = k.shape[2]
+        is_causal = False
+        if attn_mask is None:
+            if S == T:
+                is_causal = True
+            elif T > 1:  # new tokens appended after S - T cached ones: causal with an offset
+                attn_mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+            enable_gqa=self.n_kv_head != self.n_head,
+        )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble heads side by side: (B, T, C)
+        return self.proj(y)

@@ -1,0 +1,202 @@
+"""The one decoder-only `Transformer` that every stage shares (GPT-2 and Llama families).
+
+Pre-norm residual blocks (Radford et al. 2019, GPT-2 §2.3): x + attn(norm(x)), then x + ffn(norm(x)).
+`forward` returns `(logits, aux)`: `aux` carries what later features add (MoE balancing losses, router
+statistics, the final hidden states for reward and value heads), so no stage needs its own copy of a layer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from minigpt.model.attention import CausalSelfAttention, KVCacheLike, RotaryEmbedding
+from minigpt.model.config import ModelConfig
+from minigpt.model.mlp import build_mlp
+from minigpt.utils.errors import ConfigError
+
+
+def build_norm(config: ModelConfig) -> nn.Module:
+    """LayerNorm (with or without bias) or RMSNorm (Zhang & Sennrich 2019), per `config.norm`."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, eps=config.norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.norm_eps, bias=config.bias)
+
+
+def build_feedforward(config: ModelConfig, layer_idx: int) -> nn.Module:
+    """The feed-forward network of block `layer_idx`: dense, or a mixture of experts where configured.
+
+    A feed-forward module returns either a tensor or `(tensor, aux_dict)`; the block merges the aux.
+    """
+    moe = config.extra.get("moe")
+    if moe:
+        from minigpt.model.moe import build_moe_layer  # the MoE issue provides it
+
+        layer = build_moe_layer(config, layer_idx)
+        if layer is not None:
+            return layer
+    return build_mlp(config)
+
+
+class Block(nn.Module):
+    """One pre-norm Transformer block."""
+
+    def __init__(self, config: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.attn_norm = build_norm(config)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ffn_norm = build_norm(config)
+        self.ffn = build_feedforward(config, layer_idx)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        rope: RotaryEmbedding | None,
+        attn_mask: Tensor | None,
+        kv_cache: KVCacheLike | None,
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """(B, T, C) → (B, T, C), plus whatever the feed-forward network reports."""
+        x = x + self.drop(self.attn(self.attn_norm(x), positions, rope, attn_mask, kv_cache))
+        out = self.ffn(self.ffn_norm(x))
+        aux: dict[str, Any] = {}
+        if isinstance(out, tuple):
+            out, aux = out
+        return x + self.drop(out), aux
+
+
+class Transformer(nn.Module):
+    """Token embedding → `n_layer` blocks → final norm → language-model head.
+
+    Args of `forward`:
+        idx: token ids (B, T).
+        positions: absolute position of each token (B, T); defaults to 0..T-1 after whatever the KV
+            cache already holds. Left-padded batches pass their own (padding does not count).
+        attn_mask: boolean (B|1, 1, T, S), True where a query may attend a key; defaults to causal.
+        kv_cache: an object with `update(layer, k, v)` and `length` (see `minigpt.inference.kv_cache`).
+        return_hidden: put the final normalised hidden states (B, T, C) into `aux["hidden"]`.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.vocab_size is None:
+            raise ConfigError("model.vocab_size is unset; build the model after the tokenizer fixes it.")
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.pos_emb = nn.Embedding(config.block_size, config.n_embd) if config.positions == "learned" else None
+        self.rope = (
+            RotaryEmbedding(config.head_dim, config.block_size, config.rope_theta)
+            if config.positions == "rope"
+            else None
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.norm_f = build_norm(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight  # Press & Wolf 2017: one matrix in and out
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """N(0, 0.02) everywhere; residual projections N(0, 0.02/√(2·n_layer)).
+
+        The residual stream adds two projections per block, so its variance grows with depth; GPT-2
+        (§2.3) scales those weights by 1/√N, N the number of residual additions, to keep it in check.
+        """
+        std = self.config.init_std
+        if isinstance(module, nn.Linear):
+            if getattr(module, "residual_projection", False):
+                std = std / math.sqrt(2 * self.config.n_layer)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+
+    def hidden_states(
+        self,
+        idx: Tensor,
+        positions: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        kv_cache: KVCacheLike | None = None,
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """Final normalised hidden states (B, T, C) and the aux dict; the trunk without the head."""
+        B, T = idx.shape
+        if positions is None:
+            start = getattr(kv_cache, "length", 0) if kv_cache is not None else 0
+            positions = torch.arange(start, start + T, device=idx.device).unsqueeze(0).expand(B, T)
+        if T > self.config.block_size or int(positions.max()) >= self.config.block_size:
+            raise ValueError(
+                f"Sequence reaches position {int(positions.max())}, beyond model.block_size="
+                f"{self.config.block_size}; shorten the input or use a model with a longer context."
+            )
+        x = self.tok_emb(idx)  # (B, T, C)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions)
+        x = self.drop(x)
+        aux: dict[str, Any] = {}
+        for block in self.blocks:
+            if self.config.gradient_checkpointing and self.training:
+                # Recompute activations in backward instead of storing them: memory for ~1/3 more compute.
+                x, block_aux = checkpoint(
+                    block, x, positions, self.rope, attn_mask, kv_cache, use_reentrant=False
+                )
+            else:
+                x, block_aux = block(x, positions, self.rope, attn_mask, kv_cache)
+            for key, value in block_aux.items():
+                aux.setdefault(key, []).append(value)
+        return self.norm_f(x), aux
+
+    def forward(
+        self,
+        idx: Tensor,
+        positions: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        kv_cache: KVCacheLike | None = None,
+        return_hidden: bool = False,
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """Logits (B, T, vocab) and the aux dict."""
+        hidden, aux = self.hidden_states(idx, positions, attn_mask, kv_cache)
+        if return_hidden:
+            aux["hidden"] = hidden
+        return self.lm_head(hidden), aux
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW groups: decay on matrices (≥ 2 dims: linear and embedding weights), none on biases/norms.
+
+        Decaying a norm's gain or a bias pulls it towards 0, which only fights the normalisation.
+        """
+        decay, no_decay = [], []
+        for param in self.parameters():  # parameters() yields a tied matrix once
+            if param.requires_grad:
+                (decay if param.dim() >= 2 else no_decay).append(param)
+        return [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count; `non_embedding` drops the token/position tables (Kaplan et al. 2020 count)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.tok_emb.weight.numel()
+            if self.pos_emb is not None:
+                n -= self.pos_emb.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token: 6·N for the matmuls (forward 2N, backward 4N) + 12·L·C·T for attention.
+
+        Kaplan et al. 2020 (Table 1) and PaLM (Chowdhery et al. 2022, App. B); N excludes embeddings but
+        includes the LM head, which is a real matmul per token.
+        """
+        n = self.num_params(non_embedding=True)
+        if self.config.tie_embeddings:
+            n += self.lm_head.weight.numel()
+        return 6.0 * n + 12.0 * self.config.n_layer * self.config.n_embd * seq_len
+

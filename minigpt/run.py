@@ -1,0 +1,134 @@
+"""The training task behind `train.py`: compose → validate → build → fit → export, loggers always closed.
+
+Kept apart from `train.py` so that tests and sweeps call `train(cfg)` directly with a composed config.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from minigpt.model.config import ModelConfig
+from minigpt.model.folder import resolve_model_folder
+from minigpt.stages.base import Stage
+from minigpt.tokenizer.base import Tokenizer, load_tokenizer
+from minigpt.utils.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check the settings that would otherwise fail late (or silently), each with a one-line fix."""
+    optim = cfg.optim
+    if optim.lr is None or optim.lr <= 0:
+        raise ConfigError(f"optim.lr={optim.lr} must be positive, e.g. optim.lr=1e-3.")
+    if optim.weight_decay < 0:
+        raise ConfigError(f"optim.weight_decay={optim.weight_decay} must be ≥ 0.")
+    if optim.get("warmup_steps", 0) < 0:
+        raise ConfigError(f"optim.warmup_steps={optim.warmup_steps} must be ≥ 0.")
+    seq_len, block = cfg.data.get("seq_len"), cfg.model.block_size
+    if seq_len is not None and seq_len > block:
+        raise ConfigError(
+            f"data.seq_len={seq_len} is longer than the model's context model.block_size={block}; "
+            f"set data.seq_len≤{block} or raise model.block_size."
+        )
+    max_steps = cfg.trainer.get("max_steps", -1)
+    if not cfg.trainer.get("fast_dev_run") and (max_steps is None or max_steps <= 0):
+        raise ConfigError(f"trainer.max_steps={max_steps} must be positive: MiniGPT trains by steps.")
+    if cfg.get("init_from"):
+        resolve_model_folder(cfg.init_from)
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).exists():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist; give a .ckpt file from a run's checkpoints/.")
+
+
+def build_tokenizer(cfg: DictConfig, datamodule: Any) -> Tokenizer:
+    """The run's tokenizer: `tokenizer.path`, else the `init_from` model's, else built from the corpus."""
+    if not cfg.tokenizer.get("path") and cfg.get("init_from"):
+        folder = resolve_model_folder(cfg.init_from)
+        if (folder / "tokenizer.json").exists():
+            return load_tokenizer(folder)
+    return instantiate(cfg.tokenizer, texts=datamodule.corpus.documents)
+
+
+def build_model_config(cfg: DictConfig, tokenizer: Tokenizer) -> ModelConfig:
+    """`ModelConfig` from the `model` node, with the vocabulary taken from the tokenizer."""
+    fields = OmegaConf.to_container(cfg.model, resolve=True)
+    assert isinstance(fields, dict)
+    fields["vocab_size"] = fields.get("vocab_size") or tokenizer.vocab_size
+    if fields["vocab_size"] < tokenizer.vocab_size:
+        raise ConfigError(
+            f"model.vocab_size={fields['vocab_size']} is smaller than the tokenizer's {tokenizer.vocab_size}; "
+            "leave model.vocab_size unset (null) to take it from the tokenizer."
+        )
+    return ModelConfig.from_dict(fields)
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """Instantiate every callback node under `callbacks` (a null entry switches one off)."""
+    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    """Instantiate every logger node under `logger`."""
+    return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one training job described by a composed `train.yaml` config; returns the final metrics.
+
+    The loggers are finalised whatever happens, so a crash in one job of a sweep does not leave a
+    logger (W&B, MLflow) open for the next.
+    """
+    validate_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data, _recursive_=True)
+    tokenizer = build_tokenizer(cfg, datamodule)
+    datamodule.attach_tokenizer(tokenizer)
+    model_config = build_model_config(cfg, tokenizer)
+    # _partial_: the stage's own options come from the config, the built objects are passed as they are.
+    stage: Stage = instantiate(cfg.stage, _partial_=True)(
+        model_config=model_config, optim=cfg.optim, tokenizer=tokenizer, init_from=cfg.init_from
+    )
+    loggers = build_loggers(cfg)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
+    status = "failed"
+    try:
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        trainer.fit(stage, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        status = "success"
+    finally:
+        for logger in loggers:
+            logger.finalize(status)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    if trainer.is_global_zero and not cfg.trainer.get("fast_dev_run"):
+        folder = stage.save_model_folder(Path(cfg.paths.output_dir) / "model")
+        report(cfg, stage, folder, metrics)
+    return metrics
+
+
+def report(cfg: DictConfig, stage: Stage, folder: Path, metrics: dict[str, float]) -> None:
+    """Print final samples, the metrics and where the run lives."""
+    from minigpt.inference.generate import sample
+
+    console = Console()
+    tokenizer = stage.tokenizer
+    if cfg.get("final_samples") and tokenizer is not None:
+        stage.eval()
+        prompt = torch.tensor([tokenizer.encode("\n")] * cfg.final_samples, device=stage.device)
+        generator = torch.Generator(device=stage.device).manual_seed(cfg.seed)
+        out = sample(stage.model, prompt, 300, temperature=0.8, top_k=50, generator=generator)
+        for row in out:
+            console.rule("sample")
+            console.print(tokenizer.decode(row.tolist(), skip_special=True), markup=False)
+    shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("val/")}
+    console.rule("done")
+    console.print(f"metrics: {shown}")
+    console.print(f"run folder: {cfg.paths.output_dir}\nmodel folder: {folder}")

@@ -1,0 +1,74 @@
+"""`Stage`: what every training stage shares — the model, its optimizer and schedule, init and export.
+
+A stage is glue: it takes the shared `Transformer`, a loss from `minigpt.losses` and a batch, and logs.
+Subclasses implement `training_step` / `validation_step`; everything else lives here once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from minigpt.model.config import ModelConfig
+from minigpt.model.folder import load_model_folder, save_model_folder
+from minigpt.model.transformer import Transformer
+from minigpt.tokenizer.base import Tokenizer
+from minigpt.utils.errors import ConfigError
+
+
+class Stage(L.LightningModule):
+    """Base LightningModule of all stages.
+
+    Args:
+        model_config: the `ModelConfig` (vocab size already set from the tokenizer).
+        optim: the `optim` config node: `weight_decay`, and `_partial_` `optimizer` / `scheduler` nodes.
+        tokenizer: saved next to the weights in the model folder.
+        init_from: a model folder whose weights initialise the model (the previous stage's output).
+    """
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        optim: DictConfig | dict[str, Any],
+        tokenizer: Tokenizer | None = None,
+        init_from: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.optim_cfg = OmegaConf.create(optim) if isinstance(optim, dict) else optim
+        self.tokenizer = tokenizer
+        if init_from:
+            self.model, folder_tokenizer = load_model_folder(init_from)
+            self.tokenizer = tokenizer or folder_tokenizer
+        else:
+            self.model = Transformer(model_config)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The config of the model being trained."""
+        return self.model.config
+
+    def aux_loss(self, aux: dict[str, Any]) -> torch.Tensor | float:
+        """Sum of the auxiliary losses the model reported (e.g. MoE balancing); 0 for a dense model."""
+        losses = aux.get("aux_loss")
+        return sum(losses) if losses else 0.0
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW (or whatever `optim.optimizer` names) on decay/no-decay groups, stepped schedule."""
+        cfg = self.optim_cfg
+        if cfg.lr <= 0:
+            raise ConfigError(f"optim.lr={cfg.lr} must be positive (e.g. optim.lr=1e-3).")
+        optimizer = instantiate(cfg.optimizer)(self.model.param_groups(cfg.weight_decay))
+        config: dict[str, Any] = {"optimizer": optimizer}
+        if cfg.get("scheduler"):
+            scheduler = instantiate(cfg.scheduler)(optimizer)
+            config["lr_scheduler"] = {"scheduler": scheduler, "interval": "step", "frequency": 1}
+        return config
+
+    def save_model_folder(self, folder: str | Path) -> Path:
+        """Write the portable model folder (weights, config, tokenizer)."""
+        return save_model_folder(folder, self.model, self.tokenizer)
