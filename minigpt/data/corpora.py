@@ -100,20 +100,20 @@ class PythonStdlib(Corpus):
 
 
 class TextFiles(Corpus):
-    """A user's own text files, given as paths or glob patterns (`data.paths=[notes/*.txt]`)."""
+    """A user's own text files, given as paths or glob patterns (`data.corpus.paths=[notes/*.txt]`)."""
 
     name = "text_files"
 
     def __init__(self, paths: str | list[str]) -> None:
         patterns = [paths] if isinstance(paths, str) else list(paths or [])
         if not patterns:
-            raise ConfigError("data.paths is empty; give text files or globs, e.g. data.paths='[my/*.txt]'.")
+            raise ConfigError("data.corpus.paths is empty; give text files or globs, e.g. data.corpus.paths='[my/*.txt]'.")
         files: list[Path] = []
         for pattern in patterns:
             matched = sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))
             if not matched:
                 raise ConfigError(
-                    f"data.paths entry {pattern!r} matches no file; check the path (relative paths are "
+                    f"data.corpus.paths entry {pattern!r} matches no file; check the path (relative paths are "
                     "resolved from the directory you ran train.py in)."
                 )
             files += [Path(m) for m in matched if Path(m).is_file()]

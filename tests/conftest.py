@@ -1,0 +1,95 @@
+"""Shared fixtures: thread limits, a small text written for the tests, and Hydra-composed configs."""
+
+from __future__ import annotations
+
+import os
+
+# The machine is shared and has 2 cores: extra threads slow everything down. Set before torch loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
+
+torch.set_num_threads(1)
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+# Written for these tests: a little play whose lines repeat with variations, so that a tiny model can
+# learn its structure within a few dozen steps.
+_SPEAKERS = ["ANNA", "BORIS", "CLARA", "DMITRI"]
+_LINES = [
+    "the river runs cold under the old stone bridge",
+    "bring the lamp, the night is long and the road is dark",
+    "i have counted every coin and every coin is gone",
+    "sing again the song of the green hills and the grey sea",
+    "we shall meet at the mill when the bells ring twice",
+]
+
+
+def make_play(n_lines: int = 400) -> str:
+    """A deterministic toy play: SPEAKER:\\nline\\n\\n repeated."""
+    out = []
+    for i in range(n_lines):
+        speaker = _SPEAKERS[i % len(_SPEAKERS)]
+        line = _LINES[(i * 3 + i // 7) % len(_LINES)]
+        out.append(f"{speaker}:\n{line}.\n")
+    return "\n".join(out)
+
+
+@pytest.fixture
+def play_file(tmp_path: Path) -> Path:
+    """The toy play written to a text file."""
+    path = tmp_path / "play.txt"
+    path.write_text(make_play(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose `conf/train.yaml` with overrides, outputs and caches under `tmp_path`.
+
+    Defaults to the toy play as `data=text_files`, a tiny model and a short run; any override wins.
+    """
+
+    def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
+        GlobalHydra.instance().clear()
+        base = [
+            "data=text_files",
+            f"data.corpus.paths=[{tmp_path / 'play.txt'}]",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            "model.n_layer=2",
+            "model.n_head=2",
+            "model.n_embd=32",
+            "model.block_size=32",
+            "trainer.max_steps=20",
+            "trainer.val_check_interval=10",
+            "trainer.limit_val_batches=2",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+            "callbacks.progress_bar=null",
+            "callbacks.samples.num_samples=0",
+            "final_samples=0",
+        ]
+        if not (tmp_path / "play.txt").exists():
+            (tmp_path / "play.txt").write_text(make_play(), encoding="utf-8")
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=[*base, *overrides], return_hydra_config=True)
+        HydraConfig().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "run")
+            cfg.trainer.default_root_dir = str(tmp_path / "run")
+            del cfg["hydra"]  # as in a real run, the job sees its config without the hydra node
+        return cfg
+
+    return _compose
