@@ -10,9 +10,9 @@ from minigpt.run import train
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the validation loss so that sweepers (Optuna) can optimise it."""
+    """Hydra entry point; returns `optimized_metric` (default `val/loss`) for sweepers to optimise."""
     metrics = train(cfg)
-    return metrics.get("val/loss")
+    return metrics.get(cfg.get("optimized_metric") or "val/loss")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ from rich.console import Console
 
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import resolve_model_folder
+from minigpt.scale.loggers import close_loggers, publish_model_folder
+from minigpt.scale.resume import resolve_ckpt_path
+from minigpt.scale.sharding import unshard_stage
+from minigpt.scale.strategy import build_strategy, distributed_job
 from minigpt.stages.base import Stage
 from minigpt.tokenizer.base import Tokenizer, load_tokenizer
 from minigpt.utils.errors import ConfigError
@@ -44,8 +48,7 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_steps={max_steps} must be positive: MiniGPT trains by steps.")
     if cfg.get("init_from"):
         resolve_model_folder(cfg.init_from)
-    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).exists():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist; give a .ckpt file from a run's checkpoints/.")
+    resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.runs_dir)
 
 
 def build_tokenizer(cfg: DictConfig, datamodule: Any) -> Tokenizer:
@@ -87,6 +90,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     logger (W&B, MLflow) open for the next.
     """
     validate_config(cfg)
+    strategy = build_strategy(cfg)  # refuses impossible strategies (DeepSpeed on a CPU) before any work
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.runs_dir)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, _recursive_=True)
     tokenizer = build_tokenizer(cfg, datamodule)
@@ -96,38 +101,49 @@ def train(cfg: DictConfig) -> dict[str, float]:
     stage: Stage = instantiate(cfg.stage, _partial_=True)(
         model_config=model_config, optim=cfg.optim, tokenizer=tokenizer, init_from=cfg.init_from
     )
+    stage.compile_model = bool(cfg.get("compile"))
     loggers = build_loggers(cfg)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=loggers or False)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, strategy=strategy, callbacks=build_callbacks(cfg), logger=loggers or False
+    )
     status = "failed"
-    try:
-        for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        trainer.fit(stage, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        status = "success"
-    finally:
-        for logger in loggers:
-            logger.finalize(status)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
-    if trainer.is_global_zero and not cfg.trainer.get("fast_dev_run"):
-        folder = stage.save_model_folder(Path(cfg.paths.output_dir) / "model")
-        report(cfg, stage, folder, metrics)
+    with distributed_job():
+        try:
+            for logger in loggers:
+                logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            trainer.fit(stage, datamodule=datamodule, ckpt_path=ckpt_path)
+            metrics = {
+                key: float(value)
+                for key, value in trainer.callback_metrics.items()
+                if torch.is_tensor(value) and value.numel() == 1
+            }
+            unshard_stage(stage)  # FSDP: every rank takes part in gathering the full weights
+            if trainer.is_global_zero and not cfg.trainer.get("fast_dev_run"):
+                folder = stage.save_model_folder(Path(cfg.paths.output_dir) / "model")
+                publish_model_folder(loggers, folder)
+                report(cfg, stage, folder, metrics)
+            status = "success"
+        finally:
+            close_loggers(loggers, status)
     return metrics
 
 
 def report(cfg: DictConfig, stage: Stage, folder: Path, metrics: dict[str, float]) -> None:
     """Print final samples, the metrics and where the run lives."""
-    from minigpt.inference.generate import sample
+    from minigpt.inference.generate import GenerationConfig, generate
 
     console = Console()
     tokenizer = stage.tokenizer
     if cfg.get("final_samples") and tokenizer is not None:
         stage.eval()
-        prompt = torch.tensor([tokenizer.encode("\n")] * cfg.final_samples, device=stage.device)
+        prompt = tokenizer.encode("\n")
         generator = torch.Generator(device=stage.device).manual_seed(cfg.seed)
-        out = sample(stage.model, prompt, 300, temperature=0.8, top_k=50, generator=generator)
-        for row in out:
+        config = GenerationConfig(
+            max_new_tokens=300, temperature=0.8, top_k=50, num_return_sequences=cfg.final_samples
+        )
+        for row in generate(stage.model, [prompt], config, generator=generator).token_lists():
             console.rule("sample")
-            console.print(tokenizer.decode(row.tolist(), skip_special=True), markup=False)
+            console.print(tokenizer.decode(prompt + row, skip_special=True), markup=False)
     shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("val/")}
     console.rule("done")
     console.print(f"metrics: {shown}")

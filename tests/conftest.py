@@ -55,6 +55,38 @@ def play_file(tmp_path: Path) -> Path:
     return path
 
 
+def tiny_run_overrides(tmp_path: Path) -> list[str]:
+    """Overrides for a tiny, quick run on the toy play (written into `tmp_path`), caches under `tmp_path`.
+
+    Shared by the composed configs below and by tests that run `train.py` in a subprocess.
+    """
+    if not (tmp_path / "play.txt").exists():
+        (tmp_path / "play.txt").write_text(make_play(), encoding="utf-8")
+    return [
+        "data=text_files",
+        f"data.corpus.paths=[{tmp_path / 'play.txt'}]",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "model.n_layer=2",
+        "model.n_head=2",
+        "model.n_embd=32",
+        "model.block_size=32",
+        "trainer.max_steps=20",
+        "trainer.val_check_interval=10",
+        "trainer.limit_val_batches=2",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "callbacks.progress_bar=null",
+        "callbacks.samples.num_samples=0",
+        "final_samples=0",
+    ]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path: Path) -> list[str]:
+    """`tiny_run_overrides` for this test's `tmp_path` (for `train.py` run as a subprocess)."""
+    return tiny_run_overrides(tmp_path)
+
+
 @pytest.fixture
 def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose `conf/train.yaml` with overrides, outputs and caches under `tmp_path`.
@@ -64,25 +96,7 @@ def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
 
     def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
         GlobalHydra.instance().clear()
-        base = [
-            "data=text_files",
-            f"data.corpus.paths=[{tmp_path / 'play.txt'}]",
-            f"paths.cache_dir={tmp_path / 'cache'}",
-            "model.n_layer=2",
-            "model.n_head=2",
-            "model.n_embd=32",
-            "model.block_size=32",
-            "trainer.max_steps=20",
-            "trainer.val_check_interval=10",
-            "trainer.limit_val_batches=2",
-            "trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false",
-            "callbacks.progress_bar=null",
-            "callbacks.samples.num_samples=0",
-            "final_samples=0",
-        ]
-        if not (tmp_path / "play.txt").exists():
-            (tmp_path / "play.txt").write_text(make_play(), encoding="utf-8")
+        base = tiny_run_overrides(tmp_path)
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=[*base, *overrides], return_hydra_config=True)
         HydraConfig().set_config(cfg)
@@ -93,3 +107,22 @@ def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return _compose
+
+
+# The Llama family's switches (as in conf/model/llama_nano.yaml); the GPT-2 family is ModelConfig's default.
+LLAMA_STYLE = dict(norm="rmsnorm", activation="swiglu", positions="rope", bias=False, tie_embeddings=False, n_kv_head=2)
+
+
+@pytest.fixture
+def tiny_model() -> Callable[..., torch.nn.Module]:
+    """Build a seeded tiny `Transformer` (2 layers, 4 heads, 32 wide) of family "gpt" or "llama" (GQA)."""
+    from minigpt.model import ModelConfig, Transformer
+
+    def _build(family: str = "gpt", seed: int = 0, **overrides: object) -> Transformer:
+        torch.manual_seed(seed)
+        fields: dict = dict(n_layer=2, n_head=4, n_embd=32, block_size=64, vocab_size=64)
+        if family == "llama":
+            fields.update(LLAMA_STYLE)
+        return Transformer(ModelConfig(**{**fields, **overrides})).eval()
+
+    return _build

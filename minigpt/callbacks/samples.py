@@ -7,7 +7,7 @@ import torch
 from rich.console import Console
 from rich.panel import Panel
 
-from minigpt.inference.generate import sample
+from minigpt.inference.generate import GenerationConfig, generate
 
 
 class SampleGeneration(L.Callback):
@@ -28,7 +28,6 @@ class SampleGeneration(L.Callback):
     ) -> None:
         self.prompt, self.num_samples, self.max_new_tokens = prompt, num_samples, max_new_tokens
         self.temperature, self.top_k, self.seed = temperature, top_k, seed
-        self.console = Console()
         self.last_samples: list[str] = []
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -37,16 +36,19 @@ class SampleGeneration(L.Callback):
         if tokenizer is None or trainer.sanity_checking or not trainer.is_global_zero or self.num_samples <= 0:
             return
         ids = tokenizer.encode(self.prompt, allow_special=True) or [tokenizer.eos_id or 0]
-        prompt = torch.tensor([ids] * self.num_samples, device=pl_module.device)
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        was_training = pl_module.training
-        pl_module.eval()
-        out = sample(pl_module.model, prompt, self.max_new_tokens, self.temperature, self.top_k, generator)
-        pl_module.train(was_training)
-        self.last_samples = [tokenizer.decode(row.tolist()) for row in out]
+        config = GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            num_return_sequences=self.num_samples,
+        )
+        out = generate(pl_module.model, [ids], config, generator=generator)  # eval mode inside, then restored
+        self.last_samples = [tokenizer.decode(ids + row) for row in out.token_lists()]
         step = trainer.global_step
+        console = Console()  # made here, not kept: it holds a lock, and ddp_spawn pickles the callbacks
         for i, text in enumerate(self.last_samples):
-            self.console.print(Panel(text, title=f"sample {i} @ step {step}", expand=False))
+            console.print(Panel(text, title=f"sample {i} @ step {step}", expand=False))
         if trainer.default_root_dir:
             with open(f"{trainer.default_root_dir}/samples.txt", "a", encoding="utf-8") as f:
                 for text in self.last_samples:

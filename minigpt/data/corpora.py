@@ -107,7 +107,9 @@ class TextFiles(Corpus):
     def __init__(self, paths: str | list[str]) -> None:
         patterns = [paths] if isinstance(paths, str) else list(paths or [])
         if not patterns:
-            raise ConfigError("data.corpus.paths is empty; give text files or globs, e.g. data.corpus.paths='[my/*.txt]'.")
+            raise ConfigError(
+                "data.corpus.paths is empty; give text files or globs, e.g. data.corpus.paths='[my/*.txt]'."
+            )
         files: list[Path] = []
         for pattern in patterns:
             matched = sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))

@@ -129,11 +129,21 @@ class TextDataModule(L.LightningDataModule):
         splits = self.prepare()
         return splits.val_bytes / splits.val_tokens
 
+    def _samples_per_step(self) -> int:
+        """Samples one optimizer step consumes across all data-parallel ranks.
+
+        Under DDP/FSDP Lightning wraps the sampler so that rank r takes every W-th sample number; the
+        ranks together consume W·accumulate·batch_size numbers per step.
+        """
+        trainer = self.trainer
+        replicas = (trainer.distributed_sampler_kwargs or {}).get("num_replicas", 1)
+        return replicas * trainer.accumulate_grad_batches * self.batch_size
+
     def _total_samples(self) -> int:
         trainer = self.trainer
         if trainer is None or trainer.max_steps is None or trainer.max_steps < 0:
             return 10**9
-        return trainer.max_steps * trainer.accumulate_grad_batches * self.batch_size
+        return trainer.max_steps * self._samples_per_step()
 
     def train_dataloader(self) -> DataLoader:
         """Random windows, continuing after the samples already consumed by a resumed run."""
@@ -141,7 +151,7 @@ class TextDataModule(L.LightningDataModule):
         trainer = self.trainer
         consumed = 0
         if trainer is not None:
-            consumed = trainer.global_step * trainer.accumulate_grad_batches * self.batch_size
+            consumed = trainer.global_step * self._samples_per_step()
         total = self._total_samples()
         dataset = RandomWindows(splits.load("train"), self.seq_len, total, self.seed)
         return DataLoader(

@@ -20,6 +20,75 @@ from minigpt.utils.errors import ConfigError
 Norm = Literal["layernorm", "rmsnorm"]
 Activation = Literal["gelu", "gelu_tanh", "swiglu"]
 Positions = Literal["learned", "rope"]
+Router = Literal["topk", "switch", "expert_choice"]
+
+
+@dataclass
+class MoEConfig:
+    """Mixture-of-experts feed-forward layers (`model.moe`; `None` keeps every block dense).
+
+    Routers: `topk` (each token picks its `top_k` experts, Shazeer et al. 2017), `switch` (top-1 with a
+    capacity, Fedus et al. 2021) and `expert_choice` (each expert picks its tokens, Zhou et al. 2022).
+    `capacity_factor` c bounds an expert's tokens at ⌈c·N·k/E⌉ (token choice; `None` = never drop) or
+    sets ⌈c·N/E⌉ tokens per expert (expert choice: c is the mean number of experts per token).
+    Every `every_n_layers`-th block (layers n-1, 2n-1, …) gets the MoE layer. Experts are MLPs of width
+    `expert_hidden` (`None` = the dense `mlp_hidden`); `num_shared_experts` always-on experts are added
+    (DeepSeekMoE, Dai et al. 2024). `jitter_noise` ε scales router inputs by U(1-ε, 1+ε) in training
+    (Fedus et al. 2021 §2.4). The layer's `aux_loss` is `aux_loss_coef`·balancing + `z_loss_coef`·z-loss.
+    """
+
+    num_experts: int = 8
+    top_k: int = 2
+    router: Router = "topk"
+    capacity_factor: float | None = None
+    renormalize: bool = True
+    every_n_layers: int = 1
+    num_shared_experts: int = 0
+    expert_hidden: int | None = None
+    jitter_noise: float = 0.0
+    aux_loss_coef: float = 0.01
+    z_loss_coef: float = 0.001
+
+    def validate(self, n_layer: int) -> None:
+        """Raise `ConfigError` (field, value, fix) for an inconsistent MoE setting."""
+        if self.router not in ("topk", "switch", "expert_choice"):
+            raise ConfigError(
+                f"model.moe.router={self.router!r} is unknown; use 'topk', 'switch' or 'expert_choice'."
+            )
+        if not isinstance(self.num_experts, int) or self.num_experts < 2:
+            raise ConfigError(f"model.moe.num_experts={self.num_experts!r} must be an integer ≥ 2.")
+        if not isinstance(self.top_k, int) or not 1 <= self.top_k <= self.num_experts:
+            raise ConfigError(
+                f"model.moe.top_k={self.top_k!r} must be between 1 and num_experts={self.num_experts}."
+            )
+        if self.router == "switch" and self.top_k != 1:
+            raise ConfigError(f"model.moe.top_k={self.top_k} but router=switch routes to one expert; set top_k=1.")
+        if self.router != "topk" and self.capacity_factor is None:
+            raise ConfigError(
+                f"model.moe.router={self.router} needs a capacity; set model.moe.capacity_factor (e.g. 1.25)."
+            )
+        if self.capacity_factor is not None and self.capacity_factor <= 0:
+            raise ConfigError(f"model.moe.capacity_factor={self.capacity_factor} must be positive (or null).")
+        if self.router != "expert_choice" and self.top_k == 1 and self.renormalize:
+            raise ConfigError(
+                "model.moe.renormalize=true with top_k=1 makes every gate weight 1, so the router gets no "
+                "gradient from the LM loss; set model.moe.renormalize=false."
+            )
+        if not isinstance(self.every_n_layers, int) or not 1 <= self.every_n_layers <= n_layer:
+            raise ConfigError(
+                f"model.moe.every_n_layers={self.every_n_layers!r} must be between 1 and n_layer={n_layer}."
+            )
+        if self.num_shared_experts < 0 or (self.expert_hidden is not None and self.expert_hidden <= 0):
+            raise ConfigError(
+                f"model.moe.num_shared_experts={self.num_shared_experts} must be ≥ 0 and "
+                f"model.moe.expert_hidden={self.expert_hidden} positive or null."
+            )
+        if not 0.0 <= self.jitter_noise < 1.0:
+            raise ConfigError(f"model.moe.jitter_noise={self.jitter_noise} must be in [0, 1).")
+        if self.aux_loss_coef < 0 or self.z_loss_coef < 0:
+            raise ConfigError(
+                f"model.moe.aux_loss_coef={self.aux_loss_coef} and z_loss_coef={self.z_loss_coef} must be ≥ 0."
+            )
 
 
 @dataclass
@@ -49,10 +118,16 @@ class ModelConfig:
     dropout: float = 0.0
     init_std: float = 0.02
     gradient_checkpointing: bool = False
+    moe: MoEConfig | None = None
     # Free-form extras that later features attach (e.g. the MoE block, a reward head marker).
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if isinstance(self.moe, dict):  # from YAML or config.json
+            known = {f.name for f in dataclasses.fields(MoEConfig)}
+            if unknown := sorted(set(self.moe) - known):
+                raise ConfigError(f"Unknown model.moe keys {unknown}; known keys are {sorted(known)}.")
+            self.moe = MoEConfig(**self.moe)
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
         if self.mlp_hidden is None:
@@ -97,6 +172,8 @@ class ModelConfig:
             raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1).")
         if self.vocab_size is not None and self.vocab_size <= 0:
             raise ConfigError(f"model.vocab_size={self.vocab_size} must be positive.")
+        if self.moe is not None:
+            self.moe.validate(self.n_layer)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form, as written to a model folder's `config.json`."""

@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from minigpt.model.attention import CausalSelfAttention, KVCacheLike, RotaryEmbedding
 from minigpt.model.config import ModelConfig
 from minigpt.model.mlp import build_mlp
+from minigpt.model.moe import build_moe_layer
 from minigpt.utils.errors import ConfigError
 
 
@@ -32,10 +33,7 @@ def build_feedforward(config: ModelConfig, layer_idx: int) -> nn.Module:
 
     A feed-forward module returns either a tensor or `(tensor, aux_dict)`; the block merges the aux.
     """
-    moe = config.extra.get("moe")
-    if moe:
-        from minigpt.model.moe import build_moe_layer  # the MoE issue provides it
-
+    if config.moe is not None:
         layer = build_moe_layer(config, layer_idx)
         if layer is not None:
             return layer
@@ -166,6 +164,34 @@ class Transformer(nn.Module):
             aux["hidden"] = hidden
         return self.lm_head(hidden), aux
 
+    @torch.no_grad()
+    def resize_vocab(self, new_size: int) -> None:
+        """Grow the token embedding and LM head to `new_size` rows (e.g. for added chat tokens).
+
+        Old rows keep their values. New rows start at the mean of the old rows plus N(0, init_std) noise
+        (Hewitt 2021, "Initializing New Word Embeddings"): at the mean, a new token's logit is the average
+        logit, so it does not steal probability from the pretrained distribution; the noise breaks the
+        symmetry between the new tokens. A tied head is re-tied to the grown embedding.
+        """
+        old_size = self.config.vocab_size
+        if new_size < old_size:
+            raise ValueError(f"resize_vocab only grows the vocabulary: {new_size} < {old_size}.")
+
+        def grown(weight: Tensor) -> Tensor:
+            extra = weight.mean(0, keepdim=True) + self.config.init_std * torch.randn(
+                new_size - old_size, weight.shape[1], device=weight.device, dtype=weight.dtype
+            )
+            return torch.cat([weight, extra])  # (new_size, C)
+
+        self.tok_emb.weight = nn.Parameter(grown(self.tok_emb.weight))
+        self.tok_emb.num_embeddings = new_size
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        else:
+            self.lm_head.weight = nn.Parameter(grown(self.lm_head.weight))
+        self.lm_head.out_features = new_size
+        self.config.vocab_size = new_size
+
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW groups: decay on matrices (≥ 2 dims: linear and embedding weights), none on biases/norms.
 
@@ -193,10 +219,12 @@ class Transformer(nn.Module):
         """Training FLOPs per token: 6·N for the matmuls (forward 2N, backward 4N) + 12·L·C·T for attention.
 
         Kaplan et al. 2020 (Table 1) and PaLM (Chowdhery et al. 2022, App. B); N excludes embeddings but
-        includes the LM head, which is a real matmul per token.
+        includes the LM head, which is a real matmul per token, and counts active MoE experts only.
         """
         n = self.num_params(non_embedding=True)
         if self.config.tie_embeddings:
             n += self.lm_head.weight.numel()
+        # Mixture-of-experts layers: count only the experts a token actually visits.
+        n -= sum(m.inactive_params() for m in self.modules() if hasattr(m, "inactive_params"))
         return 6.0 * n + 12.0 * self.config.n_layer * self.config.n_embd * seq_len
 

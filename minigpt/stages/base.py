@@ -16,7 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import load_model_folder, save_model_folder
+from minigpt.model.moe import moe_metrics
 from minigpt.model.transformer import Transformer
+from minigpt.scale.sharding import compile_blocks, shard_stage
 from minigpt.tokenizer.base import Tokenizer
 from minigpt.utils.errors import ConfigError
 
@@ -30,6 +32,9 @@ class Stage(L.LightningModule):
         tokenizer: saved next to the weights in the model folder.
         init_from: a model folder whose weights initialise the model (the previous stage's output).
     """
+
+    # Set by the task wrapper from the top-level `compile` option: `torch.compile` each block.
+    compile_model: bool = False
 
     def __init__(
         self,
@@ -57,12 +62,36 @@ class Stage(L.LightningModule):
         losses = aux.get("aux_loss")
         return sum(losses) if losses else 0.0
 
+    def log_moe_metrics(self, aux: dict[str, Any], prefix: str = "train") -> None:
+        """Log the per-layer router statistics an MoE model reports (`moe_metrics`); nothing if dense."""
+        metrics = moe_metrics(aux, prefix)
+        if metrics:
+            self.log_dict(metrics, on_step=True, on_epoch=False)
+
+    def configure_model(self) -> None:
+        """Compile (`compile=true`) and shard (`strategy=fsdp`) the model, once.
+
+        Lightning calls this inside the strategy's setup, when FSDP2's device mesh exists, and before
+        the optimizer is built, so the optimizer holds the sharded parameters.
+        """
+        if getattr(self, "_model_configured", False):
+            return
+        self._model_configured = True
+        if self.compile_model:
+            compile_blocks(self.model)
+        if self.device_mesh is not None:  # set by ModelParallelStrategy (strategy=fsdp) only
+            shard_stage(self, self.model, self.device_mesh["data_parallel"])
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups; a stage that trains only some parameters (LoRA) overrides it."""
+        return self.model.param_groups(weight_decay)
+
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW (or whatever `optim.optimizer` names) on decay/no-decay groups, stepped schedule."""
         cfg = self.optim_cfg
         if cfg.lr <= 0:
             raise ConfigError(f"optim.lr={cfg.lr} must be positive (e.g. optim.lr=1e-3).")
-        optimizer = instantiate(cfg.optimizer)(self.model.param_groups(cfg.weight_decay))
+        optimizer = instantiate(cfg.optimizer)(self.param_groups(cfg.weight_decay))
         config: dict[str, Any] = {"optimizer": optimizer}
         if cfg.get("scheduler"):
             scheduler = instantiate(cfg.scheduler)(optimizer)

@@ -28,6 +28,7 @@ class PretrainStage(Stage):
         loss = lm_loss(logits, targets)
         total = loss + self.aux_loss(aux)
         self.log("train/loss", loss, prog_bar=True)
+        self.log_moe_metrics(aux)
         return total
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

@@ -1,0 +1,77 @@
+"""Chat with a trained model in the terminal.
+
+    python -m minigpt.chat run=outputs/train/<run> [system="You are terse."] [temperature=0.7]
+
+Commands: `/reset` forgets the conversation, `/system <text>` sets the system message (and resets),
+`/quit` (or Ctrl-D) leaves. Answers stream token by token. Models whose tokenizer has no chat tokens
+(pretrained only) get plain continuation: what you type is continued as text.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+import torch
+from rich.console import Console
+
+from minigpt.inference.chat import ChatSession
+from minigpt.inference.cli import compose_cli, generation_config
+from minigpt.model.folder import load_model_folder
+from minigpt.utils.errors import ConfigError
+
+HELP = "commands: /reset, /system <text>, /quit"
+
+
+def repl(
+    session: ChatSession,
+    read: Callable[[str], str],
+    console: Console,
+    generator: torch.Generator | None = None,
+) -> None:
+    """Read lines until /quit or end of input; answer each, streaming the answer to `console`."""
+    mode = "chat template" if session.templated else "plain continuation (no chat tokens)"
+    console.print(f"[dim]{mode}; {HELP}[/dim]")
+    while True:
+        try:
+            line = read("[bold green]you>[/bold green] ")
+        except (EOFError, KeyboardInterrupt):
+            break
+        command, _, rest = line.strip().partition(" ")
+        if command == "/quit":
+            break
+        if command == "/reset":
+            session.reset()
+            console.print("[dim]conversation cleared[/dim]")
+        elif command == "/system":
+            session.set_system(rest.strip())
+            console.print(
+                f"[dim]system message {'set' if rest.strip() else 'removed'}; conversation cleared[/dim]"
+            )
+        elif command.startswith("/"):
+            console.print(f"[dim]unknown command {command}; {HELP}[/dim]")
+        elif line.strip():
+            console.print("[bold blue]bot>[/bold blue] ", end="")
+            session.reply(
+                line,
+                on_text=lambda text: console.print(text, end="", markup=False, highlight=False),
+                generator=generator,
+            )
+            console.print()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse `key=value` options and start the REPL."""
+    cfg = compose_cli("chat", sys.argv[1:] if argv is None else argv)
+    model, tokenizer = load_model_folder(cfg.run, map_location=cfg.device)
+    if tokenizer is None:
+        raise ConfigError(f"run={cfg.run} has no tokenizer.json next to the model; chat needs one.")
+    if cfg.strategy == "beam":
+        raise ConfigError("strategy=beam cannot stream a chat answer; use strategy=sample or greedy.")
+    session = ChatSession(model, tokenizer, generation_config(cfg, tokenizer), system=cfg.system)
+    console = Console()
+    repl(session, console.input, console, torch.Generator(device=cfg.device).manual_seed(cfg.seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Conversations from JSONL files, validated line by line (every error names the file and line).
+
+Two line formats are accepted:
+
+    {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    {"prompt": "hi", "completion": "hello"}
+
+Roles are `system`, `user` and `assistant`; at least one assistant turn must be present (otherwise the
+line would contribute no loss). Blank lines are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from minigpt.tokenizer.chat import ROLES
+from minigpt.utils.errors import ConfigError
+
+Conversation = list[dict[str, str]]
+
+
+def parse_conversation(record: Any) -> Conversation:
+    """One decoded JSON line → a list of messages; `ValueError` with the reason if malformed."""
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    if "messages" in record:
+        messages = record["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise ValueError('"messages" must be a non-empty list')
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or set(message) < {"role", "content"}:
+                raise ValueError(f'message {i} must be an object with "role" and "content"')
+            if message["role"] not in ROLES:
+                raise ValueError(f"message {i} has role {message['role']!r}; use one of {list(ROLES)}")
+            if not isinstance(message["content"], str):
+                raise ValueError(f'message {i} "content" must be a string')
+        if not any(m["role"] == "assistant" for m in messages):
+            raise ValueError("there is no assistant message to learn from")
+        return [{"role": m["role"], "content": m["content"]} for m in messages]
+    if "prompt" in record and "completion" in record:
+        if not isinstance(record["prompt"], str) or not isinstance(record["completion"], str):
+            raise ValueError('"prompt" and "completion" must be strings')
+        return [
+            {"role": "user", "content": record["prompt"]},
+            {"role": "assistant", "content": record["completion"]},
+        ]
+    raise ValueError('expected {"messages": [...]} or {"prompt": ..., "completion": ...}')
+
+
+def read_chat_jsonl(path: str | Path) -> list[tuple[int, Conversation]]:
+    """(line number, conversation) for every line of a JSONL file; a `ConfigError` names a malformed line."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ConfigError(f"data.path={str(path)!r} does not exist; point it at a .jsonl file of chats.")
+    conversations: list[tuple[int, Conversation]] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                conversations.append((lineno, parse_conversation(json.loads(line))))
+            except ValueError as err:  # json.JSONDecodeError is a ValueError too
+                raise ConfigError(f"{path} line {lineno}: {err}; fix or remove that line.") from None
+    if not conversations:
+        raise ConfigError(f"data.path={str(path)!r} holds no conversations; add JSONL lines.")
+    return conversations

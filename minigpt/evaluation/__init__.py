@@ -1,0 +1,1 @@
+"""Evaluation: perplexity, task accuracy, reports and plots."""

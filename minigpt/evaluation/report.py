@@ -1,0 +1,101 @@
+"""`evaluate.py`: score a run or model folder — loss, perplexity, bits/byte, samples, plots → eval.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from rich.console import Console
+from rich.table import Table
+
+from minigpt.evaluation.logs import find_metrics_csv, read_metrics
+from minigpt.evaluation.moe_plots import plot_expert_load
+from minigpt.evaluation.perplexity import evaluate_lm
+from minigpt.evaluation.plots import plot_loss_curves
+from minigpt.inference.generate import GenerationConfig, generate
+from minigpt.model.folder import load_model_folder, resolve_model_folder
+from minigpt.utils.errors import ConfigError
+from minigpt.utils.io import atomic_write_text
+
+
+def run_config(run_dir: Path) -> DictConfig | None:
+    """The composed training config Hydra saved in the run folder (`.hydra/config.yaml`), if any."""
+    path = run_dir / ".hydra" / "config.yaml"
+    return OmegaConf.load(path) if path.exists() else None  # type: ignore[return-value]
+
+
+def data_config(cfg: DictConfig, trained: DictConfig | None, block_size: int) -> DictConfig | None:
+    """The data node to evaluate on: `data=<option>` given to evaluate.py, else the one the run trained on.
+
+    The node is resolved inside the training config (or a minimal stand-in for a bare model folder) so
+    that its interpolations (`${model.block_size}`, `${paths.cache_dir}`, `${seed}`) find their values.
+    """
+    if cfg.get("data") is None:
+        return trained.data if trained is not None else None
+    base = OmegaConf.create({"seed": cfg.seed, "paths": cfg.paths}) if trained is None else trained.copy()
+    with open_dict(base):
+        base.pop("data", None)
+    merged = OmegaConf.merge(base, {"model": {"block_size": block_size}, "data": cfg.data})
+    return merged.data
+
+
+def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate `cfg.run` and write `eval.json` (+ `loss_curves.png`) next to it; returns the results."""
+    run_dir = Path(cfg.run).expanduser()
+    folder = resolve_model_folder(run_dir)
+    out_dir = run_dir if folder != run_dir else folder
+    model, tokenizer = load_model_folder(folder)
+    if tokenizer is None:
+        raise ConfigError(f"{folder} has no tokenizer.json; evaluation needs the tokenizer the model was trained with.")
+    trained = run_config(run_dir)
+    results: dict[str, Any] = {"model_folder": str(folder), "params": model.num_params()}
+
+    data = data_config(cfg, trained, model.config.block_size)
+    if data is not None:
+        datamodule = instantiate(data)
+        datamodule.batch_size = cfg.batch_size
+        datamodule.attach_tokenizer(tokenizer)
+        results.update(evaluate_lm(model, datamodule.val_dataloader(), datamodule.val_bytes_per_token))
+
+    if cfg.num_samples > 0:
+        prompt = tokenizer.encode(cfg.prompt, allow_special=True) or [tokenizer.eos_id or 0]
+        config = GenerationConfig(
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
+            num_return_sequences=cfg.num_samples,
+        )
+        generator = torch.Generator().manual_seed(cfg.seed)
+        rows = generate(model, [prompt], config, generator=generator).token_lists()
+        results["samples"] = [tokenizer.decode(prompt + row, skip_special=True) for row in rows]
+
+    metrics_csv = find_metrics_csv(run_dir)
+    if metrics_csv is not None:
+        series = read_metrics(metrics_csv)
+        plots = [
+            plot_loss_curves(series, out_dir / "loss_curves.png", title=str(run_dir)),
+            plot_expert_load(series, out_dir / "expert_load.png"),  # None for a dense model
+        ]
+        results["plots"] = [str(p) for p in plots if p is not None]
+
+    atomic_write_text(out_dir / "eval.json", json.dumps(results, indent=2))
+    show(results, out_dir)
+    return results
+
+
+def show(results: dict[str, Any], out_dir: Path) -> None:
+    """Print the numbers as a table, then the samples."""
+    console = Console()
+    table = Table(title="evaluation")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in results.items():
+        if isinstance(value, (int, float)):
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else f"{value:,}")
+    console.print(table)
+    for i, text in enumerate(results.get("samples", [])):
+        console.rule(f"sample {i}")
+        console.print(text, markup=False)
+    console.print(f"wrote {out_dir / 'eval.json'}" + "".join(f"\nwrote {p}" for p in results.get("plots", [])))

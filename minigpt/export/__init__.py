@@ -1,0 +1,1 @@
+"""Conversion of MiniGPT models to and from other formats (Hugging Face `transformers`)."""

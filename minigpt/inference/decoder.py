@@ -1,0 +1,116 @@
+"""`BatchDecoder`: runs the model over a batch of left-padded, growing token rows with a KV cache.
+
+It owns what every decoding strategy shares: left padding with per-row positions and attention masks,
+one prefill pass over the prompts, one token per step afterwards, row selection (beams, finished
+sequences) and the context window. Strategies (`generate.py`, `beam.py`) only choose tokens.
+
+Left padding puts every row's newest token in the same column, so one step serves the whole batch. Pad
+columns are masked out as keys and do not count as positions: row i's first real token has position 0
+whatever its padding, so a padded row computes exactly what it would alone.
+
+When a row outgrows `model.block_size`, the cache is rebuilt from the last half-window of tokens (a
+"context shift"): positions restart at 0 and generation continues, at the cost of one prefill per
+half-window of new tokens. Generations that fit in the context never shift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from minigpt.inference.kv_cache import KVCache
+from minigpt.model.transformer import Transformer
+
+
+class BatchDecoder:
+    """Token rows (prompt + generated), their KV cache and their next positions.
+
+    Args:
+        model: the language model (in eval mode).
+        prompts: one list of token ids per row, any lengths ≥ 1.
+        max_new_tokens: how many tokens will be appended at most (sizes the buffers).
+    """
+
+    def __init__(self, model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> None:
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("Every prompt needs at least one token (e.g. the tokenizer's bos id).")
+        self.model = model
+        device = model.tok_emb.weight.device
+        width = max(len(p) for p in prompts)
+        # Padding columns hold id 0: any valid id works, they are never attended to.
+        self.tokens = torch.zeros(len(prompts), width + max_new_tokens, dtype=torch.long, device=device)
+        # valid: False on left padding only; generated columns are always real tokens.
+        self.valid = torch.ones_like(self.tokens, dtype=torch.bool)
+        for i, prompt in enumerate(prompts):
+            self.tokens[i, width - len(prompt) : width] = torch.as_tensor(prompt, dtype=torch.long)
+            self.valid[i, : width - len(prompt)] = False
+        self.length = width
+        # The cache never needs more than block_size slots, nor more than the tokens ever fed to the model
+        # (the last generated token is returned, not fed).
+        self.capacity = min(model.config.block_size, max(width + max_new_tokens - 1, 1))
+        self.cache = KVCache.for_model(model, len(prompts), self.capacity)
+        self.next_pos = torch.zeros(len(prompts), dtype=torch.long, device=device)
+        self.key_valid: Tensor | None = None  # (B, capacity) while the window holds padding, else None
+
+    @property
+    def batch_size(self) -> int:
+        """Rows currently decoded."""
+        return self.tokens.shape[0]
+
+    def _logits(self, idx: Tensor, positions: Tensor, attn_mask: Tensor | None) -> Tensor:
+        """Next-token logits (B, V) after `idx` (B, T): the LM head runs on the last position only."""
+        hidden, _ = self.model.hidden_states(idx, positions=positions, attn_mask=attn_mask, kv_cache=self.cache)
+        return self.model.lm_head(hidden[:, -1])
+
+    def prefill(self, window: int | None = None) -> Tensor:
+        """(Re)build the cache from the last `window` tokens of each row (default: as many as fit).
+
+        Returns the logits for the token after them (B, V).
+        """
+        window = min(self.length, self.capacity if window is None else window)
+        start = self.length - window
+        idx, valid = self.tokens[:, start : self.length], self.valid[:, start : self.length]
+        self.cache.reset()
+        positions = (valid.cumsum(dim=1) - 1).clamp(min=0)  # (B, T): real tokens count from 0
+        self.next_pos = valid.sum(dim=1)
+        attn_mask = None
+        self.key_valid = None
+        if not bool(valid.all()):
+            self.key_valid = torch.zeros(self.batch_size, self.capacity, dtype=torch.bool, device=idx.device)
+            self.key_valid[:, :window] = valid
+            causal = torch.ones(window, window, dtype=torch.bool, device=idx.device).tril()
+            # A pad query may see only itself: a row with no allowed key would make softmax 0/0 = NaN, and
+            # that NaN, stored as a key/value, would poison later layers even where it is masked out.
+            eye = torch.eye(window, dtype=torch.bool, device=idx.device)
+            attn_mask = (causal & valid[:, None, None, :]) | eye  # (B, 1, T, T)
+        return self._logits(idx, positions, attn_mask)
+
+    def step(self, next_ids: Tensor) -> Tensor:
+        """Append `next_ids` (B,) to every row and return the logits for the token after them (B, V)."""
+        self.tokens[:, self.length] = next_ids
+        self.length += 1
+        if self.cache.length == self.capacity:  # context full: shift to the last half-window
+            return self.prefill(max(1, self.capacity // 2))
+        positions = self.next_pos.unsqueeze(1)  # (B, 1)
+        self.next_pos = self.next_pos + 1
+        attn_mask = None
+        if self.key_valid is not None:
+            slots = self.cache.length + 1
+            self.key_valid[:, slots - 1] = True
+            attn_mask = self.key_valid[:, None, None, :slots]  # (B, 1, 1, S)
+        return self._logits(next_ids.unsqueeze(1), positions, attn_mask)
+
+    def select(self, rows: Tensor) -> None:
+        """Keep, reorder or repeat batch rows (`rows` indexes the current rows)."""
+        self.tokens, self.valid, self.next_pos = self.tokens[rows], self.valid[rows], self.next_pos[rows]
+        if self.key_valid is not None:
+            self.key_valid = self.key_valid[rows]
+        self.cache.select(rows)
+
+    def seen_tokens(self, vocab_size: int) -> Tensor:
+        """Bool (B, V): which ids occur among each row's real tokens so far (for the repetition penalty)."""
+        counts = torch.zeros(self.batch_size, vocab_size, dtype=torch.long, device=self.tokens.device)
+        counts.scatter_add_(1, self.tokens[:, : self.length], self.valid[:, : self.length].long())
+        return counts > 0

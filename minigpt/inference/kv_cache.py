@@ -1,0 +1,92 @@
+"""A preallocated key/value cache: attention reads past keys and values instead of recomputing them.
+
+Without a cache, generating token t re-runs the model over all t previous tokens (O(t²) work per
+sequence); with one, each step feeds only the newest token and attends to the stored keys/values of the
+earlier ones (O(t)). Buffers are allocated once at full size and written in place, so a step allocates
+nothing and the layout never changes under the model. Grouped-query models store only their `n_kv_head`
+heads: the cache is `n_head / n_kv_head` times smaller than the query side.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from minigpt.model.transformer import Transformer
+
+
+class KVCache:
+    """Keys and values of every layer: `k[layer]`, `v[layer]` shaped (B, n_kv_head, capacity, head_dim).
+
+    The model calls `update(layer, k, v)` once per layer per forward pass; the new entries are written at
+    slot `length`, and `length` advances after the last layer, so all layers of one forward share one
+    write position. `length` is also what the model reads for its default positions.
+
+    One buffer per layer with the batch dimension first keeps each row's keys in one contiguous block,
+    so reordering rows (every beam-search step) copies whole blocks with `index_select`.
+    """
+
+    def __init__(
+        self,
+        n_layer: int,
+        batch_size: int,
+        n_kv_head: int,
+        head_dim: int,
+        capacity: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        shape = (batch_size, n_kv_head, capacity, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.n_layer, self.capacity = n_layer, capacity
+        self.length = 0
+
+    @classmethod
+    def for_model(cls, model: Transformer, batch_size: int, capacity: int) -> KVCache:
+        """A cache sized for `model`'s layers and heads, in its parameters' dtype and device."""
+        config = model.config
+        weight = model.tok_emb.weight
+        return cls(
+            config.n_layer,
+            batch_size,
+            config.n_kv_head,
+            config.head_dim,
+            capacity,
+            dtype=weight.dtype,
+            device=weight.device,
+        )
+
+    @property
+    def batch_size(self) -> int:
+        """Number of rows the cache holds."""
+        return self.k[0].shape[0]
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store `k`, `v` (B, n_kv_head, T, hd) of `layer`; return all its keys and values (…, S, hd)."""
+        end = self.length + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"KV cache holds {self.capacity} positions; writing {end} would overflow it.")
+        self.k[layer][:, :, self.length : end] = k
+        self.v[layer][:, :, self.length : end] = v
+        if layer == self.n_layer - 1:
+            self.length = end
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def select(self, rows: Tensor) -> None:
+        """Keep (and reorder, or repeat) the batch rows `rows`: beams that survive, sequences still running.
+
+        The same batch size is rewritten in place (only the filled part); a new size reallocates.
+        """
+        n = self.length
+        for buffers in (self.k, self.v):
+            for layer, buffer in enumerate(buffers):
+                if rows.numel() == buffer.shape[0]:
+                    # index_select copies into a new tensor first, so overlapping rows are read before written.
+                    buffer[:, :, :n] = buffer[:, :, :n].index_select(0, rows)
+                else:
+                    buffers[layer] = buffer.index_select(0, rows)
+
+    def reset(self) -> None:
+        """Forget every stored position (the buffers are reused)."""
+        self.length = 0

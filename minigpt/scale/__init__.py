@@ -1,0 +1,1 @@
+"""Scaling a run up: strategies (DDP, FSDP2, DeepSpeed), sharding, resume, peak FLOPs."""

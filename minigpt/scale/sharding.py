@@ -1,0 +1,73 @@
+"""What `Stage.configure_model` does to the model: compile blocks, shard with FSDP2; and the way back.
+
+FSDP2 (`fully_shard`) turns each parameter into a `DTensor` holding 1/world of its rows. Each block is
+its own unit: its parameters are all-gathered just before its forward (and backward) and freed right
+after, so peak memory holds one block in full rather than the whole model (Zhao et al. 2023, PyTorch
+FSDP §3.2). The root unit takes whatever is left (embeddings, final norm, head).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributed.tensor import DTensor
+
+from minigpt.model.transformer import Transformer
+
+
+def compile_blocks(model: Transformer) -> None:
+    """`torch.compile` each block in place; the parameter names (and so checkpoints) do not change.
+
+    Compiling per block rather than the whole model keeps graphs small, identical across blocks (one
+    compilation reused n_layer times) and composes with per-block sharding.
+    """
+    for block in model.blocks:
+        block.compile()
+
+
+def shard_stage(stage: nn.Module, model: Transformer, mesh: object) -> None:
+    """Apply FSDP2 to every block of `model`, then to each child of `stage` that owns parameters.
+
+    Sharding the stage's children (not the LightningModule itself) covers heads that a stage keeps beside
+    the trunk, while leaving the LightningModule's class alone.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    for block in model.blocks:
+        fully_shard(block, mesh=mesh)
+    for child in stage.children():
+        if any(True for _ in child.parameters()):
+            fully_shard(child, mesh=mesh)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """Whether any parameter of `model` is a sharded `DTensor`."""
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def unshard_stage(stage: nn.Module) -> None:
+    """After training: swap a sharded `stage.model` for a plain full copy on rank 0, for export and samples.
+
+    A collective when the model is sharded (every rank must call it); a no-op otherwise.
+    """
+    if not is_sharded(stage.model):
+        return
+    full = gather_full_model(stage.model)
+    if full is not None:
+        stage.model = full.to(stage.device)
+
+
+def gather_full_model(model: Transformer) -> Transformer | None:
+    """A plain (unsharded, CPU) copy of a sharded model on global rank 0; `None` on the other ranks.
+
+    Every rank must call it: gathering the full weights is a collective.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(model, options=options)  # full on rank 0, empty elsewhere
+    if torch.distributed.get_rank() != 0:
+        return None
+    plain = Transformer(model.config)
+    plain.load_state_dict(state)
+    return plain

@@ -1,0 +1,62 @@
+"""The chat template: role markers as special tokens, and which tokens an SFT loss is computed on.
+
+A conversation is rendered as
+
+    <|bos|> <|user|> how much is 2+3? <|end|> <|assistant|> 5 <|end|> ...
+
+Each role marker and the end-of-turn marker is one *special* token, so user text can never forge a turn
+boundary (special strings in content are encoded as ordinary characters). The mask returned with the ids
+marks the tokens the model is trained to produce: the assistant's content and its closing `<|end|>`,
+which is how the model learns to stop (Ouyang et al. 2022, InstructGPT §3.5, train on demonstrations
+only; the prompt tokens are conditioning, not targets).
+"""
+
+from __future__ import annotations
+
+from minigpt.tokenizer.base import Tokenizer
+
+CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+END_OF_TURN = "<|end|>"
+ROLES = ("system", "user", "assistant")
+
+
+def has_chat_tokens(tokenizer: Tokenizer) -> bool:
+    """Whether every chat special token is already in the tokenizer."""
+    return all(token in tokenizer.special_tokens for token in CHAT_TOKENS)
+
+
+def add_chat_tokens(tokenizer: Tokenizer) -> list[int]:
+    """Add the chat special tokens that are missing (idempotent); returns the ids of all of them."""
+    return tokenizer.add_special_tokens(CHAT_TOKENS)
+
+
+def role_token(role: str) -> str:
+    """The special token that opens a turn of `role`."""
+    if role not in ROLES:
+        raise ValueError(f"Unknown chat role {role!r}; use one of {list(ROLES)}.")
+    return f"<|{role}|>"
+
+
+def render_chat(
+    tokenizer: Tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = False
+) -> tuple[list[int], list[bool]]:
+    """Render `messages` ({"role", "content"} dicts) into token ids and a loss mask of the same length.
+
+    ids = [bos] + for each message: [<|role|>] + encode(content) + [<|end|>], then [<|assistant|>] when
+    `add_generation_prompt` (so that generation continues with the assistant's answer). The mask is True
+    on assistant content tokens and their closing `<|end|>`, False elsewhere. Content is encoded without
+    special tokens: text cannot inject a turn boundary.
+    """
+    end = tokenizer.special_id(END_OF_TURN)
+    ids: list[int] = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
+    mask: list[bool] = [False] * len(ids)
+    for message in messages:
+        marker = tokenizer.special_id(role_token(message["role"]))
+        content = tokenizer.encode(message["content"]) + [end]
+        trained = message["role"] == "assistant"
+        ids += [marker, *content]
+        mask += [False] + [trained] * len(content)
+    if add_generation_prompt:
+        ids.append(tokenizer.special_id(role_token("assistant")))
+        mask.append(False)
+    return ids, mask

@@ -1,0 +1,70 @@
+"""Hugging Face export: equal logits in GPT2LMHeadModel / LlamaForCausalLM, folders that load, round trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from minigpt.model.folder import save_model_folder
+from minigpt.tokenizer.char import CharTokenizer
+from minigpt.utils.errors import ConfigError
+
+transformers = pytest.importorskip("transformers")
+from minigpt.export.hf import export_hf, family, from_hf, main, to_hf  # noqa: E402
+
+VARIANTS = {
+    "gpt2": ("gpt", {}),
+    "gpt2-exact-gelu-untied": ("gpt", dict(activation="gelu", tie_embeddings=False)),
+    "llama-gqa": ("llama", {}),
+    "llama-mqa-bias-tied": ("llama", dict(n_kv_head=1, bias=True, tie_embeddings=True, rope_theta=500.0)),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_hf_model_gives_the_same_logits(tiny_model, variant: str) -> None:
+    name, overrides = VARIANTS[variant]
+    model = tiny_model(name, init_std=0.3, **overrides)
+    hf = to_hf(model)
+    assert type(hf).__name__ == ("GPT2LMHeadModel" if name == "gpt" else "LlamaForCausalLM")
+    idx = torch.randint(0, 64, (2, 40))
+    with torch.no_grad():
+        diff = (model(idx)[0] - hf(idx).logits).abs().max()
+    assert diff < 1e-4
+
+
+@pytest.mark.parametrize("name", ["gpt", "llama"])
+def test_cli_export_loads_in_transformers_and_round_trips(tiny_model, tmp_path: Path, name: str) -> None:
+    tokenizer = CharTokenizer.train("hello world")
+    model = tiny_model(name, init_std=0.3, vocab_size=tokenizer.vocab_size)
+    save_model_folder(tmp_path / "run" / "model", model, tokenizer)
+    out = main([f"run={tmp_path / 'run'}", f"out={tmp_path / 'hf'}"])
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(out)
+    assert loaded.config.eos_token_id == tokenizer.eos_id
+    idx = torch.tensor([tokenizer.encode("hello world")])
+    with torch.no_grad():
+        assert (loaded(idx).logits - model(idx)[0]).abs().max() < 1e-4
+    back, back_tokenizer = from_hf(out)
+    assert back.config.to_dict() == model.config.to_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(back.state_dict()[key], value), key
+    assert back_tokenizer is not None and back_tokenizer.to_json() == tokenizer.to_json()
+    main([f"run={tmp_path / 'run'}", f"out={tmp_path / 'hf'}"])  # exporting again replaces the folder
+
+
+def test_unmappable_models_and_folders_are_refused(tiny_model, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="neither"):
+        family(tiny_model("gpt", norm="rmsnorm").config)  # RMSNorm with learned positions: no HF class
+    with pytest.raises(ConfigError, match="neither"):
+        family(tiny_model("gpt", n_kv_head=2).config)  # GPT-2 has no grouped-query attention
+    with pytest.raises(ConfigError, match="moe"):
+        family(tiny_model("llama", moe={"num_experts": 2, "top_k": 1, "renormalize": False}).config)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="out="):
+        export_hf(tiny_model("gpt"), None, tmp_path / "taken")
+    with pytest.raises(ConfigError, match="config.json"):
+        from_hf(tmp_path / "taken")
+    with pytest.raises(ConfigError, match="out"):
+        main([f"run={tmp_path}"])

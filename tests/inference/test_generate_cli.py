@@ -1,0 +1,44 @@
+"""`python -m minigpt.generate`: key=value options, streaming, beam output, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from minigpt.generate import main
+from minigpt.model.folder import save_model_folder
+from minigpt.tokenizer.char import CharTokenizer
+from minigpt.utils.errors import ConfigError
+
+
+@pytest.fixture
+def run_folder(tiny_model, tmp_path: Path) -> Path:
+    tokenizer = CharTokenizer.train("ROMEO: wherefore art thou\n")
+    save_model_folder(tmp_path / "model", tiny_model("gpt", vocab_size=tokenizer.vocab_size), tokenizer)
+    return tmp_path
+
+
+def test_streams_a_sampled_continuation(run_folder: Path) -> None:
+    console = Console(record=True, width=200)
+    out = main([f"run={run_folder}", "prompt=ROMEO:", "max_new_tokens=7", "top_p=0.9", "seed=3"], console=console)
+    text = console.export_text()
+    tokenizer = CharTokenizer.train("ROMEO: wherefore art thou\n")
+    assert text.startswith("ROMEO:" + tokenizer.decode(out.token_lists()[0], skip_special=True))
+    assert out.lengths[0] <= 7 and "tokens/s" in text
+
+
+def test_beam_prints_each_returned_sequence(run_folder: Path) -> None:
+    console = Console(record=True, width=200)
+    argv = [f"run={run_folder}", "prompt=wherefore", "strategy=beam", "num_return_sequences=2", "max_new_tokens=5"]
+    out = main(argv, console=console)
+    text = console.export_text()
+    assert "sequence 0" in text and "sequence 1" in text and "score" in text
+    assert out.scores is not None and out.tokens.shape[0] == 2
+
+
+@pytest.mark.parametrize(("option", "match"), [("temprature=0.5", "temprature"), ("strategy=nucleus", "strategy")])
+def test_bad_options_fail_with_the_name(run_folder: Path, option: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        main([f"run={run_folder}", option], console=Console(record=True))
