@@ -16,6 +16,7 @@ from minigpt.evaluation.logs import find_metrics_csv, read_metrics
 from minigpt.evaluation.moe_plots import plot_expert_load
 from minigpt.evaluation.perplexity import evaluate_lm
 from minigpt.evaluation.plots import plot_loss_curves
+from minigpt.evaluation.tasks import evaluate_tasks
 from minigpt.inference.generate import GenerationConfig, generate
 from minigpt.model.folder import load_model_folder, resolve_model_folder
 from minigpt.utils.errors import ConfigError
@@ -43,6 +44,21 @@ def data_config(cfg: DictConfig, trained: DictConfig | None, block_size: int) ->
     return merged.data
 
 
+def task_scores(cfg: DictConfig, trained: DictConfig | None, model: Any, tokenizer: Any) -> dict[str, Any]:
+    """Gold-scored task accuracy on held-out test prompts, for this model and the model it started from.
+
+    The tasks are the ones the run trained on (`data.tasks`, same options and seed), else `cfg.tasks`.
+    """
+    nodes = trained.data.get("tasks") if trained is not None and "data" in trained else None
+    tasks = {name: instantiate(node) for name, node in nodes.items()} if nodes else list(cfg.tasks)
+    scores: dict[str, Any] = {"after": evaluate_tasks(model, tokenizer, tasks, "test", cfg.task_prompts)}
+    init_from = trained.get("init_from") if trained is not None else None
+    if init_from:
+        base, base_tokenizer = load_model_folder(init_from)
+        scores["before"] = evaluate_tasks(base, base_tokenizer or tokenizer, tasks, "test", cfg.task_prompts)
+    return scores
+
+
 def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate `cfg.run` and write `eval.json` (+ `loss_curves.png`) next to it; returns the results."""
     run_dir = Path(cfg.run).expanduser()
@@ -54,7 +70,7 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     trained = run_config(run_dir)
     results: dict[str, Any] = {"model_folder": str(folder), "params": model.num_params()}
 
-    data = data_config(cfg, trained, model.config.block_size)
+    data = data_config(cfg, trained, model.config.block_size) if cfg.get("eval", "lm") == "lm" else None
     if data is not None:
         datamodule = instantiate(data)
         datamodule.batch_size = cfg.batch_size
@@ -70,6 +86,9 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(cfg.seed)
         rows = generate(model, [prompt], config, generator=generator).token_lists()
         results["samples"] = [tokenizer.decode(prompt + row, skip_special=True) for row in rows]
+
+    if cfg.get("eval") == "tasks":
+        results["tasks"] = task_scores(cfg, trained, model, tokenizer)
 
     metrics_csv = find_metrics_csv(run_dir)
     if metrics_csv is not None:
@@ -95,6 +114,8 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
         if isinstance(value, (int, float)):
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else f"{value:,}")
     console.print(table)
+    for when, scores in results.get("tasks", {}).items():
+        console.print(f"task scores ({when}): " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     for i, text in enumerate(results.get("samples", [])):
         console.rule(f"sample {i}")
         console.print(text, markup=False)

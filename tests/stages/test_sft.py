@@ -8,8 +8,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from minigpt.evaluation.report import evaluate_run
 from minigpt.evaluation.tasks import evaluate_tasks
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import load_model_folder, save_model_folder
@@ -66,6 +67,17 @@ def test_sft_grows_vocab_and_raises_exact_match(base_model, tmp_path):
     after = evaluate_tasks(model, tokenizer, [task], split="val", n=12)["reversal"]
     assert metrics["val/score/reversal"] == pytest.approx(after)
     assert before <= 0.1 and after >= 0.5, (before, after)
+
+    # `evaluate.py run=<sft run> eval=tasks` reports held-out test scores before (init_from) and after.
+    (tmp_path / "run" / ".hydra").mkdir()
+    OmegaConf.save(cfg, tmp_path / "run" / ".hydra" / "config.yaml")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        eval_cfg = compose(config_name="evaluate", overrides=[
+            f"run={tmp_path / 'run'}", "eval=tasks", "task_prompts=10", "num_samples=0"])  # fmt: skip
+    scores = evaluate_run(eval_cfg)["tasks"]
+    assert scores["after"] == evaluate_tasks(model, tokenizer, [task], split="test", n=10)
+    assert scores["before"]["reversal"] <= 0.1 < 0.5 <= scores["after"]["reversal"], scores
 
 
 @pytest.mark.slow

@@ -1,0 +1,81 @@
+"""Direct preference optimisation losses: learn from (chosen, rejected) pairs without a reward model.
+
+All variants see the same quantity, the difference of the policy's and the reference's log-ratios
+
+    h = [log π(y_w|x) − log π_ref(y_w|x)] − [log π(y_l|x) − log π_ref(y_l|x)]
+
+with y_w the chosen and y_l the rejected completion (sequence log-probs over completion tokens, see
+`minigpt.losses.logprobs`). β·(log π − log π_ref) is DPO's *implicit reward* (Rafailov et al. 2023,
+eq. 5), so β·h is the implicit reward margin; the variants differ in what they do with it:
+
+* `sigmoid` — DPO (Rafailov et al. 2023, eq. 7): L = −log σ(β·h), the Bradley–Terry likelihood of the
+  preference under the implicit reward. With label smoothing ε (conservative DPO, Mitchell 2023: a
+  label is flipped with probability ε): L = −(1−ε)·log σ(β·h) − ε·log σ(−β·h).
+* `ipo` — IPO (Azar et al. 2023, eq. 17): L = (h − 1/(2τ))², τ = β. A squared loss towards a finite
+  margin, so it does not push h to infinity on deterministic preferences, which sigmoid DPO does.
+* `hinge` — SLiC-HF (Zhao et al. 2023, eq. 1 with the calibration loss): L = max(0, 1 − β·h).
+* `robust` — robust DPO (Chowdhury et al. 2024, eq. 8): an unbiased loss under labels flipped with
+  known rate ε: L = [(1−ε)·(−log σ(β·h)) − ε·(−log σ(−β·h))] / (1 − 2ε).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch.nn.functional as F
+from torch import Tensor
+
+DPOLossType = Literal["sigmoid", "ipo", "hinge", "robust"]
+LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "hinge", "robust")
+
+
+@dataclass
+class DPOOutput:
+    """Per-pair loss (B,) and the implicit rewards β·(log π − log π_ref) of chosen and rejected (B,)."""
+
+    losses: Tensor
+    chosen_rewards: Tensor
+    rejected_rewards: Tensor
+
+    @property
+    def loss(self) -> Tensor:
+        """The batch mean of the losses."""
+        return self.losses.mean()
+
+
+def dpo_loss(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    reference_chosen: Tensor,
+    reference_rejected: Tensor,
+    beta: float = 0.1,
+    loss_type: DPOLossType = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> DPOOutput:
+    """The DPO-family loss of a batch of pairs (see the module docstring for each formula).
+
+    Args:
+        policy_chosen, policy_rejected: (B,) sequence log-probs of the completions under the policy.
+        reference_chosen, reference_rejected: (B,) the same under the frozen reference (no gradient).
+        beta: β, the strength of the implicit KL constraint to the reference (IPO's τ).
+        loss_type: `sigmoid`, `ipo`, `hinge` or `robust`.
+        label_smoothing: ε, the assumed rate of flipped labels (`sigmoid`: cDPO; `robust`: < 0.5).
+    """
+    chosen_ratio = policy_chosen - reference_chosen
+    rejected_ratio = policy_rejected - reference_rejected
+    h = chosen_ratio - rejected_ratio
+    eps = label_smoothing
+    if loss_type == "sigmoid":
+        losses = -(1 - eps) * F.logsigmoid(beta * h) - eps * F.logsigmoid(-beta * h)
+    elif loss_type == "ipo":
+        losses = (h - 1 / (2 * beta)) ** 2
+    elif loss_type == "hinge":
+        losses = F.relu(1 - beta * h)
+    elif loss_type == "robust":
+        if not 0 <= eps < 0.5:
+            raise ValueError(f"robust DPO needs 0 ≤ label_smoothing < 0.5, got {eps}.")
+        losses = (-(1 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h)) / (1 - 2 * eps)
+    else:
+        raise ValueError(f"Unknown DPO loss {loss_type!r}; use one of {list(LOSS_TYPES)}.")
+    return DPOOutput(losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach())
