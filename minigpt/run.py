@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -49,6 +50,19 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.get("init_from"):
         resolve_model_folder(cfg.init_from)
     resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.runs_dir)
+
+
+def build_datamodule(cfg: DictConfig) -> Any:
+    """Instantiate the `data` node; a `ConfigError` raised inside surfaces as itself, not wrapped by Hydra."""
+    try:
+        return instantiate(cfg.data, _recursive_=True)
+    except InstantiationException as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def build_tokenizer(cfg: DictConfig, datamodule: Any) -> Tokenizer:
@@ -93,7 +107,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     strategy = build_strategy(cfg)  # refuses impossible strategies (DeepSpeed on a CPU) before any work
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.runs_dir)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data, _recursive_=True)
+    datamodule = build_datamodule(cfg)
     tokenizer = build_tokenizer(cfg, datamodule)
     datamodule.attach_tokenizer(tokenizer)
     model_config = build_model_config(cfg, tokenizer)

@@ -12,13 +12,15 @@ line would contribute no loss). Blank lines are skipped.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from minigpt.tokenizer.chat import ROLES
 from minigpt.utils.errors import ConfigError
 
 Conversation = list[dict[str, str]]
+T = TypeVar("T")
 
 
 def parse_conversation(record: Any) -> Conversation:
@@ -49,20 +51,28 @@ def parse_conversation(record: Any) -> Conversation:
     raise ValueError('expected {"messages": [...]} or {"prompt": ..., "completion": ...}')
 
 
-def read_chat_jsonl(path: str | Path) -> list[tuple[int, Conversation]]:
-    """(line number, conversation) for every line of a JSONL file; a `ConfigError` names a malformed line."""
+def read_jsonl(path: str | Path, parse: Callable[[Any], T], what: str = "conversations") -> list[tuple[int, T]]:
+    """(line number, `parse(record)`) for every line of a JSONL file; a `ConfigError` names a bad line.
+
+    `parse` raises `ValueError` with the reason for a malformed record; `what` names the records in errors.
+    """
     path = Path(path).expanduser()
     if not path.exists():
-        raise ConfigError(f"data.path={str(path)!r} does not exist; point it at a .jsonl file of chats.")
-    conversations: list[tuple[int, Conversation]] = []
+        raise ConfigError(f"data.path={str(path)!r} does not exist; point it at a .jsonl file of {what}.")
+    records: list[tuple[int, T]] = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                conversations.append((lineno, parse_conversation(json.loads(line))))
+                records.append((lineno, parse(json.loads(line))))
             except ValueError as err:  # json.JSONDecodeError is a ValueError too
                 raise ConfigError(f"{path} line {lineno}: {err}; fix or remove that line.") from None
-    if not conversations:
-        raise ConfigError(f"data.path={str(path)!r} holds no conversations; add JSONL lines.")
-    return conversations
+    if not records:
+        raise ConfigError(f"data.path={str(path)!r} holds no {what}; add JSONL lines.")
+    return records
+
+
+def read_chat_jsonl(path: str | Path) -> list[tuple[int, Conversation]]:
+    """(line number, conversation) for every line of a JSONL file; a `ConfigError` names a malformed line."""
+    return read_jsonl(path, parse_conversation)

@@ -13,8 +13,8 @@ eq. 5), so β·h is the implicit reward margin; the variants differ in what they
   label is flipped with probability ε): L = −(1−ε)·log σ(β·h) − ε·log σ(−β·h).
 * `ipo` — IPO (Azar et al. 2023, eq. 17): L = (h − 1/(2τ))², τ = β. A squared loss towards a finite
   margin, so it does not push h to infinity on deterministic preferences, which sigmoid DPO does.
-* `hinge` — SLiC-HF (Zhao et al. 2023, eq. 1 with the calibration loss): L = max(0, 1 − β·h).
-* `robust` — robust DPO (Chowdhury et al. 2024, eq. 8): an unbiased loss under labels flipped with
+* `hinge` — SLiC-HF (Zhao et al. 2023, the rank-calibration hinge of §2): L = max(0, 1 − β·h).
+* `robust` — robust DPO (Chowdhury et al. 2024, §3, the debiased loss): an unbiased loss under labels flipped with
   known rate ε: L = [(1−ε)·(−log σ(β·h)) − ε·(−log σ(−β·h))] / (1 − 2ε).
 """
 

@@ -34,7 +34,5 @@ def resolve_ckpt_path(ckpt_path: str | None, runs_dir: str | Path) -> str | None
             )
         return str(newest)
     if not Path(ckpt_path).exists():
-        raise ConfigError(
-            f"ckpt_path={ckpt_path} does not exist; give a .ckpt from a run's checkpoints/, or `last`."
-        )
+        raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give a .ckpt from a run's checkpoints/, or `last`.")
     return ckpt_path

@@ -66,8 +66,8 @@ def build_strategy(cfg: DictConfig) -> Strategy | str:
     if not node or not node.get("_target_"):
         return "auto"
     target = str(node._target_)
-    name = target.rsplit(".", 1)[-1]
-    if "DeepSpeed" in name:
+    if "DeepSpeed" in target:
+        name = f"deepspeed_zero{node.get('stage', '')}"  # the config group's own name for it
         if _on_cpu(cfg.trainer):
             raise ConfigError(
                 f"strategy={name} runs only on CUDA GPUs (trainer.accelerator={cfg.trainer.accelerator}); "
@@ -75,7 +75,7 @@ def build_strategy(cfg: DictConfig) -> Strategy | str:
             )
         if find_spec("deepspeed") is None:
             raise ConfigError(f"strategy={name} needs the deepspeed package: pip install deepspeed.")
-    if "DDP" in name or "FSDP" in name or "DeepSpeed" in name:
+    if any(kind in target for kind in ("DDP", "FSDP", "DeepSpeed")):
         install_multirun_fix()
     return instantiate(node)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from safetensors.torch import load_file
 
 from minigpt.run import train

@@ -26,13 +26,13 @@ def read_train_losses(run_dir: Path) -> dict[int, float]:
 
 
 def test_tiny_pretrain_loss_falls_well_below_its_start(compose_train, tmp_path):
-    cfg = compose_train("trainer.max_steps=60", "trainer.val_check_interval=60", "trainer.log_every_n_steps=1",
+    cfg = compose_train("trainer.max_steps=150", "trainer.val_check_interval=150", "trainer.log_every_n_steps=1",
                         "optim.lr=3e-3", "optim.warmup_steps=5")
     metrics = train(cfg)
     losses = read_train_losses(tmp_path / "run")
     vocab = load_model_folder(tmp_path / "run" / "model")[1].vocab_size
     assert losses[0] == pytest.approx(math.log(vocab), rel=0.1)  # a fresh model is ~uniform
-    assert metrics["val/loss"] < 0.6 * losses[0]
+    assert metrics["val/loss"] < 0.5 * losses[0]
     assert metrics["val/ppl"] == pytest.approx(math.exp(metrics["val/loss"]), rel=1e-4)
     assert 0 < metrics["val/bpb"] < metrics["val/loss"] / math.log(2) + 1e-6  # char text ≥ 1 byte/token
 

@@ -1,0 +1,210 @@
+"""`stage=dpo`: direct preference optimisation of the SFT model against a frozen reference.
+
+DPO (Rafailov et al. 2023) trains the policy on preference pairs directly, with the reward implicit in
+the log-ratio to a frozen reference π_ref (the model the run starts from). The losses — `sigmoid`
+(+ label smoothing, cDPO), `ipo`, `hinge`, `robust` — live in `minigpt.losses.dpo`; sequence log-probs
+are summed over the reply's tokens only (`minigpt.losses.logprobs`).
+
+The reference:
+* full fine-tuning: a frozen copy of the `init_from` model, kept in eval mode;
+* LoRA (`lora.r > 0`): the policy itself with its adapters switched off — no second copy in memory;
+* `precompute_ref=true`: its log-probs of every pair are computed once before training, so each step
+  runs one model instead of two (the reference stays for the KL measured at validation).
+
+Logged: loss, implicit rewards β·log(π/π_ref) of chosen and rejected, their margin, and accuracy (the
+fraction of pairs whose chosen reward is higher), on training batches and held-out pairs; at each
+validation, the gold score of replies *sampled* at temperature 1 on the tasks' validation prompts
+(`val/gold/<task>`) and their KL to the reference (`val/kl/<task>`). The same numbers for the starting
+model are logged once at the start of training (`val/gold_init/<task>`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from minigpt.losses.dpo import LOSS_TYPES, DPOLossType, DPOOutput, dpo_loss
+from minigpt.losses.logprobs import completion_targets, sequence_logprobs
+from minigpt.model.transformer import Transformer
+from minigpt.stages.sft import SFTStage
+from minigpt.utils.errors import ConfigError
+
+_METRICS = ("loss", "chosen_reward", "rejected_reward", "margin", "accuracy")
+
+
+@contextlib.contextmanager
+def adapters_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` with every LoRA adapter switched off (the base model) inside the block."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
+
+
+def completion_logprobs(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Any]]:
+    """Σ log π over each row's reply tokens (2B,), and the model's aux dict."""
+    inputs, targets = completion_targets(batch["input_ids"], batch["completion_mask"])
+    logits, aux = model(inputs)
+    return sequence_logprobs(logits, targets), aux
+
+
+class DPOStage(SFTStage):
+    """DPO and its variants.
+
+    Args (besides `SFTStage`'s `lora` and `eval_tasks`):
+        loss: `sigmoid`, `ipo`, `hinge` or `robust`.
+        beta: β (IPO's τ): how far the policy may move from the reference; smaller = further.
+        label_smoothing: ε, the assumed rate of flipped labels (`sigmoid` → cDPO, `robust`).
+        precompute_ref: compute the reference's log-probs of all pairs once, before training.
+        num_samples: replies sampled per validation prompt for the gold score and KL.
+        max_new_tokens: the longest sampled reply.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        loss: DPOLossType = "sigmoid",
+        beta: float = 0.1,
+        label_smoothing: float = 0.0,
+        precompute_ref: bool = False,
+        num_samples: int = 4,
+        max_new_tokens: int = 32,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if loss not in LOSS_TYPES:
+            raise ConfigError(f"stage.loss={loss!r} is unknown; use one of {list(LOSS_TYPES)}.")
+        if beta <= 0:
+            raise ConfigError(f"stage.beta={beta} must be positive (e.g. stage.beta=0.1).")
+        if not 0 <= label_smoothing < 0.5:
+            raise ConfigError(f"stage.label_smoothing={label_smoothing} must be in [0, 0.5) (e.g. 0.1).")
+        self.loss_type, self.beta, self.label_smoothing = loss, beta, label_smoothing
+        self.precompute_ref, self.num_samples, self.max_new_tokens = precompute_ref, num_samples, max_new_tokens
+        # Full fine-tuning keeps a frozen copy; with LoRA the reference is the policy, adapters off.
+        self.reference: Transformer | None = None
+        if not self.lora:
+            self.reference = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.ref_cache: dict[str, Tensor] = {}
+        self.val_metrics = {name: MeanMetric() for name in _METRICS}
+        for name, metric in self.val_metrics.items():
+            self.add_module(f"val_{name}", metric)
+
+    @contextlib.contextmanager
+    def reference_model(self) -> Iterator[nn.Module]:
+        """The frozen reference, in eval mode (Lightning's `train()` on the stage would reach a copy)."""
+        if self.reference is None:
+            with adapters_disabled(self.model) as model:
+                was_training = model.training
+                model.eval()
+                try:
+                    yield model
+                finally:
+                    model.train(was_training)
+        else:
+            yield self.reference.eval()
+
+    @torch.no_grad()
+    def reference_logprobs(self, batch: dict[str, Tensor], split: str) -> Tensor:
+        """The reference's (2B,) reply log-probs: from the precomputed cache, or a forward pass."""
+        if split in self.ref_cache:
+            cached = self.ref_cache[split][batch["index"]]  # (B, 2): chosen, rejected
+            return torch.cat([cached[:, 0], cached[:, 1]])
+        with self.reference_model() as reference:
+            return completion_logprobs(reference, batch)[0]
+
+    def on_fit_start(self) -> None:
+        """With `precompute_ref`, run the reference once over every pair of both splits."""
+        if not self.precompute_ref:
+            return
+        datamodule = self.trainer.datamodule
+        for split in ("train", "val"):
+            n = len(datamodule.prepare()[split])
+            cache = torch.zeros(n, 2, device=self.device)
+            for batch in datamodule.dataloader(split):
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                logps = self.reference_logprobs(batch, split)
+                cache[batch["index"]] = torch.stack(logps.chunk(2), dim=1)
+            self.ref_cache[split] = cache
+
+    def _step(self, batch: dict[str, Tensor], split: str) -> tuple[DPOOutput, dict[str, Any]]:
+        policy, aux = completion_logprobs(self.model, batch)
+        reference = self.reference_logprobs(batch, split)
+        (pc, pr), (rc, rr) = policy.chunk(2), reference.chunk(2)
+        return dpo_loss(pc, pr, rc, rr, self.beta, self.loss_type, self.label_smoothing), aux
+
+    @staticmethod
+    def _metrics(out: DPOOutput) -> dict[str, Tensor]:
+        margin = out.chosen_rewards - out.rejected_rewards
+        return {
+            "loss": out.loss.detach(),
+            "chosen_reward": out.chosen_rewards.mean(),
+            "rejected_reward": out.rejected_rewards.mean(),
+            "margin": margin.mean(),
+            "accuracy": (margin > 0).float().mean(),
+        }
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """The DPO-family loss (+ any auxiliary loss the model reports)."""
+        out, aux = self._step(batch, "train")
+        self.log_dict({f"train/{k}": v for k, v in self._metrics(out).items()}, prog_bar=True)
+        return out.loss + self.aux_loss(aux)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Accumulate the loss and implicit-reward metrics over held-out pairs."""
+        out, _ = self._step(batch, "val")
+        for name, value in self._metrics(out).items():
+            self.val_metrics[name].update(value, weight=batch["margin"].shape[0])
+
+    def gold_scores(self, prefix: str) -> dict[str, float]:
+        """Gold score and KL to the reference of sampled replies, per task of the datamodule."""
+        from minigpt.evaluation.gold import Reply, gold_eval, reference_logprobs
+
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        tasks = getattr(datamodule, "tasks", None)
+        if not (self.eval_tasks and tasks):
+            return {}
+        assert self.tokenizer is not None
+        out: dict[str, float] = {}
+        pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
+
+        def reference(replies: list[Reply]) -> Tensor:
+            with self.reference_model() as model:
+                return reference_logprobs(model, replies, pad)
+
+        for name, task in tasks.items():
+            prompts = [ex.prompt for ex in task.examples("val", datamodule.num_eval)]
+            result = gold_eval(
+                self.model, self.tokenizer, task, prompts, reference, self.num_samples, self.max_new_tokens
+            )
+            out[f"{prefix}/gold/{name}"], out[f"{prefix}/kl/{name}"] = result["score"], result["kl"]
+        return out
+
+    def on_train_start(self) -> None:
+        """Log the starting model's gold score (KL 0 by definition) for comparison."""
+        scores = self.gold_scores("val")
+        self.log_dict({k.replace("/gold/", "/gold_init/"): v for k, v in scores.items() if "/gold/" in k})
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the pair metrics and, with tasks, gold scores and KL of sampled replies."""
+        for name, metric in self.val_metrics.items():
+            self.log(f"val/{name}", metric.compute(), prog_bar=name in ("loss", "accuracy"), sync_dist=True)
+            metric.reset()
+        if self.trainer.sanity_checking:
+            return
+        scores = self.gold_scores("val")
+        if scores:
+            self.log_dict(scores, sync_dist=True)
+            gold = [v for k, v in scores.items() if "/gold/" in k]
+            self.log("val/gold", sum(gold) / len(gold), prog_bar=True, sync_dist=True)
