@@ -55,6 +55,18 @@ def play_file(tmp_path: Path) -> Path:
     return path
 
 
+# A quiet, short run: no progress bars, summaries or samples.
+QUIET_OVERRIDES = [
+    "trainer.max_steps=20",
+    "trainer.val_check_interval=10",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "callbacks.progress_bar=null",
+    "callbacks.samples.num_samples=0",
+    "final_samples=0",
+]
+
+
 def tiny_run_overrides(tmp_path: Path) -> list[str]:
     """Overrides for a tiny, quick run on the toy play (written into `tmp_path`), caches under `tmp_path`.
 
@@ -70,14 +82,8 @@ def tiny_run_overrides(tmp_path: Path) -> list[str]:
         "model.n_head=2",
         "model.n_embd=32",
         "model.block_size=32",
-        "trainer.max_steps=20",
-        "trainer.val_check_interval=10",
         "trainer.limit_val_batches=2",
-        "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
-        "callbacks.progress_bar=null",
-        "callbacks.samples.num_samples=0",
-        "final_samples=0",
+        *QUIET_OVERRIDES,
     ]
 
 
@@ -87,26 +93,39 @@ def tiny_overrides(tmp_path: Path) -> list[str]:
     return tiny_run_overrides(tmp_path)
 
 
+def compose_config(config_name: str, overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+    """Compose `conf/<config_name>.yaml` as Hydra would for a run writing into `output_dir`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        if output_dir is not None:
+            cfg.paths.output_dir = cfg.trainer.default_root_dir = str(output_dir)
+        del cfg["hydra"]  # as in a real run, the job sees its config without the hydra node
+    return cfg
+
+
 @pytest.fixture
 def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
-    """Compose `conf/train.yaml` with overrides, outputs and caches under `tmp_path`.
+    """Compose `conf/train.yaml` with overrides for a quiet short run writing into `tmp_path/run`.
 
-    Defaults to the toy play as `data=text_files`, a tiny model and a short run; any override wins.
+    By default the data is the toy play (`data=text_files`) and the model tiny; stages that bring their
+    own data and model (`init_from=` + `data=tasks/...`, `data=preferences`) pass `toy_data=False`.
+    Any override wins.
     """
 
-    def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
-        GlobalHydra.instance().clear()
-        base = tiny_run_overrides(tmp_path)
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=[*base, *overrides], return_hydra_config=True)
-        HydraConfig().set_config(cfg)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
-            cfg.trainer.default_root_dir = str(tmp_path / "run")
-            del cfg["hydra"]  # as in a real run, the job sees its config without the hydra node
-        return cfg
+    def _compose(*overrides: str, toy_data: bool = True) -> DictConfig:
+        base = tiny_run_overrides(tmp_path) if toy_data else QUIET_OVERRIDES
+        return compose_config("train", [*base, *overrides], tmp_path / "run")
 
     return _compose
+
+
+@pytest.fixture
+def compose_eval() -> Callable[..., DictConfig]:
+    """Compose `conf/evaluate.yaml` with overrides."""
+    return lambda *overrides: compose_config("evaluate", list(overrides))
 
 
 # The Llama family's switches (as in conf/model/llama_nano.yaml); the GPT-2 family is ModelConfig's default.

@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> None:
         with_answer=options.get("with_answer", "false").lower() == "true", seed=int(options.get("seed", 0)),
     )  # fmt: skip
     atomic_write_text(Path(options["out"]), "".join(json.dumps(p) + "\n" for p in pairs))
-    correct = sum(p["margin"] >= 1.0 for p in pairs)
+    mean_margin = sum(p["margin"] for p in pairs) / max(1, len(pairs))
     print(
-        f"{len(pairs)} pairs from {n} prompts ({n - len(pairs)} ties dropped), {correct} with margin 1, "
+        f"{len(pairs)} pairs from {n} prompts ({n - len(pairs)} ties dropped), mean margin {mean_margin:.3f}, "
         f"in {time.perf_counter() - started:.0f} s → {options['out']}"
     )

@@ -17,9 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def reward_loss(
-    chosen: Tensor, rejected: Tensor, margin: Tensor | None = None, center_coef: float = 0.0
-) -> Tensor:
+def reward_loss(chosen: Tensor, rejected: Tensor, margin: Tensor | None = None, center_coef: float = 0.0) -> Tensor:
     """Mean of −log σ(r_w − r_l − m) + η·(r_w + r_l)² over the batch.
 
     Args:

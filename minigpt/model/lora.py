@@ -23,8 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
-from peft.tuners.lora import LoraLayer
+
+try:
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+    from peft.tuners.lora import LoraLayer
+except ImportError as err:  # peft is the optional `lora` extra
+    raise ImportError("lora.r > 0 needs peft: pip install -e '.[lora]' (the dev extra includes it).") from err
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 

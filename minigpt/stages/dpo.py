@@ -7,7 +7,8 @@ are summed over the reply's tokens only (`minigpt.losses.logprobs`).
 
 The reference:
 * full fine-tuning: a frozen copy of the `init_from` model, kept in eval mode;
-* LoRA (`lora.r > 0`): the policy itself with its adapters switched off — no second copy in memory;
+* LoRA (`lora.r > 0`): the policy itself with its adapters switched off — no second copy in memory
+  (embedding rows of chat tokens new to the model would train and be shared; start from an SFT model);
 * `precompute_ref=true`: its log-probs of every pair are computed once before training, so each step
   runs one model instead of two (the reference stays for the KL measured at validation).
 

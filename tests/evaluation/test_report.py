@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from minigpt.evaluation.report import evaluate_run
@@ -16,17 +13,7 @@ from minigpt.run import train
 from minigpt.utils.errors import ConfigError
 
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
-
-
-def compose_eval(*overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="evaluate", overrides=list(overrides))
-    return cfg
-
-
-def test_evaluate_run_writes_metrics_plot_and_samples(compose_train, tmp_path):
+def test_evaluate_run_writes_metrics_plot_and_samples(compose_train, compose_eval, tmp_path):
     train_cfg = compose_train("trainer.max_steps=20", "trainer.log_every_n_steps=2")
     metrics = train(train_cfg)
     run_dir = tmp_path / "run"
@@ -47,7 +34,7 @@ def test_evaluate_run_writes_metrics_plot_and_samples(compose_train, tmp_path):
     assert (run_dir / "loss_curves.png").stat().st_size > 10_000
 
 
-def test_evaluate_on_other_data_and_bare_model_folder(compose_train, tmp_path):
+def test_evaluate_on_other_data_and_bare_model_folder(compose_train, compose_eval, tmp_path):
     """`data=text_files` on a bare model folder (no training config): the data node still resolves."""
     train(compose_train("trainer.max_steps=2", "trainer.val_check_interval=2"))
     other = tmp_path / "other.txt"
@@ -59,7 +46,7 @@ def test_evaluate_on_other_data_and_bare_model_folder(compose_train, tmp_path):
     assert (tmp_path / "run" / "model" / "eval.json").exists()
 
 
-def test_model_folder_without_tokenizer_is_rejected(compose_train, tmp_path):
+def test_model_folder_without_tokenizer_is_rejected(compose_train, compose_eval, tmp_path):
     train(compose_train("trainer.max_steps=2", "trainer.val_check_interval=2"))
     (tmp_path / "run" / "model" / "tokenizer.json").unlink()
     with pytest.raises(ConfigError, match="no tokenizer.json"):

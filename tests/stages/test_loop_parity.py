@@ -15,7 +15,9 @@ from minigpt.utils.loop_parity import plain_train, stage_train
 
 def test_stage_and_plain_loop_give_the_same_losses(compose_train, tmp_path):
     steps = 100
-    cfg = compose_train(f"trainer.max_steps={steps}", "callbacks.model_checkpoint=null", "optim.warmup_steps=10")
+    cfg = compose_train(
+        f"trainer.max_steps={steps}", "callbacks.model_checkpoint=null", "optim.warmup_steps=10", "optim.lr=3e-3"
+    )
     torch.manual_seed(0)
     model = Transformer(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=40))
     # A learnable stream (token t+1 = token t + 1 mod 40, random starts) so the losses move a lot.

@@ -1,0 +1,57 @@
+"""DPO-family losses equal hand-computed values on fixed log-probs (Rafailov 2023, Azar 2023, SLiC, Chowdhury 2024).
+
+Fixed inputs, β = 0.5: h = (π_w − ref_w) − (π_l − ref_l) = [1.0, 0.5], so β·h = [0.5, 0.25].
+softplus(z) = log(1 + eᶻ) = −log σ(−z); values below were computed with a calculator from the formulas.
+"""
+
+import pytest
+import torch
+
+from minigpt.losses.dpo import dpo_loss
+
+POLICY_W, POLICY_L = torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -1.5])
+REF_W, REF_L = torch.tensor([-1.5, -2.0]), torch.tensor([-2.5, -1.0])
+
+
+def loss(kind: str, eps: float = 0.0) -> float:
+    return float(dpo_loss(POLICY_W, POLICY_L, REF_W, REF_L, beta=0.5, loss_type=kind, label_smoothing=eps).loss)
+
+
+def test_sigmoid_is_negative_log_sigmoid_of_beta_h():
+    # mean(softplus(-0.5), softplus(-0.25)) = mean(0.474077, 0.575939)
+    assert loss("sigmoid") == pytest.approx(0.5250082, abs=1e-6)
+
+
+def test_cdpo_mixes_both_labels():
+    # mean(0.9·softplus(-βh) + 0.1·softplus(βh))
+    assert loss("sigmoid", eps=0.1) == pytest.approx(0.5625082, abs=1e-6)
+
+
+def test_ipo_is_squared_distance_to_half_inverse_beta():
+    # (h − 1/(2β))² = (1 − 1)², (0.5 − 1)² → mean 0.125
+    assert loss("ipo") == pytest.approx(0.125)
+
+
+def test_hinge():
+    # max(0, 1 − βh) = 0.5, 0.75 → mean 0.625
+    assert loss("hinge") == pytest.approx(0.625)
+
+
+def test_robust_debiases_flipped_labels():
+    # mean((0.9·softplus(-βh) − 0.1·softplus(βh)) / 0.8)
+    assert loss("robust", eps=0.1) == pytest.approx(0.4781332, abs=1e-6)
+    assert loss("robust") == pytest.approx(loss("sigmoid"))  # ε = 0: plain DPO
+
+
+def test_implicit_rewards_and_gradient_direction():
+    policy_w, policy_l = POLICY_W.clone().requires_grad_(), POLICY_L.clone().requires_grad_()
+    out = dpo_loss(policy_w, policy_l, REF_W, REF_L, beta=0.5)
+    torch.testing.assert_close(out.chosen_rewards, torch.tensor([0.25, 0.0]))  # β(π_w − ref_w)
+    torch.testing.assert_close(out.rejected_rewards, torch.tensor([-0.25, -0.25]))
+    out.loss.backward()
+    assert (policy_w.grad < 0).all() and (policy_l.grad > 0).all()  # descent raises chosen, lowers rejected
+
+
+def test_unknown_loss_is_refused():
+    with pytest.raises(ValueError, match="Unknown DPO loss"):
+        loss("kto")
