@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "outputs" / "benchmarks" / "train_throughput"))
     args = parser.parse_args()
 
-    console = Console()
+    console = Console(width=200)
     console.print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
                   f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     peaks = {"fp32": matmul_peak_flops(torch.float32), "bf16": matmul_peak_flops(torch.bfloat16)}

@@ -36,6 +36,7 @@ def test_sft_grows_vocab_and_raises_exact_match(base_model, tmp_path, compose_tr
     cfg = compose_train(
         "stage=sft", f"init_from={base_model}", *TASK, "data.num_eval=12", "data.pack=true",
         "data.batch_size=16", "optim.lr=3e-3", "trainer.max_steps=300", "trainer.val_check_interval=300",
+        toy_data=False,
     )  # fmt: skip
     metrics = train(cfg)
     model, tokenizer = load_model_folder(tmp_path / "run" / "model")
