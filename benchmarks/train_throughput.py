@@ -15,7 +15,6 @@ import copy
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ from rich.table import Table
 
 from minigpt.model.config import ModelConfig
 from minigpt.model.transformer import Transformer
+from minigpt.scale.peak_flops import measure_matmul_flops
 from minigpt.utils.loop_parity import plain_train, stage_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,19 +36,6 @@ SHAPES = {
     # gpt_small with a BPE-sized vocabulary.
     "small": dict(model=dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=8192), batch=8),
 }
-
-
-def matmul_peak_flops(dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> float:
-    """Best sustained FLOP/s of an n×n matmul in `dtype` on this machine (2n³ FLOPs each)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
 
 
 def tokens_per_s(times: list[float], tokens_per_step: int, skip: int) -> float:
@@ -88,7 +75,8 @@ def main() -> None:
     console = Console(width=200)
     console.print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
                   f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
-    peaks = {"fp32": matmul_peak_flops(torch.float32), "bf16": matmul_peak_flops(torch.bfloat16)}
+    peaks = {name: measure_matmul_flops(dtype, size=1024, seconds=1.0)
+             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     console.print("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
     table = Table(title="training throughput: MiniGPT stage vs plain PyTorch loop")
     for col in ("shape", "precision", "plain tok/s", "stage tok/s", "stage/plain", "plain MFU", "stage MFU",
