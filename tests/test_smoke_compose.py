@@ -1,10 +1,18 @@
-"""The default config composes and a tiny run trains end to end."""
+"""The default config composes, a tiny run trains end to end, and its model folder holds what it trained."""
 
+import pytest
+from hydra.utils import instantiate
+
+from minigpt.evaluation.perplexity import evaluate_lm
+from minigpt.model.folder import load_model_folder
 from minigpt.run import train
 
 
-def test_tiny_run_writes_model_folder(compose_train, tmp_path):
-    cfg = compose_train("trainer.max_steps=5", "trainer.val_check_interval=5")
+def test_model_folder_reproduces_the_runs_validation_loss(compose_train, tmp_path):
+    cfg = compose_train("trainer.max_steps=5", "trainer.val_check_interval=5", "trainer.limit_val_batches=null")
     metrics = train(cfg)
-    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
-    assert metrics["val/loss"] > 0
+    model, tokenizer = load_model_folder(tmp_path / "run" / "model")
+    datamodule = instantiate(cfg.data)
+    datamodule.attach_tokenizer(tokenizer)
+    reloaded = evaluate_lm(model, datamodule.val_dataloader())
+    assert reloaded["val/loss"] == pytest.approx(metrics["val/loss"], rel=1e-5)

@@ -43,7 +43,27 @@ def unrepresentable(tokenizer: Tokenizer, text: str) -> list[str]:
     return sorted({c for c in text if tokenizer.decode(tokenizer.encode(c)) != c})
 
 
-class ChatDataModule(L.LightningDataModule):
+class ChatRenderedDataModule(L.LightningDataModule):
+    """Base of data modules whose text is rendered with the chat template (SFT, preferences).
+
+    Attaching a tokenizer adds the chat special tokens to it, so the tokenizer the run builds the model
+    from already has them; the module is its own `corpus` (its `documents()` can teach a tokenizer).
+    """
+
+    tokenizer: Tokenizer | None
+
+    def attach_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """Use `tokenizer`, adding the chat special tokens to it if it lacks them."""
+        add_chat_tokens(tokenizer)
+        self.tokenizer = tokenizer
+
+    @property
+    def corpus(self) -> ChatRenderedDataModule:
+        """Texts a tokenizer can be learned from: each subclass's `documents()`."""
+        return self
+
+
+class ChatDataModule(ChatRenderedDataModule):
     """SFT conversations: `num_train` examples per task plus the lines of `path` (JSONL).
 
     Args:
@@ -90,16 +110,6 @@ class ChatDataModule(L.LightningDataModule):
         self.val_fraction, self.num_workers, self.seed = val_fraction, num_workers, seed
         self.tokenizer: Tokenizer | None = None
         self.splits: dict[str, list[Any]] | None = None
-
-    def attach_tokenizer(self, tokenizer: Tokenizer) -> None:
-        """Use `tokenizer`, adding the chat special tokens to it if it lacks them."""
-        add_chat_tokens(tokenizer)
-        self.tokenizer = tokenizer
-
-    @property
-    def corpus(self) -> ChatDataModule:
-        """Texts a tokenizer can be learned from when SFT starts from scratch (`documents()`)."""
-        return self
 
     def documents(self) -> list[str]:
         """The content of every training and validation message."""

@@ -25,16 +25,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from minigpt.data.chat import unrepresentable
+from minigpt.data.chat import ChatRenderedDataModule, unrepresentable
 from minigpt.data.chat_files import Conversation, parse_conversation, read_jsonl
 from minigpt.tasks.base import Task, get_task
 from minigpt.tokenizer.base import Tokenizer
-from minigpt.tokenizer.chat import add_chat_tokens, render_chat
+from minigpt.tokenizer.chat import render_chat
 from minigpt.utils.errors import ConfigError
 
 
@@ -115,7 +114,7 @@ def collate_pairs(batch: list[PairExample], pad_id: int) -> dict[str, Tensor]:
     }
 
 
-class PreferenceDataModule(L.LightningDataModule):
+class PreferenceDataModule(ChatRenderedDataModule):
     """Preference pairs from `path` (JSONL), for `stage=reward` and `stage=dpo`.
 
     Args:
@@ -169,16 +168,6 @@ class PreferenceDataModule(L.LightningDataModule):
             "train": [line for i, line in enumerate(lines) if i not in held_out],
             "val": [line for i, line in enumerate(lines) if i in held_out],
         }
-
-    def attach_tokenizer(self, tokenizer: Tokenizer) -> None:
-        """Use `tokenizer`, adding the chat special tokens to it if it lacks them."""
-        add_chat_tokens(tokenizer)
-        self.tokenizer = tokenizer
-
-    @property
-    def corpus(self) -> PreferenceDataModule:
-        """Texts a tokenizer could be learned from (`documents()`); preference stages start from a model."""
-        return self
 
     def documents(self) -> list[str]:
         """Every prompt turn and reply of both splits."""
