@@ -87,9 +87,21 @@ def build_model_config(cfg: DictConfig, tokenizer: Tokenizer) -> ModelConfig:
     return ModelConfig.from_dict(fields)
 
 
-def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    """Instantiate every callback node under `callbacks` (a null entry switches one off)."""
-    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
+def build_callbacks(cfg: DictConfig, stage: Stage | None = None) -> list[L.Callback]:
+    """Instantiate every callback node under `callbacks` (a null entry switches one off).
+
+    The default checkpoint keeps the best `val/loss`; a stage without a validation loss (PPO) names the
+    metric it is judged by in `Stage.checkpoint_monitor`.
+    """
+    callbacks = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if not node:
+            continue
+        overrides = {}
+        if name == "model_checkpoint" and stage is not None and node.get("monitor") == "val/loss":
+            overrides = dict(zip(("monitor", "mode"), stage.checkpoint_monitor))
+        callbacks.append(instantiate(node, **overrides))
+    return callbacks
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
@@ -118,7 +130,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     stage.compile_model = bool(cfg.get("compile"))
     loggers = build_loggers(cfg)
     trainer: L.Trainer = instantiate(
-        cfg.trainer, strategy=strategy, callbacks=build_callbacks(cfg), logger=loggers or False
+        cfg.trainer,
+        strategy=strategy,
+        callbacks=build_callbacks(cfg, stage),
+        logger=loggers or False,
+        **stage.trainer_overrides,
     )
     status = "failed"
     with distributed_job():

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import lightning as L
+import torch
 
 from minigpt.scale.peak_flops import peak_flops
 
@@ -42,7 +43,9 @@ class Throughput(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Accumulate tokens; every `window` batches, log the rate over the window."""
-        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch["input_ids"]
+        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch.get("input_ids")
+        if not isinstance(inputs, torch.Tensor):  # an RL batch of prompts: no fixed token count to rate
+            return
         now = time.perf_counter()
         if self._t0 is None:  # the first batch includes warm-up costs: start timing after it
             self._t0 = now

@@ -1,4 +1,4 @@
-"""Plots a person would rather look at than read: loss curves of a run."""
+"""Plots a person would rather look at than read: loss curves of a run, and an RL run's reward, gold and KL."""
 
 from __future__ import annotations
 
@@ -33,6 +33,42 @@ def plot_loss_curves(series: Series, out: Path, title: str = "") -> Path | None:
         twin.set_ylabel("learning rate", color="grey")
     ax.legend(loc="upper right")
     ax.set_title(title or "loss curves")
+    fig.tight_layout()
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return out
+
+
+# Panels of an RL run: (title, metric name suffixes drawn in it). Train curves are per iteration, `val/`
+# ones per validation; the `_init` values (the starting model) are drawn as dashed horizontal lines.
+RL_PANELS = (("reward", ("reward",)), ("gold score", ("gold",)), ("KL to reference (nats / reply)", ("kl",)))
+
+
+def plot_rl_curves(series: Series, out: Path, title: str = "") -> Path | None:
+    """Reward, gold score and KL of an RL run (PPO) against step, train and validation, side by side."""
+    if "train/reward" not in series:
+        return None
+    panels = [(name, keys) for name, keys in RL_PANELS if any(f"train/{k}" in series for k in keys)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (name, keys) in zip(axes[0], panels):
+        for key in keys:
+            if f"train/{key}" in series:  # noisy per iteration: faint, with a moving average on top
+                steps, values = zip(*series[f"train/{key}"])
+                line = ax.plot(steps, values, alpha=0.3, linewidth=0.8)[0]
+                window = max(1, len(values) // 20)
+                smooth = [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+                          for i in range(len(values))]  # fmt: skip
+                ax.plot(steps, smooth, color=line.get_color(), label=f"train/{key} (mean of {window})")
+            if f"val/{key}" in series:
+                steps, values = zip(*series[f"val/{key}"])
+                ax.plot(steps, values, "o-", label=f"val/{key}", linewidth=1.2, markersize=4)
+            if f"val/{key}_init" in series:
+                ax.axhline(series[f"val/{key}_init"][0][1], linestyle="--", color="grey", label="start (val)")
+        ax.set_title(name)
+        ax.set_xlabel("iteration")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "RL curves")
     fig.tight_layout()
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)

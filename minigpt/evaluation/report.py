@@ -15,7 +15,7 @@ from rich.table import Table
 from minigpt.evaluation.logs import find_metrics_csv, read_metrics
 from minigpt.evaluation.moe_plots import plot_expert_load
 from minigpt.evaluation.perplexity import evaluate_lm
-from minigpt.evaluation.plots import plot_loss_curves
+from minigpt.evaluation.plots import plot_loss_curves, plot_rl_curves
 from minigpt.evaluation.tasks import evaluate_tasks
 from minigpt.inference.generate import GenerationConfig, generate
 from minigpt.model.folder import load_model_folder, resolve_model_folder
@@ -71,8 +71,9 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, Any] = {"model_folder": str(folder), "params": model.num_params()}
 
     data = data_config(cfg, trained, model.config.block_size) if cfg.get("eval", "lm") == "lm" else None
-    if data is not None:
-        datamodule = instantiate(data)
+    # Perplexity needs a text corpus; chat, preference and prompt data are judged by `eval=tasks` instead.
+    datamodule = instantiate(data) if data is not None else None
+    if datamodule is not None and hasattr(datamodule, "val_bytes_per_token"):
         datamodule.batch_size = cfg.batch_size
         datamodule.attach_tokenizer(tokenizer)
         results.update(evaluate_lm(model, datamodule.val_dataloader(), datamodule.val_bytes_per_token))
@@ -96,6 +97,7 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
         plots = [
             plot_loss_curves(series, out_dir / "loss_curves.png", title=str(run_dir)),
             plot_expert_load(series, out_dir / "expert_load.png"),  # None for a dense model
+            plot_rl_curves(series, out_dir / "rl_curves.png", title=str(run_dir)),  # None unless RL
         ]
         results["plots"] = [str(p) for p in plots if p is not None]
 

@@ -1,4 +1,4 @@
-"""Scalar heads on the shared trunk: the reward model (and, later, PPO's value model).
+"""Scalar heads on the shared trunk: the reward model and PPO's value model (critic).
 
 A reward model is the same `Transformer` trunk with a linear head from the last hidden state to one
 number (Ouyang et al. 2022, InstructGPT §3.5: the SFT model with its unembedding replaced by a scalar
@@ -50,7 +50,11 @@ class ScalarHead(nn.Module):
     def forward(self, hidden: Tensor, lengths: Tensor) -> Tensor:
         """(B, T, C) hidden states → (B,) scalars read at each row's last real token."""
         last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(lengths)]  # (B, C)
-        return self.proj(last).squeeze(-1)
+        return self.per_token(last)
+
+    def per_token(self, hidden: Tensor) -> Tensor:
+        """(…, C) hidden states → (…) scalars at every position (a value model's V(sₜ) for each prefix)."""
+        return self.proj(hidden).squeeze(-1)
 
 
 class RewardModel(nn.Module):
@@ -65,6 +69,24 @@ class RewardModel(nn.Module):
         """Rewards (B,) of `ids` (B, T) with `lengths` real tokens each, and the trunk's aux dict."""
         hidden, aux = self.trunk.hidden_states(ids)
         return self.head(hidden, lengths), aux
+
+
+class ValueModel(nn.Module):
+    """PPO's critic: a trunk plus a `ScalarHead` read at *every* position, V(sₜ) for each prefix s≤t.
+
+    Started from the reward model by default (PPO-max, Zheng et al. 2023 §5.3: a critic that already
+    knows what the reward model values learns useful advantages sooner), else from the policy's trunk.
+    """
+
+    def __init__(self, trunk: Transformer, head: ScalarHead | None = None) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = head if head is not None else ScalarHead(trunk.config.n_embd)
+
+    def forward(self, ids: Tensor, positions: Tensor | None = None, attn_mask: Tensor | None = None) -> Tensor:
+        """Values (B, T) of every prefix of `ids` (B, T)."""
+        hidden, _ = self.trunk.hidden_states(ids, positions=positions, attn_mask=attn_mask)
+        return self.head.per_token(hidden)
 
 
 def is_reward_folder(path: str | Path) -> bool:
@@ -117,14 +139,19 @@ class RewardScorer:
 def load_reward_model(path: str | Path, map_location: str = "cpu") -> RewardScorer:
     """The reward model of a folder written by `stage=reward`, as a `RewardScorer` (model: `.model`)."""
     folder = resolve_model_folder(path)
-    if not is_reward_folder(folder) or not (folder / REWARD_HEAD).exists():
-        raise ConfigError(
-            f"{folder} is not a reward model folder (no extra.head='reward' in {CONFIG} or no {REWARD_HEAD}); "
-            "pass the model/ folder a `stage=reward` run wrote."
-        )
+    check_reward_folder(folder)
     trunk, tokenizer = load_model_folder(folder, map_location)
     if tokenizer is None:
         raise ConfigError(f"{folder} has no tokenizer.json; a reward model needs its tokenizer to score text.")
     head = ScalarHead(trunk.config.n_embd)
     load_model(head, str(folder / REWARD_HEAD), device=map_location)
     return RewardScorer(RewardModel(trunk, head.to(map_location)), tokenizer)
+
+
+def check_reward_folder(folder: Path) -> None:
+    """Refuse a folder that is not a reward model, naming what to pass instead."""
+    if not is_reward_folder(folder) or not (folder / REWARD_HEAD).exists():
+        raise ConfigError(
+            f"{folder} is not a reward model folder (no extra.head='reward' in {CONFIG} or no {REWARD_HEAD}); "
+            "pass the model/ folder a `stage=reward` run wrote."
+        )

@@ -7,7 +7,10 @@ pretrained model (LoRA eq. 3). Only A and B train: r·(in + out) parameters per 
 Chat tokens added for SFT have no pretrained meaning, so their embedding rows must learn too. Rather than
 training the whole embedding, a gradient hook zeroes the gradient of every *old* row: the new rows are
 the only part of the (possibly tied) embedding that changes, so merging stays exact even when the LM head
-shares the embedding matrix.
+shares the embedding matrix. `train_rows_from=0` (`lora.train_embedding`) trains every row instead, as
+peft's `modules_to_save` would: tokens rare in pretraining (digits, for a Shakespeare char model) keep
+near-identical rows that a low-rank update of the blocks cannot tell apart well; the whole embedding is
+vocab × n_embd parameters, a small share of the model.
 
 Files: an adapter folder holds peft's `adapter_config.json` + `adapter_model.safetensors`, the new rows
 in `new_token_rows.safetensors`, and `tokenizer.json`; `load_adapter` rebuilds the model from a base
@@ -41,21 +44,29 @@ ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetens
 NEW_ROWS = "new_token_rows.safetensors"
 
 
-def lora_config(r: int, alpha: float, dropout: float, target_modules: Sequence[str]) -> LoraConfig:
-    """peft's `LoraConfig`, validated with our field names (`lora.r`, `lora.alpha`, ...)."""
+def lora_config(
+    r: int, alpha: float, dropout: float, target_modules: Sequence[str], bias: str = "none"
+) -> LoraConfig:
+    """peft's `LoraConfig`, validated with our field names (`lora.r`, `lora.alpha`, ...).
+
+    `bias`: `none`, `all` (every bias trains too, LayerNorm's included: BitFit, Ben Zaken et al. 2021, on
+    top of the adapters) or `lora_only` (the biases of the adapted layers).
+    """
     if r <= 0:
         raise ConfigError(f"lora.r={r} must be a positive rank (e.g. lora.r=8), or 0 to switch LoRA off.")
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"lora.dropout={dropout} must be in [0, 1).")
     if not target_modules:
         raise ConfigError("lora.target_modules is empty; name linear layers to adapt, e.g. [qkv, proj, fc].")
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules))
+    if bias not in ("none", "all", "lora_only"):
+        raise ConfigError(f"lora.bias={bias!r} is unknown; use none, all or lora_only.")
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), bias=bias)
 
 
 def apply_lora(model: Transformer, config: LoraConfig, train_rows_from: int | None = None) -> Transformer:
     """Inject LoRA adapters into `model` in place (every other weight frozen); returns `model`.
 
-    `train_rows_from`: embedding rows from this id on (the added special tokens) stay trainable.
+    `train_rows_from`: embedding rows from this id on (the added special tokens) stay trainable; 0 = all.
     """
     names = {name.rpartition(".")[2] for name, _ in model.named_modules()}
     missing = sorted(set(config.target_modules) - names)
@@ -81,7 +92,7 @@ def apply_lora(model: Transformer, config: LoraConfig, train_rows_from: int | No
 
 
 def lora_param_groups(model: Transformer, weight_decay: float) -> list[dict[str, Any]]:
-    """Optimizer groups for LoRA training: decay on the adapters, none on the embedding.
+    """Optimizer groups for LoRA training: decay on the adapters, none on the embedding (nor biases).
 
     AdamW's decoupled decay shrinks every parameter it holds, gradient or not; decaying the embedding
     would move the frozen pretrained rows.
@@ -92,8 +103,8 @@ def lora_param_groups(model: Transformer, weight_decay: float) -> list[dict[str,
 
 
 def trainable_parameters(model: Transformer) -> int:
-    """Parameters that training changes: the adapters plus the trainable new embedding rows."""
-    n = sum(p.numel() for n_, p in model.named_parameters() if p.requires_grad and "lora_" in n_)
+    """Parameters that training changes: the adapters (and biases) plus the trainable embedding rows."""
+    n = sum(p.numel() for n_, p in model.named_parameters() if p.requires_grad and n_ != "tok_emb.weight")
     rows_from = getattr(model, "lora_rows_from", None)
     if rows_from is not None:
         n += (model.config.vocab_size - rows_from) * model.config.n_embd
@@ -139,7 +150,9 @@ def load_adapter(model: Transformer, folder: str | Path) -> Transformer:
     if not (folder / ADAPTER_CONFIG).exists():
         raise ConfigError(f"{folder} has no {ADAPTER_CONFIG}; pass the adapter/ folder a LoRA SFT run wrote.")
     saved = json.loads((folder / ADAPTER_CONFIG).read_text())
-    config = lora_config(saved["r"], saved["lora_alpha"], saved["lora_dropout"], saved["target_modules"])
+    config = lora_config(
+        saved["r"], saved["lora_alpha"], saved["lora_dropout"], saved["target_modules"], saved.get("bias", "none")
+    )
     rows_from = saved.get("new_token_rows_from")
     if rows_from is not None and (folder / NEW_ROWS).exists():
         rows = load_file(str(folder / NEW_ROWS))["rows"]

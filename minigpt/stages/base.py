@@ -7,7 +7,7 @@ Subclasses implement `training_step` / `validation_step`; everything else lives 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -35,6 +35,10 @@ class Stage(L.LightningModule):
 
     # Set by the task wrapper from the top-level `compile` option: `torch.compile` each block.
     compile_model: bool = False
+    # The logged metric (and min/max) the best checkpoint is chosen by.
+    checkpoint_monitor: tuple[str, str] = ("val/loss", "min")
+    # Trainer arguments the stage's way of training requires, whatever the `trainer` config says.
+    trainer_overrides: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -86,17 +90,29 @@ class Stage(L.LightningModule):
         """The optimizer's parameter groups; a stage that trains only some parameters (LoRA) overrides it."""
         return self.model.param_groups(weight_decay)
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW (or whatever `optim.optimizer` names) on decay/no-decay groups, stepped schedule."""
+    def build_optimizer(
+        self, groups: list[dict[str, Any]], lr: float | None = None, total_steps: int | None = None
+    ) -> dict[str, Any]:
+        """`optim.optimizer` (AdamW) on `groups`, and `optim.scheduler` stepped per optimizer step.
+
+        `lr` and `total_steps` replace the configured ones (a stage with two optimizers, like PPO's
+        actor and critic, gives each its own).
+        """
         cfg = self.optim_cfg
-        if cfg.lr <= 0:
-            raise ConfigError(f"optim.lr={cfg.lr} must be positive (e.g. optim.lr=1e-3).")
-        optimizer = instantiate(cfg.optimizer)(self.param_groups(cfg.weight_decay))
+        lr = cfg.lr if lr is None else lr
+        if lr <= 0:
+            raise ConfigError(f"optim.lr={lr} must be positive (e.g. optim.lr=1e-3).")
+        optimizer = instantiate(cfg.optimizer, lr=lr)(groups)
         config: dict[str, Any] = {"optimizer": optimizer}
         if cfg.get("scheduler"):
-            scheduler = instantiate(cfg.scheduler)(optimizer)
+            overrides = {} if total_steps is None else {"total_steps": total_steps}
+            scheduler = instantiate(cfg.scheduler, **overrides)(optimizer)
             config["lr_scheduler"] = {"scheduler": scheduler, "interval": "step", "frequency": 1}
         return config
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW (or whatever `optim.optimizer` names) on decay/no-decay groups, stepped schedule."""
+        return self.build_optimizer(self.param_groups(self.optim_cfg.weight_decay))
 
     def save_model_folder(self, folder: str | Path) -> Path:
         """Write the portable model folder (weights, config, tokenizer)."""

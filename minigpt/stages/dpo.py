@@ -84,6 +84,12 @@ class DPOStage(SFTStage):
         max_new_tokens: int = 32,
         **kwargs: Any,
     ) -> None:
+        lora = kwargs.get("lora") or {}
+        if lora.get("train_embedding", False) or lora.get("bias", "none") != "none":
+            raise ConfigError(
+                "lora.train_embedding=true or lora.bias!=none with stage=dpo: the LoRA reference (adapters off) "
+                "would share the trained embedding/biases and drift with the policy; set them false/none."
+            )
         super().__init__(*args, **kwargs)
         if loss not in LOSS_TYPES:
             raise ConfigError(f"stage.loss={loss!r} is unknown; use one of {list(LOSS_TYPES)}.")

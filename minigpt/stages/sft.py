@@ -33,7 +33,8 @@ class SFTStage(Stage):
     """Supervised fine-tuning.
 
     Args (besides `Stage`'s):
-        lora: {r, alpha, dropout, target_modules}; `r: 0` trains every weight (full fine-tuning).
+        lora: {r, alpha, dropout, target_modules, bias, train_embedding}; `r: 0` trains every weight (full
+            fine-tuning); `bias` and `train_embedding` also train biases and the whole (tied) token embedding.
         eval_tasks: whether to log task scores at each validation (needs `data.tasks`).
     """
 
@@ -57,9 +58,13 @@ class SFTStage(Stage):
             from minigpt.model.lora import apply_lora, lora_config, trainable_parameters  # imports peft
 
             assert lora is not None
-            config = lora_config(lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"])
+            config = lora_config(
+                lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"], lora.get("bias", "none")
+            )
             grown = self.tokenizer.vocab_size > old_vocab
-            apply_lora(self.model, config, train_rows_from=old_vocab if grown else None)
+            # train_embedding: every row trains, not just the new chat tokens (see `minigpt.model.lora`).
+            rows_from = 0 if lora.get("train_embedding", False) else (old_vocab if grown else None)
+            apply_lora(self.model, config, train_rows_from=rows_from)
             base = sum(p.numel() for n, p in self.model.named_parameters() if "lora_" not in n)
             self.trainable_fraction = trainable_parameters(self.model) / base
             rank_zero_info(

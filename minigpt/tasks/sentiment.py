@@ -1,5 +1,13 @@
 """Positive-sentiment continuation: "happily: the old mill" → "is lovely and bright", scored by VADER.
 
+`tone` chooses the demonstrations (the gold score is the same either way):
+
+* `positive` (default): every demonstration is positive, so SFT alone already scores ≈ 1.0.
+* `mixed`: a third each of positive ("is happy and kind"), neutral ("is plain and wooden") and negative
+  ("is dull and grey") continuations. This is the IMDB continuation setup of RLHF papers (Ziegler et al.
+  2019; Rafailov et al. 2023 §6.1): SFT teaches the format with replies of every tone, and the preference
+  and RL stages must push the policy toward positive ones, which the gold score measures.
+
 The one open-ended task: many completions are right, so the gold score is a sentiment measurement
 rather than an exact match. VADER (Hutto & Gilbert 2014) is a rule-based scorer built on a
 human-rated lexicon of ~7,500 words; its `compound` score lies in [-1, 1]. It ships inside the pinned
@@ -31,6 +39,10 @@ _VERBS = ("is", "looks", "seems", "was", "feels")
 _POSITIVE = (
     "lovely", "happy", "great", "wonderful", "beautiful", "kind", "merry", "bright", "good", "gentle",
 )  # fmt: skip
+# VADER rates each of these 0 (neutral) or below 0 (negative) alone and in any "X and Y" pair (tested).
+_NEUTRAL = ("plain", "still", "brown", "square", "flat", "round", "wooden", "silent", "distant", "stone")
+_NEGATIVE = ("sad", "dull", "grim", "cruel", "ugly", "awful", "dreary", "lonely", "bitter", "miserable")
+_TONES = {"positive": _POSITIVE, "neutral": _NEUTRAL, "negative": _NEGATIVE}
 
 
 @cache
@@ -49,6 +61,11 @@ def vader_compound(text: str) -> float:
 class Sentiment(Task):
     """Continue a short phrase with positive sentiment.
 
+    Args:
+        target: the VADER compound that earns the full score.
+        tone: `positive` (every demonstration positive) or `mixed` (positive, neutral and negative
+            demonstrations in equal parts; see the module docstring).
+
     score = clip((c + 1) / (1 + target), 0, 1) with c the VADER compound of the completion: a
     completion at least as positive as `target` scores 1.0, a neutral one 1/(1 + target), the most
     negative one 0. The linear ramp (rather than a threshold) gives an RL policy a gradient to climb.
@@ -57,16 +74,20 @@ class Sentiment(Task):
 
     name = "sentiment"
 
-    def __init__(self, seed: int = 0, target: float = 0.5) -> None:
+    def __init__(self, seed: int = 0, target: float = 0.5, tone: str = "positive") -> None:
         super().__init__(seed)
         if not 0.0 < target <= 1.0:
             raise ConfigError(f"task target={target} must be in (0, 1], e.g. 0.5.")
-        self.target = target
+        if tone not in ("positive", "mixed"):
+            raise ConfigError(f"task tone={tone!r} is unknown; use positive or mixed.")
+        self.target, self.tone = target, tone
 
     def generate(self, rng: random.Random) -> Example:
-        """A neutral subject and a positive continuation built from VADER-positive words."""
+        """A neutral subject and a continuation of two words of one tone (always positive unless mixed)."""
         subject = f"{rng.choice(_DETERMINERS)} {rng.choice(_ADJECTIVES)} {rng.choice(_NOUNS)}"
-        first, second = rng.sample(_POSITIVE, 2)
+        # The tone is drawn only when mixed, so tone=positive keeps the original examples exactly.
+        words = _TONES[rng.choice(sorted(_TONES))] if self.tone == "mixed" else _POSITIVE
+        first, second = rng.sample(words, 2)
         return Example(_PREFIX + subject, f"{rng.choice(_VERBS)} {first} and {second}")
 
     def score(self, prompt: str, completion: str) -> float:

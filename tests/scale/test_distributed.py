@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import torch.distributed as dist
+from preference_fixtures import base_model_folder
 
 from minigpt.run import train
 
@@ -80,3 +82,20 @@ def test_multirun_with_ddp_writes_one_folder_per_job(run_train, tmp_path):
     for job in jobs:
         assert (sweeps[0] / job / "model" / "model.safetensors").exists()
         assert (sweeps[0] / job / "train_ddp_process_1.log").exists()
+
+
+def test_ppo_under_ddp_spawn_keeps_ranks_identical(compose_train, tmp_path):
+    folder = base_model_folder(tmp_path / "base")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"say: {w}"}) + "\n" for w in ["ab", "cd", "dab", "bad"] * 10))
+    cfg = compose_train(
+        "stage=ppo", f"init_from={folder}", "data=prompts", f"data.path={prompts}", "data.batch_size=4",
+        "stage.reward=count", "stage.count_text=a", "stage.max_new_tokens=4", "strategy=ddp_spawn",
+        "trainer.devices=2", "trainer.max_steps=8", "trainer.val_check_interval=1",
+        f"+callbacks.weights._target_={__name__}.SaveWeights", f"+callbacks.weights.folder={tmp_path}",
+        toy_data=False,
+    )  # fmt: skip
+    train(cfg)
+    end0, end1 = torch.load(tmp_path / "end0.pt"), torch.load(tmp_path / "end1.pt")
+    assert not torch.equal(torch.load(tmp_path / "start0.pt"), end0)  # actor and critic trained
+    assert torch.equal(end0, end1)  # two optimisers, several backward passes per step, still in sync

@@ -99,3 +99,10 @@ def test_dpo_run_composes_and_trains(tmp_path, compose_train):
     metrics = train(cfg)
     assert {"val/loss", "val/accuracy", "val/chosen_reward", "val/rejected_reward"} <= set(metrics)
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("option", [{"train_embedding": True}, {"bias": "all"}])
+def test_lora_options_that_move_the_reference_are_refused(option):  # adapters off would not undo them
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["qkv"], **option}
+    with pytest.raises(ConfigError, match="lora.train_embedding"):
+        DPOStage(model_config=None, optim=OPTIM, lora=lora)

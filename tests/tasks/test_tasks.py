@@ -59,3 +59,18 @@ def test_registry_and_bad_options():
         get_task("arithmetic", min_digits=3, max_digits=2)
     with pytest.raises(ConfigError, match="fewer"):
         get_task("arithmetic", max_digits=1).examples("test", 500)  # only 100 one-digit sums exist
+
+
+def test_sentiment_mixed_tone_spreads_gold_scores_and_positive_stays_positive():
+    positive, mixed = get_task("sentiment"), get_task("sentiment", tone="mixed")
+    assert all(positive.score(ex.prompt, ex.answer) == 1.0 for ex in positive.examples("train", 300))
+    scores = [mixed.score(ex.prompt, ex.answer) for ex in mixed.examples("train", 300)]
+    # Positive (1.0), neutral (1/1.5) and negative (< 1/1.5) demonstrations, each a sizeable share.
+    high = sum(s == 1.0 for s in scores)
+    neutral = sum(s == pytest.approx(1 / 1.5) for s in scores)
+    low = sum(s < 0.5 for s in scores)
+    assert min(high, neutral, low) > 60 and high + neutral + low == len(scores)
+    # Lowercase letters and spaces only: every char-level tokenizer of the default corpus covers them.
+    assert all(set(ex.answer) <= set("abcdefghijklmnopqrstuvwxyz ") for ex in mixed.examples("train", 300))
+    with pytest.raises(ConfigError, match="tone"):
+        get_task("sentiment", tone="sad")

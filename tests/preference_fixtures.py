@@ -1,18 +1,21 @@
-"""A tiny synthetic preference task for the reward and DPO stage tests: replies with more `a`s are better."""
+"""A tiny synthetic preference task for the reward, DPO and PPO stage tests: replies with more `a`s are better."""
 
 from __future__ import annotations
 
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from minigpt.model.config import ModelConfig
-from minigpt.model.folder import save_model_folder
+from minigpt.model.folder import load_model_folder, save_model_folder
+from minigpt.model.heads import RewardModel, ScalarHead, save_reward_model
 from minigpt.model.transformer import Transformer
 from minigpt.tasks.base import Example, Task
 from minigpt.tokenizer.char import CharTokenizer
+from minigpt.tokenizer.chat import add_chat_tokens
 
 ALPHABET = "abcd"
 OPTIM = {
@@ -51,9 +54,23 @@ def write_pairs(path: Path, n: int = 240, seed: int = 0) -> Path:
     return path
 
 
-def base_model_folder(path: Path) -> Path:
-    """A tiny random "SFT" model folder whose char tokenizer covers the task's text (no chat tokens yet)."""
+def base_model_folder(path: Path, **config: Any) -> Path:
+    """A tiny random "SFT" model folder whose char tokenizer covers the task's text (no chat tokens yet).
+
+    `config` overrides `ModelConfig` fields (e.g. `moe=MoEConfig(num_experts=4)`).
+    """
     torch.manual_seed(0)
     tokenizer = CharTokenizer.train(ALPHABET + "say: ")
-    model = Transformer(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=tokenizer.vocab_size))
+    fields = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=tokenizer.vocab_size)
+    model = Transformer(ModelConfig(**{**fields, **config}))
     return save_model_folder(path, model, tokenizer)
+
+
+def reward_model_folder(path: Path, base: Path) -> Path:
+    """A reward model on the base trunk (chat tokens added), with a random head."""
+    trunk, tokenizer = load_model_folder(base)
+    add_chat_tokens(tokenizer)
+    trunk.resize_vocab(tokenizer.vocab_size)
+    head = ScalarHead(trunk.config.n_embd)
+    torch.nn.init.normal_(head.proj.weight)
+    return save_reward_model(path, RewardModel(trunk, head), tokenizer)

@@ -1,0 +1,1 @@
+"""What the reinforcement-learning stages share: rollouts from the policy and reward functions."""

@@ -1,0 +1,98 @@
+"""Reward functions for RL stages: `reward(prompts, completions, tasks) -> Tensor (B,)`.
+
+* `ModelReward`: a reward model trained by `stage=reward` (the RLHF recipe: a learned proxy of
+  preferences, which a policy can over-optimise — Gao et al. 2022);
+* `TaskReward`: a task's gold scorer as a *verifiable* reward (exact-match arithmetic, VADER sentiment);
+* `CountReward`: +1 per occurrence of a string — a toy reward whose optimum is obvious, for tests.
+
+`build_reward(kind, ...)` picks one from the `stage.reward` setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from minigpt.model.heads import RewardScorer, load_reward_model
+from minigpt.tasks.base import Task
+from minigpt.utils.errors import ConfigError
+
+REWARD_KINDS = ("model", "task", "count")
+
+
+class RewardFunction(Protocol):
+    """Scores (B,) of single-turn replies, one per (prompt, completion, task) row."""
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str], tasks: Sequence[str | None]) -> Tensor:
+        """The reward of each reply."""
+        ...
+
+
+class ModelReward(nn.Module):
+    """A frozen reward model. An `nn.Module` so that it follows the stage to its device (and into DDP's
+    view of frozen buffers); its weights never train."""
+
+    def __init__(self, scorer: RewardScorer) -> None:
+        super().__init__()
+        self.scorer = scorer
+        self.model = scorer.model.requires_grad_(False).eval()
+
+    def forward(self, prompts: Sequence[str], completions: Sequence[str], tasks: Sequence[str | None]) -> Tensor:
+        """The reward model's score of each (prompt, completion)."""
+        self.model.eval()
+        return self.scorer(prompts, completions)
+
+
+class TaskReward:
+    """The gold scorer of each row's task: a verifiable reward, no model to over-optimise."""
+
+    def __init__(self, tasks: Mapping[str, Task]) -> None:
+        if not tasks:
+            raise ConfigError("stage.reward=task needs prompts from tasks (data=prompts/<task>), not a JSONL file.")
+        self.tasks = dict(tasks)
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str], tasks: Sequence[str | None]) -> Tensor:
+        """`task.score(prompt, completion)` per row."""
+        scores = []
+        for prompt, completion, name in zip(prompts, completions, tasks):
+            if name not in self.tasks:
+                raise ConfigError(
+                    f"Prompt {prompt!r} has no task with a gold scorer ({name!r}); use stage.reward=model."
+                )
+            scores.append(self.tasks[name].score(prompt, completion))
+        return torch.tensor(scores, dtype=torch.float32)
+
+
+class CountReward:
+    """+1 for each occurrence of `text` in the reply (a toy reward: the policy should learn to repeat it)."""
+
+    def __init__(self, text: str) -> None:
+        if not text:
+            raise ConfigError("stage.reward=count needs stage.count_text, the string to reward (e.g. 'a').")
+        self.text = text
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str], tasks: Sequence[str | None]) -> Tensor:
+        """The number of occurrences per reply."""
+        return torch.tensor([float(c.count(self.text)) for c in completions])
+
+
+def build_reward(
+    kind: str, reward_model: str | Path | None, tasks: Mapping[str, Task], count_text: str | None
+) -> RewardFunction:
+    """The reward `stage.reward` names: `model` (needs `stage.reward_model`), `task` or `count`."""
+    if kind not in REWARD_KINDS:
+        raise ConfigError(f"stage.reward={kind!r} is unknown; use one of {list(REWARD_KINDS)}.")
+    if kind == "model":
+        if not reward_model:
+            raise ConfigError(
+                "stage.reward=model needs stage.reward_model=<model folder of a stage=reward run>; "
+                "or use stage.reward=task for a task's gold scorer."
+            )
+        return ModelReward(load_reward_model(reward_model))
+    if kind == "task":
+        return TaskReward(tasks)
+    return CountReward(count_text or "")

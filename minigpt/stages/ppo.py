@@ -1,0 +1,474 @@
+"""`stage=ppo`: RLHF with PPO — a policy, a frozen reference, a reward, and a value model (critic).
+
+One training step is one PPO *iteration* (Ouyang et al. 2022 §3.5; Stiennon et al. 2020):
+
+1. **Rollout.** The policy samples a reply to each prompt of the batch through the KV-cache generator
+   (`minigpt.rl.rollout`), stopping at `<|end|>`.
+2. **Score.** The reward (`stage.reward`: a reward model, a task's gold scorer, or a toy count) scores
+   each reply; a reply that never ended gets `missing_eos_penalty` added. PPO-max normalises scores by
+   their running moments and clips them.
+3. **Experience.** Without gradients: log-probs of the reply tokens under the policy (π_old) and the
+   reference, the critic's values; per-token rewards −β·KL plus the score on the last token; GAE
+   advantages and returns; advantages whitened (`minigpt.losses.ppo`).
+4. **Optimise.** `ppo_epochs` passes over the experience in `num_minibatches` shuffled minibatches
+   (each split into micro-batches of `micro_batch_size` rows whose gradients accumulate): clipped
+   surrogate loss for the actor, clipped value loss for the critic, optional entropy bonus and PPO-ptx
+   (an SFT loss on the tasks' demonstrations), the MoE auxiliary loss; global gradient-norm clipping;
+   separate actor and critic optimisers (Lightning manual optimisation).
+
+PPO-max switches (Zheng et al. 2023, "Secrets of RLHF in Large Language Models Part I", §5.3 and
+Fig. 11), each a flag: `normalize_reward` + `reward_clip`, `normalize_advantages`, `value_clip`,
+`critic_warmup` (iterations with the actor frozen while the critic learns), `max_grad_norm`,
+`ptx_coef`, `kl_coef` (token-level KL penalty in the reward; `kl_target` makes it adaptive).
+
+Step counting: Lightning counts every optimiser step in manual optimisation, so one iteration advances
+`trainer.global_step` by 2 × ppo_epochs × num_minibatches (actor and critic; the critic alone during
+warm-up) and `trainer.max_steps` is set in those units; `train/iteration` is logged. Validation samples
+replies to held-out prompts with a fixed seed and logs their reward, gold score, KL and length, and a
+table of samples (console, `samples/` in the run folder, a W&B table with `logger=wandb`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from rich.console import Console
+from rich.table import Table
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from minigpt.inference.config import GenerationConfig
+from minigpt.losses.lm import lm_loss
+from minigpt.losses.ppo import (
+    AdaptiveKLController,
+    RunningMoments,
+    entropy_from_logits,
+    explained_variance,
+    gae,
+    kl_per_token,
+    masked_mean,
+    policy_loss,
+    token_rewards,
+    value_loss,
+    whiten,
+)
+from minigpt.model.heads import ScalarHead, ValueModel
+from minigpt.rl.rewards import ModelReward, build_reward
+from minigpt.rl.rollout import Rollout, frozen_logprobs, gather_logprobs, response_hidden, sample_rollout
+from minigpt.stages.sft import SFTStage
+from minigpt.utils.errors import ConfigError
+from minigpt.utils.io import atomic_write_text
+
+_VAL_METRICS = ("reward", "gold", "kl", "length", "eos")
+
+
+@dataclass
+class PPOSettings:
+    """PPO's hyperparameters; conf/stage/ppo.yaml shows each with its default and meaning."""
+
+    max_new_tokens: int = 24  # longest sampled reply
+    temperature: float = 1.0  # PPO's ratios assume the replies were sampled from the policy itself
+    top_k: int | None = None
+    top_p: float | None = None
+    ppo_epochs: int = 2  # passes over one batch of experience
+    num_minibatches: int = 2  # optimiser steps per pass
+    micro_batch_size: int | None = None  # rows per forward/backward (gradient accumulation); None = minibatch
+    clip_range: float = 0.2  # ε of the policy ratio
+    value_clip: float | None = 0.2  # ε_v of the value clip (PPO-max); None = plain squared error
+    vf_coef: float = 0.5
+    entropy_coef: float = 0.0
+    gamma: float = 1.0  # GAE discount
+    lam: float = 0.95  # GAE λ
+    kl_coef: float = 0.05  # β of the per-token KL penalty in the reward
+    kl_target: float | None = None  # adapt β towards this KL per reply (Ziegler et al. 2019); None = fixed
+    kl_horizon: int = 10000
+    kl_estimator: str = "k1"
+    missing_eos_penalty: float = -1.0  # added to the score of a reply that never ended
+    normalize_reward: bool = True  # PPO-max: running-moment normalisation of scores …
+    reward_clip: float | None = 5.0  # … clipped to ±reward_clip
+    normalize_advantages: bool = True  # PPO-max: whitened advantages
+    critic_warmup: int = 0  # PPO-max: iterations with the actor frozen while the critic learns
+    max_grad_norm: float | None = 1.0  # PPO-max: global gradient-norm clipping
+    ptx_coef: float = 0.0  # PPO-ptx: weight of an SFT loss on the tasks' demonstrations
+
+    def __post_init__(self) -> None:
+        for name in ("ppo_epochs", "num_minibatches", "max_new_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"stage.{name}={value!r} must be an integer ≥ 1.")
+        if not 0 < self.clip_range < 1:
+            raise ConfigError(f"stage.clip_range={self.clip_range} must be in (0, 1), e.g. 0.2.")
+        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise ConfigError(f"stage.gamma={self.gamma}, stage.lam={self.lam}: both must be in [0, 1].")
+        if self.kl_estimator not in ("k1", "k3"):
+            raise ConfigError(f"stage.kl_estimator={self.kl_estimator!r} is unknown; use k1 or k3.")
+        if self.kl_coef < 0 or (self.kl_target is not None and self.kl_target <= 0):
+            raise ConfigError(f"stage.kl_coef={self.kl_coef} must be ≥ 0 and stage.kl_target > 0 (or null).")
+
+    def generation(self) -> GenerationConfig:
+        """How rollouts sample."""
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p
+        )
+
+
+class PPOStage(SFTStage):
+    """PPO with a KL-penalised reward, GAE, clipped losses and the PPO-max stabilisers.
+
+    Args (besides `Stage`'s; the PPO hyperparameters are `PPOSettings`' fields, passed as keywords):
+        reward: `model` (needs `reward_model`), `task` (gold scorer) or `count` (toy: occurrences of
+            `count_text`).
+        critic_init: `reward` (the reward model's trunk and head), `policy` (a copy of the policy's
+            trunk, a zero head) or `auto` (reward when there is a reward model).
+        share_trunk: the critic is a head on the policy's own trunk (one network, less memory).
+        critic_lr: the critic's learning rate (null = `optim.lr`).
+        num_shown: samples shown per validation in the table.
+    """
+
+    checkpoint_monitor = ("val/reward", "max")
+    # Manual optimisation clips its own gradients (`max_grad_norm`; Lightning refuses `gradient_clip_val`),
+    # and an iteration is costly enough to log every one.
+    trainer_overrides: ClassVar[dict[str, Any]] = {"gradient_clip_val": None, "log_every_n_steps": 1}
+
+    def __init__(
+        self,
+        *args: Any,
+        reward: str = "model",
+        reward_model: str | None = None,
+        count_text: str | None = None,
+        critic_init: str = "auto",
+        share_trunk: bool = False,
+        critic_lr: float | None = None,
+        num_shown: int = 8,
+        **kwargs: Any,
+    ) -> None:
+        names = {f.name for f in fields(PPOSettings)}
+        settings = PPOSettings(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
+        super().__init__(*args, eval_tasks=False, **kwargs)
+        self.ppo = settings
+        self.automatic_optimization = False  # two optimisers, several steps per batch of experience
+        if critic_init not in ("auto", "reward", "policy"):
+            raise ConfigError(f"stage.critic_init={critic_init!r} is unknown; use auto, reward or policy.")
+        self.critic_lr, self.num_shown = critic_lr, num_shown
+        self.reward_kind, self.count_text = reward, count_text
+        self.kl_controller = AdaptiveKLController(self.ppo.kl_coef, self.ppo.kl_target, self.ppo.kl_horizon)
+        self.reward_moments = RunningMoments()
+        self.iteration = 0
+
+        self.reference = copy.deepcopy(self.model).requires_grad_(False).eval()
+        # The reward needs the datamodule's tasks (a gold scorer); it is built in `setup`, except a reward
+        # model, which is loaded now so that the critic can start from it.
+        self.reward_fn: Any = None
+        if reward == "model":
+            self.reward_fn = build_reward("model", reward_model, {}, None)
+        has_reward_model = isinstance(self.reward_fn, ModelReward)
+        if critic_init == "reward" and (share_trunk or not has_reward_model):
+            raise ConfigError(
+                "stage.critic_init=reward needs a reward model (stage.reward=model) and a critic of its own "
+                "(stage.share_trunk=false); use stage.critic_init=policy or auto."
+            )
+        self.share_trunk = share_trunk
+        self.value_head: ScalarHead | None = None  # the critic's head on the policy's trunk, if shared
+        self.critic: ValueModel | None = None  # a separate critic network otherwise
+        if share_trunk:
+            self.value_head = ScalarHead(self.model.config.n_embd)
+        elif critic_init == "reward" or (critic_init == "auto" and has_reward_model):
+            reward_model = self.reward_fn.model
+            critic = ValueModel(copy.deepcopy(reward_model.trunk), copy.deepcopy(reward_model.head))
+            self.critic = critic.requires_grad_(True)  # the reward model's copy was frozen
+        else:
+            self.critic = ValueModel(copy.deepcopy(self.model))
+        if self.critic is not None and self.critic.trunk.lm_head.weight is not self.critic.trunk.tok_emb.weight:
+            self.critic.trunk.lm_head.requires_grad_(False)  # an untied LM head plays no part in values
+        self.val_metrics = {name: MeanMetric() for name in _VAL_METRICS}
+        for name, metric in self.val_metrics.items():
+            self.add_module(f"val_{name}", metric)
+        self.shown: list[dict[str, Any]] = []
+        self.demos: Any = None
+
+    # --- setup -------------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        """Build the task reward and PPO-ptx demonstrations from the datamodule; check replies fit the context."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        tasks = getattr(datamodule, "tasks", {}) or {}
+        if self.reward_fn is None:
+            self.reward_fn = build_reward(self.reward_kind, None, tasks, self.count_text)
+        if datamodule is not None and hasattr(datamodule, "longest_prompt"):
+            longest, text = datamodule.longest_prompt()
+            block = self.model.config.block_size
+            if longest + self.ppo.max_new_tokens > block:
+                raise ConfigError(
+                    f"The prompt {text[:40]!r} takes {longest} tokens; with stage.max_new_tokens="
+                    f"{self.ppo.max_new_tokens} that exceeds the model's context block_size={block}. "
+                    f"Set stage.max_new_tokens≤{block - longest}."
+                )
+            if self.ppo.ptx_coef > 0 and self.demos is None:
+                self.demos = datamodule.demonstrations(datamodule.batch_size)
+
+    def critic_param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """The critic's trunk (decay on matrices) and head (no decay); the head alone with a shared trunk."""
+        if self.critic is None:
+            assert self.value_head is not None
+            return [{"params": list(self.value_head.parameters()), "weight_decay": 0.0}]
+        groups = self.critic.trunk.param_groups(weight_decay)
+        groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+        return [*groups, {"params": list(self.critic.head.parameters()), "weight_decay": 0.0}]
+
+    def configure_optimizers(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        """Actor and critic optimisers; each schedule spans its half of `trainer.max_steps`."""
+        max_steps = self.trainer.max_steps if self._trainer is not None else -1
+        total = max(max_steps // 2, 1) if max_steps and max_steps > 0 else None
+        wd = self.optim_cfg.weight_decay
+        return [
+            self.build_optimizer(self.param_groups(wd), total_steps=total),
+            self.build_optimizer(self.critic_param_groups(wd), lr=self.critic_lr, total_steps=total),
+        ]
+
+    # --- experience --------------------------------------------------------------------------------
+
+    def values(self, rollout: Rollout, hidden: Tensor | None = None) -> Tensor:
+        """V(sₜ) (B, L) for each reply token's state; `hidden` = the policy's, when the trunk is shared."""
+        if self.critic is None:
+            assert self.value_head is not None and hidden is not None
+            return self.value_head.per_token(hidden)
+        critic_hidden, _ = response_hidden(self.critic.trunk, rollout)
+        return self.critic.head.per_token(critic_hidden)
+
+    def rollout(self, batch: dict[str, list[Any]], generator: torch.Generator | None = None) -> Rollout:
+        """Sample one reply per prompt of `batch` with the current policy."""
+        assert self.tokenizer is not None
+        return sample_rollout(
+            self.model,
+            self.tokenizer,
+            batch["prompt"],
+            batch["prompt_ids"],
+            self.ppo.generation(),
+            batch["task"],
+            generator,
+        )
+
+    def score(self, rollout: Rollout) -> tuple[Tensor, Tensor | None]:
+        """The reward of each reply (B,), and its gold score when every prompt comes from a task."""
+        scores = self.reward_fn(rollout.prompts, rollout.completions, rollout.tasks).to(self.device).float()
+        tasks = getattr(self.trainer.datamodule, "tasks", {}) if self._trainer is not None else {}
+        gold = None
+        if tasks and all(t in tasks for t in rollout.tasks):
+            gold = torch.tensor(
+                [tasks[t].score(p, c) for p, c, t in zip(rollout.prompts, rollout.completions, rollout.tasks)]
+            )
+        return scores, gold
+
+    @torch.no_grad()
+    def experience(self, rollout: Rollout, scores: Tensor) -> dict[str, Tensor]:
+        """Old and reference log-probs, values, KL, per-token rewards, advantages and returns, all (B, L)."""
+        mask = rollout.mask.float()
+        old_logprobs = frozen_logprobs(self.model, rollout)
+        ref_logprobs = frozen_logprobs(self.reference, rollout)
+        was_training = self.training
+        self.eval()
+        hidden = response_hidden(self.model, rollout)[0] if self.share_trunk else None
+        values = self.values(rollout, hidden) * mask
+        self.train(was_training)
+        scores = scores + self.ppo.missing_eos_penalty * (~rollout.finished).float()
+        if self.ppo.normalize_reward:
+            self.reward_moments.update(scores)
+            scores = self.reward_moments.normalize(scores, self.ppo.reward_clip)
+        kl = kl_per_token(old_logprobs, ref_logprobs, self.ppo.kl_estimator) * mask
+        rewards = token_rewards(scores, kl, mask, self.kl_controller.value)
+        advantages, returns = gae(rewards, values, mask, self.ppo.gamma, self.ppo.lam)
+        if self.ppo.normalize_advantages:
+            advantages = whiten(advantages, mask)
+        return {"old_logprobs": old_logprobs, "ref_logprobs": ref_logprobs, "values": values, "kl": kl,
+                "advantages": advantages, "returns": returns}  # fmt: skip
+
+    # --- optimisation ------------------------------------------------------------------------------
+
+    def ppo_loss(self, rollout: Rollout, exp: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Clipped policy loss + vf_coef · clipped value loss − entropy bonus + MoE aux (+ PPO-ptx)."""
+        mask = rollout.mask.float()
+        hidden, aux = response_hidden(self.model, rollout)
+        logits = self.model.lm_head(hidden)
+        logprobs = gather_logprobs(logits, rollout.response)
+        values = self.values(rollout, hidden if self.share_trunk else None)
+        policy = policy_loss(logprobs, exp["old_logprobs"], exp["advantages"], mask, self.ppo.clip_range)
+        v_loss, v_clip = value_loss(values, exp["values"], exp["returns"], mask, self.ppo.value_clip)
+        entropy = masked_mean(entropy_from_logits(logits), mask)
+        loss = policy.loss + self.ppo.vf_coef * v_loss - self.ppo.entropy_coef * entropy + self.aux_loss(aux)
+        stats = {
+            "policy_loss": policy.loss.detach(), "value_loss": v_loss.detach(), "entropy": entropy.detach(),
+            "clip_fraction": policy.clip_fraction, "approx_kl": policy.approx_kl, "value_clip_fraction": v_clip,
+        }  # fmt: skip
+        if self.ppo.ptx_coef > 0:
+            demo = {k: v.to(self.device) for k, v in next(self.demos).items()}
+            ptx = lm_loss(self.model(demo["input_ids"])[0], demo["targets"])
+            loss = loss + self.ppo.ptx_coef * ptx
+            stats["ptx_loss"] = ptx.detach()
+        return loss, stats
+
+    def optimise(self, rollout: Rollout, exp: dict[str, Tensor]) -> dict[str, float]:
+        """`ppo_epochs` passes of minibatch steps over the experience; returns the mean of each statistic."""
+        actor_opt, critic_opt = self.optimizers()
+        schedulers = self.lr_schedulers()
+        actor_sched, critic_sched = schedulers if isinstance(schedulers, list) else (None, None)
+        train_actor = self.iteration >= self.ppo.critic_warmup
+        n = len(rollout)
+        minibatch = math.ceil(n / self.ppo.num_minibatches)
+        micro = self.ppo.micro_batch_size or minibatch
+        totals: dict[str, float] = {}
+        count = 0
+        for _ in range(self.ppo.ppo_epochs):
+            order = torch.randperm(n, device=self.device)
+            for start in range(0, n, minibatch):
+                rows = order[start : start + minibatch]
+                for part in rows.split(micro):
+                    sub = rollout.select(part)
+                    width = sub.response.shape[1]
+                    loss, stats = self.ppo_loss(sub, {k: v[part, :width] for k, v in exp.items()})
+                    self.manual_backward(loss * len(part) / len(rows))  # mean over the minibatch's rows
+                    for key, value in stats.items():
+                        totals[key] = totals.get(key, 0.0) + float(value) * len(part) / len(rows)
+                count += 1
+                for opt, sched, model_trains in (
+                    (actor_opt, actor_sched, train_actor),
+                    (critic_opt, critic_sched, True),
+                ):
+                    if model_trains:
+                        if self.ppo.max_grad_norm:
+                            self.clip_gradients(
+                                opt, gradient_clip_val=self.ppo.max_grad_norm, gradient_clip_algorithm="norm"
+                            )
+                        opt.step()
+                        if sched is not None:
+                            sched.step()
+                    opt.zero_grad(set_to_none=True)
+        return {key: value / count for key, value in totals.items()}
+
+    def training_step(self, batch: dict[str, list[Any]], batch_idx: int) -> None:
+        """One PPO iteration: rollout → score → experience → optimise; logs everything it measured."""
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        rollout = self.rollout(batch)
+        timings["generate"] = time.perf_counter() - start
+        start = time.perf_counter()
+        scores, gold = self.score(rollout)
+        timings["score"] = time.perf_counter() - start
+        start = time.perf_counter()
+        exp = self.experience(rollout, scores)
+        timings["experience"] = time.perf_counter() - start
+        start = time.perf_counter()
+        stats = self.optimise(rollout, exp)
+        timings["optimise"] = time.perf_counter() - start
+
+        mask = rollout.mask.float()
+        kl_per_reply = (kl_per_token(exp["old_logprobs"], exp["ref_logprobs"], "k1") * mask).sum(dim=1).mean()
+        self.kl_controller.update(float(kl_per_reply), len(rollout))
+        self.iteration += 1
+        metrics = {
+            "reward": scores.mean(), "kl": kl_per_reply, "kl_coef": self.kl_controller.value,
+            "response_length": mask.sum(dim=1).mean(), "eos_rate": rollout.finished.float().mean(),
+            "explained_variance": explained_variance(exp["values"], exp["returns"], mask),
+            "iteration": float(self.iteration), **stats,
+        }  # fmt: skip
+        if gold is not None:
+            metrics["gold"] = gold.mean()
+        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, prog_bar=False)
+        self.log_dict({f"time/{k}": v for k, v in timings.items()})
+        self.log_dict({"train/reward_mean": scores.mean(), "train/gold_mean": metrics.get("gold", scores.mean())},
+                      prog_bar=True, logger=False)  # fmt: skip
+
+    # --- validation --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate_batch(
+        self, batch: dict[str, list[Any]], generator: torch.Generator
+    ) -> tuple[dict[str, Tensor], Rollout]:
+        """Reward, gold score, KL to the reference (Σ over each reply), length and EOS rate of sampled replies."""
+        rollout = self.rollout(batch, generator)
+        scores, gold = self.score(rollout)
+        mask = rollout.mask.float()
+        kl = ((frozen_logprobs(self.model, rollout) - frozen_logprobs(self.reference, rollout)) * mask).sum(dim=1)
+        out = {"reward": scores, "kl": kl, "length": mask.sum(dim=1), "eos": rollout.finished.float()}
+        if gold is not None:
+            out["gold"] = gold.to(self.device)
+        return out, rollout
+
+    def on_validation_epoch_start(self) -> None:
+        """Fixed-seed sampling at every validation: the curves compare like with like."""
+        self.val_generator = torch.Generator(device=self.device).manual_seed(0)
+        self.shown = []
+
+    def validation_step(self, batch: dict[str, list[Any]], batch_idx: int) -> None:
+        """Accumulate the reward, gold, KL, length and EOS rate of replies to held-out prompts."""
+        out, rollout = self.evaluate_batch(batch, self.val_generator)
+        for name, values in out.items():
+            self.val_metrics[name].update(values)
+        for i in range(min(len(rollout), self.num_shown - len(self.shown))):
+            self.shown.append({"prompt": rollout.prompts[i], "reply": rollout.completions[i],
+                               "reward": round(float(out["reward"][i]), 4),
+                               **({"gold": round(float(out["gold"][i]), 4)} if "gold" in out else {})})  # fmt: skip
+
+    def on_validation_epoch_end(self) -> None:
+        """Log `val/reward`, `val/gold`, `val/kl`, `val/length`, `val/eos` and show the samples table."""
+        for name, metric in self.val_metrics.items():
+            if metric.update_count:
+                self.log(f"val/{name}", metric.compute(), prog_bar=name in ("reward", "gold"), sync_dist=True)
+            metric.reset()
+        if not self.trainer.sanity_checking:
+            self.show_samples()
+
+    @rank_zero_only
+    def show_samples(self) -> None:
+        """The validation samples as a table: console, `samples/step_N.json`, and a W&B table if logging there."""
+        if not self.shown:
+            return
+        step = self.trainer.global_step
+        columns = list(self.shown[0])
+        table = Table(title=f"PPO samples at step {step} (iteration {self.iteration})")
+        for column in columns:
+            table.add_column(column)
+        for row in self.shown:
+            table.add_row(*(str(row[c]) for c in columns))
+        Console().print(table)
+        folder = Path(self.trainer.default_root_dir) / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / f"step_{step:06d}.json", json.dumps(self.shown, indent=1))
+        for logger in self.loggers:
+            if hasattr(logger, "log_table"):  # WandbLogger
+                logger.log_table(key="val/samples", columns=columns, data=[[r[c] for c in columns] for r in self.shown])
+
+    def on_train_start(self) -> None:
+        """Measure the starting policy on the validation prompts once: `val/<metric>_init` (KL 0)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        totals: dict[str, list[Tensor]] = {}
+        for batch in datamodule.val_dataloader():
+            out, _ = self.evaluate_batch(batch, generator)
+            for name, values in out.items():
+                totals.setdefault(name, []).append(values)
+        init = {f"val/{k}_init": torch.cat(v).float().mean() for k, v in totals.items() if k != "kl"}
+        self.log_dict(init, sync_dist=True)
+
+    # --- checkpoints -------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the state outside the weights: iteration, reward moments, KL coefficient."""
+        checkpoint["ppo"] = {"iteration": self.iteration, "reward_moments": self.reward_moments.state_dict(),
+                             "kl_coef": self.kl_controller.value}  # fmt: skip
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore what `on_save_checkpoint` saved."""
+        state = checkpoint.get("ppo")
+        if state:
+            self.iteration, self.kl_controller.value = state["iteration"], state["kl_coef"]
+            self.reward_moments.load_state_dict(state["reward_moments"])
