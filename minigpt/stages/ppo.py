@@ -205,11 +205,12 @@ class PPOStage(SFTStage):
         if datamodule is not None and hasattr(datamodule, "longest_prompt"):
             longest, text = datamodule.longest_prompt()
             block = self.model.config.block_size
-            if longest + self.ppo.max_new_tokens > block:
+            # One slot more than prompt + reply: a reward model scores an unfinished reply with `<|end|>` appended.
+            if longest + self.ppo.max_new_tokens + 1 > block:
                 raise ConfigError(
                     f"The prompt {text[:40]!r} takes {longest} tokens; with stage.max_new_tokens="
-                    f"{self.ppo.max_new_tokens} that exceeds the model's context block_size={block}. "
-                    f"Set stage.max_new_tokens≤{block - longest}."
+                    f"{self.ppo.max_new_tokens} and a closing <|end|> that exceeds the model's context "
+                    f"block_size={block}. Set stage.max_new_tokens≤{block - longest - 1}."
                 )
             if self.ppo.ptx_coef > 0 and self.demos is None:
                 self.demos = datamodule.demonstrations(datamodule.batch_size)

@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import Logger
 from preference_fixtures import OPTIM, MoreA, base_model_folder, reward_model_folder
 
 from minigpt.data.prompts import PromptDataModule
@@ -20,7 +21,28 @@ from minigpt.stages.ppo import PPOStage
 from minigpt.utils.errors import ConfigError
 
 
-def fit_ppo(tmp_path: Path, iterations: int, base: Path | None = None, **options) -> tuple[PPOStage, dict[str, float]]:
+class TableLogger(Logger):
+    """Keeps what `log_table` receives, as W&B's logger would show it."""
+
+    name, version = "tables", 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[tuple[str, list[str], list[list]]] = []
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        pass
+
+    def log_hyperparams(self, params: object) -> None:
+        pass
+
+    def log_table(self, key: str, columns: list[str], data: list[list]) -> None:
+        self.tables.append((key, columns, data))
+
+
+def fit_ppo(
+    tmp_path: Path, iterations: int, base: Path | None = None, logger: Logger | bool = False, **options
+) -> tuple[PPOStage, dict[str, float]]:
     folder = base or base_model_folder(tmp_path / "base")
     _, tokenizer = load_model_folder(folder)
     dm = PromptDataModule(tasks={"more_a": MoreA()}, num_train=64, num_val=16, batch_size=16, seed=0)
@@ -36,7 +58,7 @@ def fit_ppo(tmp_path: Path, iterations: int, base: Path | None = None, **options
     trainer = L.Trainer(
         max_steps=(2 * iterations - warmup) * minibatch_steps, val_check_interval=iterations,
         check_val_every_n_epoch=None,
-        max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        max_epochs=-1, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(tmp_path / "run"),
     )  # fmt: skip
     trainer.fit(stage, datamodule=dm)
@@ -44,10 +66,15 @@ def fit_ppo(tmp_path: Path, iterations: int, base: Path | None = None, **options
 
 
 def test_ppo_drives_a_toy_reward_up(tmp_path):
-    stage, metrics = fit_ppo(tmp_path, 15)
+    tables = TableLogger()
+    stage, metrics = fit_ppo(tmp_path, 15, logger=tables)
     assert metrics["val/reward"] > metrics["val/reward_init"] + 1.0, metrics
     assert metrics["val/kl"] > 0
-    assert (tmp_path / "run" / "samples").is_dir()
+    key, columns, rows = tables.tables[-1]  # the validation's samples table, with each reply's reward
+    assert key == "val/samples" and columns == ["prompt", "reply", "reward", "gold"] and len(rows) == 8
+    assert [r["reward"] for r in json.loads(next((tmp_path / "run" / "samples").glob("*.json")).read_text())] == [
+        row[2] for row in rows
+    ]
 
 
 def test_reference_and_reward_model_never_change_while_policy_and_critic_train(tmp_path):
@@ -77,10 +104,12 @@ def test_critic_warmup_freezes_the_actor(tmp_path):
     assert head.abs().sum() > 0  # the zero-initialised value head learned
 
 
-def test_shared_trunk_trains_a_value_head_on_the_policy(tmp_path):
-    stage, metrics = fit_ppo(tmp_path, 2, share_trunk=True, micro_batch_size=4)
+def test_shared_trunk_ptx_and_adaptive_kl(tmp_path):
+    options = dict(share_trunk=True, micro_batch_size=4, ptx_coef=0.5, kl_target=0.01, kl_estimator="k3")
+    stage, metrics = fit_ppo(tmp_path, 2, **options)
     assert stage.critic is None and stage.value_head.proj.weight.abs().sum() > 0
-    assert metrics["train/iteration"] == 2
+    assert metrics["train/iteration"] == 2 and metrics["train/ptx_loss"] > 0
+    assert metrics["train/kl_coef"] != stage.ppo.kl_coef  # adapted towards the target
 
 
 def test_moe_policy_adds_its_auxiliary_loss(tmp_path, monkeypatch):
