@@ -76,14 +76,22 @@ class KVCache:
     def select(self, rows: Tensor) -> None:
         """Keep (and reorder, or repeat) the batch rows `rows`: beams that survive, sequences still running.
 
-        The same batch size is rewritten in place (only the filled part); a new size reallocates.
+        The same batch size is rewritten in place, and only where it changes: a beam that extends itself
+        keeps its keys, so only the rows that now follow another beam are copied (the filled part of
+        them). A new size reallocates.
         """
         n = self.length
+        same_size = rows.numel() == self.batch_size
+        if same_size:
+            moved = (rows != torch.arange(rows.numel(), device=rows.device)).nonzero().squeeze(1)
+            if moved.numel() == 0:
+                return
+            sources = rows[moved]
         for buffers in (self.k, self.v):
             for layer, buffer in enumerate(buffers):
-                if rows.numel() == buffer.shape[0]:
-                    # index_select copies into a new tensor first, so overlapping rows are read before written.
-                    buffer[:, :, :n] = buffer[:, :, :n].index_select(0, rows)
+                if same_size:
+                    # Indexing copies the source rows out first, so overlapping rows are read before written.
+                    buffer[moved, :, :n] = buffer[sources, :, :n]
                 else:
                     buffers[layer] = buffer.index_select(0, rows)
 

@@ -30,10 +30,12 @@ table of samples (console, `samples/` in the run folder, a W&B table with `logge
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -68,6 +70,14 @@ from minigpt.utils.errors import ConfigError
 from minigpt.utils.io import atomic_write_text
 
 _VAL_METRICS = ("reward", "gold", "kl", "length", "eos")
+
+
+@contextlib.contextmanager
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the block's wall time in seconds to `timings[name]`."""
+    start = time.perf_counter()
+    yield
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
 @dataclass
@@ -356,35 +366,29 @@ class PPOStage(SFTStage):
     def training_step(self, batch: dict[str, list[Any]], batch_idx: int) -> None:
         """One PPO iteration: rollout → score → experience → optimise; logs everything it measured."""
         timings: dict[str, float] = {}
-        start = time.perf_counter()
-        rollout = self.rollout(batch)
-        timings["generate"] = time.perf_counter() - start
-        start = time.perf_counter()
-        scores, gold = self.score(rollout)
-        timings["score"] = time.perf_counter() - start
-        start = time.perf_counter()
-        exp = self.experience(rollout, scores)
-        timings["experience"] = time.perf_counter() - start
-        start = time.perf_counter()
-        stats = self.optimise(rollout, exp)
-        timings["optimise"] = time.perf_counter() - start
+        with timed(timings, "generate"):
+            rollout = self.rollout(batch)
+        with timed(timings, "score"):
+            scores, gold = self.score(rollout)
+        with timed(timings, "experience"):
+            exp = self.experience(rollout, scores)
+        with timed(timings, "optimise"):
+            stats = self.optimise(rollout, exp)
 
         mask = rollout.mask.float()
         kl_per_reply = (kl_per_token(exp["old_logprobs"], exp["ref_logprobs"], "k1") * mask).sum(dim=1).mean()
         self.kl_controller.update(float(kl_per_reply), len(rollout))
         self.iteration += 1
+        headline = {"reward": scores.mean(), **({"gold": gold.mean()} if gold is not None else {})}
         metrics = {
-            "reward": scores.mean(), "kl": kl_per_reply, "kl_coef": self.kl_controller.value,
+            "kl": kl_per_reply, "kl_coef": self.kl_controller.value,
             "response_length": mask.sum(dim=1).mean(), "eos_rate": rollout.finished.float().mean(),
             "explained_variance": explained_variance(exp["values"], exp["returns"], mask),
             "iteration": float(self.iteration), **stats,
         }  # fmt: skip
-        if gold is not None:
-            metrics["gold"] = gold.mean()
-        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, prog_bar=False)
+        self.log_dict({f"train/{k}": v for k, v in headline.items()}, prog_bar=True)
+        self.log_dict({f"train/{k}": v for k, v in metrics.items()})
         self.log_dict({f"time/{k}": v for k, v in timings.items()})
-        self.log_dict({"train/reward_mean": scores.mean(), "train/gold_mean": metrics.get("gold", scores.mean())},
-                      prog_bar=True, logger=False)  # fmt: skip
 
     # --- validation --------------------------------------------------------------------------------
 
