@@ -47,6 +47,7 @@ from rich.table import Table
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from minigpt.data.prompts import PromptDataModule
 from minigpt.inference.config import GenerationConfig
 from minigpt.losses.lm import lm_loss
 from minigpt.losses.ppo import (
@@ -212,7 +213,12 @@ class PPOStage(SFTStage):
         tasks = getattr(datamodule, "tasks", {}) or {}
         if self.reward_fn is None:
             self.reward_fn = build_reward(self.reward_kind, None, tasks, self.count_text)
-        if datamodule is not None and hasattr(datamodule, "longest_prompt"):
+        if datamodule is not None and not isinstance(datamodule, PromptDataModule):
+            raise ConfigError(
+                f"stage=ppo samples its own replies and needs prompts, not {type(datamodule).__name__} batches: "
+                "use data=prompts/<task> (e.g. data=prompts/arithmetic) or data=prompts data.path=<prompts.jsonl>."
+            )
+        if datamodule is not None:
             longest, text = datamodule.longest_prompt()
             block = self.model.config.block_size
             # One slot more than prompt + reply: a reward model scores an unfinished reply with `<|end|>` appended.

@@ -138,6 +138,15 @@ def test_bad_ppo_options_are_refused(tmp_path):
         fit_ppo(tmp_path, 1, reward="bogus")
 
 
+def test_sft_data_is_refused_with_the_prompt_data_to_use(tmp_path, compose_train):
+    folder = base_model_folder(tmp_path / "base")
+    cfg = compose_train(
+        "stage=ppo", f"init_from={folder}", "data=tasks/arithmetic", "stage.reward=task", toy_data=False
+    )
+    with pytest.raises(ConfigError, match="data=prompts/arithmetic"):
+        train(cfg)
+
+
 def test_ppo_run_composes_trains_resumes_and_plots(tmp_path, compose_train, compose_eval):
     folder = base_model_folder(tmp_path / "base")
     prompts = tmp_path / "prompts.jsonl"
