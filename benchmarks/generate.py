@@ -1,19 +1,32 @@
 """Generation speed: MiniGPT's KV-cache engine against Hugging Face `generate`, same weights, one run.
 
     OMP_NUM_THREADS=1 python benchmarks/generate.py [--new-tokens 200] [--batches 1 8] [--shapes small nano]
-        [--families gpt2 llama]
+        [--families gpt2 llama] [--rounds 3] [--int8]
 
 Random models are exported to `transformers` through `minigpt.export.hf`: `small` is gpt_small-sized
 (6 layers, 6 heads, 384 wide, BPE-sized vocabulary 8192), `nano` is the default gpt_nano shape (4 layers,
 4 heads, 128 wide, a character vocabulary of 96); both get a 512-token context. For each batch size and
 decoding (greedy, beam 4), both engines continue the same prompts by exactly `--new-tokens` tokens (no
 stop token); the table shows generated tokens per second, the ratio, and whether both made the same tokens.
+
+Fairness on a shared machine: each engine is warmed up once per model, then the engines alternate for
+`--rounds` rounds (ours, HF, HF, ours, …), so that a burst of load from other jobs hits both alike.
+Tokens/s come from each engine's median time; the ratio is the median of the per-round ratios, each of
+which compares two runs made back to back. The load average before and after is printed with the table.
+
+`--int8` adds a row per setting for MiniGPT with int8 dynamically quantised Linear weights
+(`torch.ao.quantization.quantize_dynamic`: weights stored as int8 with one scale per tensor, activations
+quantised on the fly). These are *not* the same weights, so instead of "yes/no" the last column gives
+the share of generated tokens that agree with HF's fp32 output.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
+import os
+import statistics
 import time
 from collections.abc import Callable
 
@@ -35,6 +48,37 @@ FAMILIES = {
     "llama": dict(norm="rmsnorm", activation="swiglu", positions="rope", bias=False, n_kv_head=2),
 }
 PROMPT_LEN = 32
+Engine = Callable[[torch.Tensor, int, int], list[list[int]]]  # (prompts, new tokens, beams) → new tokens
+
+
+def ours(model: Transformer) -> Engine:
+    """MiniGPT's `generate` on `model`, greedy (beams = 1) or beam search."""
+
+    def run(prompts: torch.Tensor, new_tokens: int, beams: int) -> list[list[int]]:
+        strategy = "greedy" if beams == 1 else "beam"
+        config = GenerationConfig(max_new_tokens=new_tokens, strategy=strategy, num_beams=beams)
+        return generate(model, prompts, config).token_lists()
+
+    return run
+
+
+def huggingface(hf: torch.nn.Module) -> Engine:
+    """`transformers`' `generate`, forced to make exactly `new_tokens` tokens."""
+
+    def run(prompts: torch.Tensor, new_tokens: int, beams: int) -> list[list[int]]:
+        with torch.no_grad():
+            out = hf.generate(
+                prompts,
+                attention_mask=torch.ones_like(prompts),
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                num_beams=beams,
+                pad_token_id=0,
+            )
+        return out[:, prompts.shape[1] :].tolist()
+
+    return run
 
 
 def timed(fn: Callable[[], list[list[int]]]) -> tuple[float, list[list[int]]]:
@@ -44,6 +88,38 @@ def timed(fn: Callable[[], list[list[int]]]) -> tuple[float, list[list[int]]]:
     return time.perf_counter() - start, result
 
 
+def race(engines: dict[str, Engine], prompts: torch.Tensor, new_tokens: int, beams: int, rounds: int) -> dict:
+    """Alternate the engines (one of them named "hf") for `rounds` rounds.
+
+    Returns, per engine, its median seconds, its output and (except for "hf") the median of its per-round
+    ratios HF time / its time.
+    """
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    outputs: dict[str, list[list[int]]] = {}
+    order = list(engines)
+    for r in range(rounds):
+        # Reverse the order every other round, so that no engine always runs right after another.
+        for name in order if r % 2 == 0 else order[::-1]:
+            seconds, outputs[name] = timed(lambda name=name: engines[name](prompts, new_tokens, beams))
+            times[name].append(seconds)
+    return {
+        name: {
+            "seconds": statistics.median(times[name]),
+            "ratio": statistics.median(h / t for h, t in zip(times["hf"], times[name])),
+            "tokens": outputs[name],
+        }
+        for name in engines
+    }
+
+
+def agreement(ours_tokens: list[list[int]], hf_tokens: list[list[int]]) -> str:
+    """Return "yes" if identical, else the share of positions where the two outputs agree."""
+    if ours_tokens == hf_tokens:
+        return "yes"
+    pairs = [(a, b) for mine, theirs in zip(ours_tokens, hf_tokens) for a, b in zip(mine, theirs)]
+    return f"{sum(a == b for a, b in pairs) / len(pairs):.0%}"
+
+
 def main() -> None:
     """Run the comparison and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -51,50 +127,50 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--shapes", nargs="+", default=["small", "nano"], choices=sorted(SHAPES))
     parser.add_argument("--families", nargs="+", default=["gpt2"], choices=sorted(FAMILIES))
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timed runs per engine")
+    parser.add_argument("--int8", action="store_true", help="add rows for int8 dynamically quantised weights")
     args = parser.parse_args()
     torch.manual_seed(0)
-    table = Table(title=f"generation, {args.new_tokens} new tokens, {torch.get_num_threads()} thread(s)")
-    for column in ("model", "decoding", "batch", "MiniGPT tok/s", "HF tok/s", "ratio", "same tokens"):
-        table.add_column(column, justify="right")
+    load_before = os.getloadavg()[0]
+    rows = []
     for shape, name in itertools.product(args.shapes, args.families):
         config = ModelConfig(block_size=512, init_std=0.1, **SHAPES[shape], **FAMILIES[name])
         model = Transformer(config).eval()
-        hf = to_hf(model)
-        for batch in args.batches:
+        hf = huggingface(to_hf(model))
+        engines = {"": ours(model)}
+        if args.int8:
+            int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+            engines[" int8"] = ours(int8)
+        engines["hf"] = huggingface(to_hf(model))
+        warm = torch.randint(0, config.vocab_size, (1, PROMPT_LEN))
+        for engine in engines.values():  # first calls pay one-off costs (allocations, lazy imports)
+            engine(warm, 4, 2)
+        for batch, beams in itertools.product(args.batches, (1, 4)):
             prompts = torch.randint(0, config.vocab_size, (batch, PROMPT_LEN))
-            for beams in (1, 4):
-                gen = GenerationConfig(
-                    max_new_tokens=args.new_tokens, strategy="greedy" if beams == 1 else "beam", num_beams=beams
+            result = race(engines, prompts, args.new_tokens, beams, args.rounds)
+            n, hf = batch * args.new_tokens, result.pop("hf")
+            for suffix, mine in result.items():
+                rows.append(
+                    (
+                        f"{shape} {name}{suffix}",
+                        "greedy" if beams == 1 else f"beam {beams}",
+                        str(batch),
+                        f"{n / mine['seconds']:.0f}",
+                        f"{n / hf['seconds']:.0f}",
+                        f"{mine['ratio']:.2f}×",
+                        agreement(mine["tokens"], hf["tokens"]),
+                    )
                 )
-                ours_s, ours = timed(
-                    lambda model=model, gen=gen, prompts=prompts: generate(model, prompts, gen).token_lists()
-                )
-
-                def run_hf(prompts: torch.Tensor = prompts, beams: int = beams, hf=hf) -> list[list[int]]:
-                    with torch.no_grad():
-                        out = hf.generate(
-                            prompts,
-                            attention_mask=torch.ones_like(prompts),
-                            max_new_tokens=args.new_tokens,
-                            min_new_tokens=args.new_tokens,
-                            do_sample=False,
-                            num_beams=beams,
-                            pad_token_id=0,
-                        )
-                    return out[:, PROMPT_LEN:].tolist()
-
-                hf_s, theirs = timed(run_hf)
-                n = batch * args.new_tokens
-                table.add_row(
-                    f"{shape} {name}",
-                    "greedy" if beams == 1 else f"beam {beams}",
-                    str(batch),
-                    f"{n / ours_s:.0f}",
-                    f"{n / hf_s:.0f}",
-                    f"{hf_s / ours_s:.2f}×",
-                    "yes" if ours == theirs else "no",
-                )
-    Console().print(table)
+    title = (
+        f"generation, {args.new_tokens} new tokens, {torch.get_num_threads()} thread(s), median of "
+        f"{args.rounds} alternating rounds, load average {load_before:.1f} → {os.getloadavg()[0]:.1f}"
+    )
+    table = Table(title=title)
+    for column in ("model", "decoding", "batch", "MiniGPT tok/s", "HF tok/s", "ratio", "same tokens"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=150).print(table)
 
 
 if __name__ == "__main__":
