@@ -73,7 +73,7 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     data = data_config(cfg, trained, model.config.block_size) if cfg.get("eval", "lm") == "lm" else None
     # Perplexity needs a text corpus; chat, preference and prompt data are judged by `eval=tasks` instead.
     datamodule = instantiate(data) if data is not None else None
-    if datamodule is not None and hasattr(datamodule, "val_bytes_per_token"):
+    if datamodule is not None and hasattr(type(datamodule), "val_bytes_per_token"):
         datamodule.batch_size = cfg.batch_size
         datamodule.attach_tokenizer(tokenizer)
         results.update(evaluate_lm(model, datamodule.val_dataloader(), datamodule.val_bytes_per_token))
