@@ -12,11 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_model
 from torch import Tensor
 from torchmetrics import MeanMetric
 
 from minigpt.losses.reward import reward_loss
-from minigpt.model.heads import RewardModel, ScalarHead, save_reward_model
+from minigpt.model.folder import resolve_model_folder
+from minigpt.model.heads import REWARD_HEAD, RewardModel, ScalarHead, is_reward_folder, save_reward_model
 from minigpt.stages.sft import SFTStage
 from minigpt.utils.errors import ConfigError
 
@@ -43,6 +45,9 @@ class RewardStage(SFTStage):
             raise ConfigError(f"stage.center_coef={center_coef} must be ≥ 0 (0 switches centering off).")
         self.use_margin, self.margin_scale, self.center_coef = use_margin, margin_scale, center_coef
         self.head = ScalarHead(self.model.config.n_embd)
+        init_from = kwargs.get("init_from")
+        if init_from and is_reward_folder(init_from):  # continue a reward model: its head too, not a zero head
+            load_model(self.head, str(resolve_model_folder(init_from) / REWARD_HEAD))
         self.val_metrics = {name: MeanMetric() for name in ("loss", "accuracy", "margin")}
         for name, metric in self.val_metrics.items():
             self.add_module(f"val_{name}", metric)

@@ -49,6 +49,10 @@ def test_reward_run_writes_a_reward_folder(tmp_path, compose_train):
     assert {"val/accuracy", "val/margin", "train/accuracy"} <= set(metrics)
     scorer = load_reward_model(tmp_path / "run")
     assert scorer(["say: abc"], ["aaa"]).shape == (1,)
+    # Training on from a reward model folder continues its head as well as its trunk.
+    again = RewardStage(model_config=None, optim=OPTIM, init_from=str(tmp_path / "run" / "model"))
+    torch.testing.assert_close(again.head.proj.weight, scorer.model.head.proj.weight, rtol=0, atol=0)
+    assert again.head.proj.weight.abs().sum() > 0
 
 
 def test_negative_centering_is_refused(tmp_path):
