@@ -173,3 +173,10 @@ def test_model_reward_scores_like_the_reward_model_and_is_frozen(tmp_path):
     assert isinstance(reward, ModelReward) and not any(p.requires_grad for p in reward.parameters())
     prompts, replies = ["say: ab", "say: cd"], ["aa", "dd"]
     torch.testing.assert_close(reward(prompts, replies, [None, None]), load_reward_model(folder)(prompts, replies))
+
+
+@pytest.mark.parametrize("experiment, reward", [("ppo_arithmetic", "task"), ("ppo_sentiment", "model")])
+def test_ppo_experiment_recipes_compose(compose_train, experiment, reward):
+    cfg = compose_train(f"experiment={experiment}", toy_data=False)
+    assert cfg.stage._target_ == "minigpt.stages.ppo.PPOStage" and cfg.stage.reward == reward
+    assert cfg.data._target_ == "minigpt.data.prompts.PromptDataModule" and cfg.optim.lr == 2e-5
