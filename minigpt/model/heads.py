@@ -139,7 +139,11 @@ class RewardScorer:
 def load_reward_model(path: str | Path, map_location: str = "cpu") -> RewardScorer:
     """The reward model of a folder written by `stage=reward`, as a `RewardScorer` (model: `.model`)."""
     folder = resolve_model_folder(path)
-    check_reward_folder(folder)
+    if not is_reward_folder(folder) or not (folder / REWARD_HEAD).exists():
+        raise ConfigError(
+            f"{folder} is not a reward model folder (no extra.head='reward' in {CONFIG} or no {REWARD_HEAD}); "
+            "pass the model/ folder a `stage=reward` run wrote."
+        )
     trunk, tokenizer = load_model_folder(folder, map_location)
     if tokenizer is None:
         raise ConfigError(f"{folder} has no tokenizer.json; a reward model needs its tokenizer to score text.")
@@ -147,11 +151,3 @@ def load_reward_model(path: str | Path, map_location: str = "cpu") -> RewardScor
     load_model(head, str(folder / REWARD_HEAD), device=map_location)
     return RewardScorer(RewardModel(trunk, head.to(map_location)), tokenizer)
 
-
-def check_reward_folder(folder: Path) -> None:
-    """Refuse a folder that is not a reward model, naming what to pass instead."""
-    if not is_reward_folder(folder) or not (folder / REWARD_HEAD).exists():
-        raise ConfigError(
-            f"{folder} is not a reward model folder (no extra.head='reward' in {CONFIG} or no {REWARD_HEAD}); "
-            "pass the model/ folder a `stage=reward` run wrote."
-        )

@@ -288,13 +288,13 @@ class PPOStage(SFTStage):
     def experience(self, rollout: Rollout, scores: Tensor) -> dict[str, Tensor]:
         """Old and reference log-probs, values, KL, per-token rewards, advantages and returns, all (B, L)."""
         mask = rollout.mask.float()
-        old_logprobs = frozen_logprobs(self.model, rollout)
-        ref_logprobs = frozen_logprobs(self.reference, rollout)
         was_training = self.training
         self.eval()
-        hidden = response_hidden(self.model, rollout)[0] if self.share_trunk else None
+        hidden, _ = response_hidden(self.model, rollout)  # one pass gives π_old and, if shared, the values
+        old_logprobs = gather_logprobs(self.model.lm_head(hidden), rollout.response) * mask
         values = self.values(rollout, hidden) * mask
         self.train(was_training)
+        ref_logprobs = frozen_logprobs(self.reference, rollout)
         scores = scores + self.ppo.missing_eos_penalty * (~rollout.finished).float()
         if self.ppo.normalize_reward:
             self.reward_moments.update(scores)
