@@ -15,6 +15,12 @@ Each engine is scored by its best (shortest) round: load from other jobs only ev
 best round is the closest to the engine's own speed, and the ratio is HF's best time over ours. The
 load average before and after is printed with the table.
 
+`--bound` adds two columns from one more run of HF under `torch.profiler`: the share of HF's time spent
+inside the kernels that any engine decoding these weights must run (the matrix products, the attention
+kernel, and for beams the `index_select` that reorders the KV cache), and the ratio an engine would reach
+if it ran those kernels with no overhead at all: 1 / that share. Where this bound is under 2, a 2× speed-up
+over HF needs faster kernels than PyTorch's for the same fp32 arithmetic, not a leaner decoding loop.
+
 `--int8` adds a row per setting for MiniGPT with int8 dynamically quantised Linear weights
 (`torch.ao.quantization.quantize_dynamic`: weights stored as int8 with one scale per tensor, activations
 quantised on the fly). These are *not* the same weights, so instead of "yes/no" the last column gives
@@ -33,6 +39,7 @@ from collections.abc import Callable
 import torch
 from rich.console import Console
 from rich.table import Table
+from torch.profiler import profile
 
 from minigpt.export.hf import to_hf
 from minigpt.inference.generate import GenerationConfig, generate
@@ -48,6 +55,16 @@ FAMILIES = {
     "llama": dict(norm="rmsnorm", activation="swiglu", positions="rope", bias=False, n_kv_head=2),
 }
 PROMPT_LEN = 32
+# The work itself: what any engine must run for these weights (profiler event names, self time).
+SHARED_KERNELS = frozenset(
+    {
+        "aten::addmm",
+        "aten::mm",
+        "aten::bmm",
+        "aten::_scaled_dot_product_flash_attention_for_cpu",
+        "aten::index_select",
+    }
+)
 Engine = Callable[[torch.Tensor, int, int], list[list[int]]]  # (prompts, new tokens, beams) → new tokens
 
 
@@ -104,6 +121,14 @@ def race(engines: dict[str, Engine], prompts: torch.Tensor, new_tokens: int, bea
     return {name: {"seconds": min(times[name]), "tokens": outputs[name]} for name in engines}
 
 
+def kernel_share(engine: Engine, prompts: torch.Tensor, new_tokens: int, beams: int) -> float:
+    """Share of one profiled run of `engine` spent inside `SHARED_KERNELS` (0–1)."""
+    with profile() as prof:
+        seconds, _ = timed(lambda: engine(prompts, new_tokens, beams))
+    inside = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in SHARED_KERNELS) / 1e6
+    return inside / seconds
+
+
 def agreement(ours_tokens: list[list[int]], hf_tokens: list[list[int]]) -> str:
     """Return "yes" if identical, else the share of positions where the two outputs agree."""
     if ours_tokens == hf_tokens:
@@ -121,6 +146,7 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", default=["gpt2"], choices=sorted(FAMILIES))
     parser.add_argument("--rounds", type=int, default=3, help="alternating timed runs per engine")
     parser.add_argument("--int8", action="store_true", help="add rows for int8 dynamically quantised weights")
+    parser.add_argument("--bound", action="store_true", help="add HF's share of time in shared kernels")
     args = parser.parse_args()
     torch.manual_seed(0)
     load_before = os.getloadavg()[0]
@@ -128,7 +154,6 @@ def main() -> None:
     for shape, name in itertools.product(args.shapes, args.families):
         config = ModelConfig(block_size=512, init_std=0.1, **SHAPES[shape], **FAMILIES[name])
         model = Transformer(config).eval()
-        hf = huggingface(to_hf(model))
         engines = {"": ours(model)}
         if args.int8:
             int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
@@ -141,6 +166,10 @@ def main() -> None:
             prompts = torch.randint(0, config.vocab_size, (batch, PROMPT_LEN))
             result = race(engines, prompts, args.new_tokens, beams, args.rounds)
             n, hf = batch * args.new_tokens, result.pop("hf")
+            bound = ()
+            if args.bound:
+                share = kernel_share(engines["hf"], prompts, args.new_tokens, beams)
+                bound = (f"{share:.0%}", f"{1 / share:.1f}×")
             for suffix, mine in result.items():
                 rows.append(
                     (
@@ -151,6 +180,7 @@ def main() -> None:
                         f"{n / hf['seconds']:.0f}",
                         f"{hf['seconds'] / mine['seconds']:.2f}×",
                         agreement(mine["tokens"], hf["tokens"]),
+                        *bound,
                     )
                 )
     title = (
@@ -158,7 +188,10 @@ def main() -> None:
         f"{args.rounds} alternating rounds, load average {load_before:.1f} → {os.getloadavg()[0]:.1f}"
     )
     table = Table(title=title)
-    for column in ("model", "decoding", "batch", "MiniGPT tok/s", "HF tok/s", "ratio", "same tokens"):
+    columns = ["model", "decoding", "batch", "MiniGPT tok/s", "HF tok/s", "ratio", "same tokens"]
+    if args.bound:
+        columns += ["HF in shared kernels", "ratio bound"]
+    for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(*row)

@@ -10,6 +10,8 @@ from torch import Tensor, nn
 
 from minigpt.model.config import ModelConfig
 
+RopeAngles = tuple[Tensor, Tensor]  # cos, sin (B, 1, T, head_dim) of each token's rotary angles
+
 
 class KVCacheLike(Protocol):
     """What attention needs from a KV cache (`minigpt.inference.kv_cache` implements it).
@@ -27,6 +29,10 @@ class RotaryEmbedding(nn.Module):
     Each pair of channels (i, i + d/2) of a query or key at position p is rotated by the angle
     p · θ^(-2i/d). The dot product of a rotated query and key then depends only on their *relative*
     position. The half-split pairing (rather than adjacent pairs) is the layout Llama checkpoints use.
+
+    `forward(positions)` looks the angles up once per model call; every layer then applies them with
+    `rotate` (looking them up per layer costs 4·n_layer gathers per decoding step, a large share of a
+    small model's step).
     """
 
     def __init__(self, head_dim: int, max_positions: int, theta: float) -> None:
@@ -37,13 +43,16 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
-        """Rotate `x` (B, nh, T, hs) by the angles of `positions` (B, T)."""
-        cos = self.cos[positions].unsqueeze(1).to(x.dtype)  # (B, 1, T, hs)
-        sin = self.sin[positions].unsqueeze(1).to(x.dtype)
+    def forward(self, positions: Tensor) -> RopeAngles:
+        """cos and sin of the angles of `positions` (B, T), each shaped (B, 1, T, hs) to broadcast over heads."""
+        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+
+    @staticmethod
+    def rotate(x: Tensor, angles: RopeAngles) -> Tensor:
+        """Rotate `x` (B, heads, T, hs) by `angles` from `forward`."""
+        cos, sin = (a.to(x.dtype) for a in angles)
         x1, x2 = x.chunk(2, dim=-1)
-        rotated = torch.cat([-x2, x1], dim=-1)
-        return x * cos + rotated * sin
+        return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
 class CausalSelfAttention(nn.Module):
@@ -67,22 +76,24 @@ class CausalSelfAttention(nn.Module):
     def forward(
         self,
         x: Tensor,
-        positions: Tensor,
-        rope: RotaryEmbedding | None,
+        rope: RopeAngles | None,
         attn_mask: Tensor | None,
         kv_cache: KVCacheLike | None,
     ) -> Tensor:
-        """Attend causally; `attn_mask` (B|1, 1, T, S), True = may attend, overrides the causal default."""
+        """Attend causally; `attn_mask` (B|1, 1, T, S), True = may attend, overrides the causal default.
+
+        `rope` holds the rotary angles of the tokens (None for models with learned positions).
+        """
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(
-            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim],
-            dim=-1,
-        )
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
-        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
-        if rope is not None:
-            q, k = rope(q, positions), rope(k, positions)
+        # One (B, heads, T, hs) view of all query, key and value heads side by side: queries and keys
+        # then rotate in one call, and splitting heads is a view, not a copy.
+        heads = self.qkv(x).view(B, T, self.n_head + 2 * self.n_kv_head, self.head_dim).transpose(1, 2)
+        if rope is None:
+            q, k, v = heads.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=1)
+        else:
+            qk, v = heads.split([self.n_head + self.n_kv_head, self.n_kv_head], dim=1)
+            q, k = RotaryEmbedding.rotate(qk, rope).split([self.n_head, self.n_kv_head], dim=1)
+        # q (B, nh, T, hs); k, v (B, nkv, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nkv, S, hs), S = cached + T
         S = k.shape[2]

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from minigpt.model.attention import CausalSelfAttention, KVCacheLike, RotaryEmbedding
+from minigpt.model.attention import CausalSelfAttention, KVCacheLike, RopeAngles, RotaryEmbedding
 from minigpt.model.config import ModelConfig
 from minigpt.model.mlp import build_mlp
 from minigpt.model.moe import build_moe_layer
@@ -54,18 +54,20 @@ class Block(nn.Module):
     def forward(
         self,
         x: Tensor,
-        positions: Tensor,
-        rope: RotaryEmbedding | None,
+        rope: RopeAngles | None,
         attn_mask: Tensor | None,
         kv_cache: KVCacheLike | None,
     ) -> tuple[Tensor, dict[str, Any]]:
         """(B, T, C) → (B, T, C), plus whatever the feed-forward network reports."""
-        x = x + self.drop(self.attn(self.attn_norm(x), positions, rope, attn_mask, kv_cache))
+        # Dropout is the identity outside training, yet calling it costs as much as a small matmul:
+        # decoding a nano model one token at a time would spend ~5 % of each step there.
+        attn_out = self.attn(self.attn_norm(x), rope, attn_mask, kv_cache)
+        x = x + (self.drop(attn_out) if self.training else attn_out)
         out = self.ffn(self.ffn_norm(x))
         aux: dict[str, Any] = {}
         if isinstance(out, tuple):
             out, aux = out
-        return x + self.drop(out), aux
+        return x + (self.drop(out) if self.training else out), aux
 
 
 class Transformer(nn.Module):
@@ -136,16 +138,16 @@ class Transformer(nn.Module):
         x = self.tok_emb(idx)  # (B, T, C)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)
-        x = self.drop(x)
+        if self.training:
+            x = self.drop(x)
+        rope = self.rope(positions) if self.rope is not None else None
         aux: dict[str, Any] = {}
         for block in self.blocks:
             if self.config.gradient_checkpointing and self.training:
                 # Recompute activations in backward instead of storing them: memory for ~1/3 more compute.
-                x, block_aux = checkpoint(
-                    block, x, positions, self.rope, attn_mask, kv_cache, use_reentrant=False
-                )
+                x, block_aux = checkpoint(block, x, rope, attn_mask, kv_cache, use_reentrant=False)
             else:
-                x, block_aux = block(x, positions, self.rope, attn_mask, kv_cache)
+                x, block_aux = block(x, rope, attn_mask, kv_cache)
             for key, value in block_aux.items():
                 aux.setdefault(key, []).append(value)
         return self.norm_f(x), aux
@@ -227,4 +229,3 @@ class Transformer(nn.Module):
         # Mixture-of-experts layers: count only the experts a token actually visits.
         n -= sum(m.inactive_params() for m in self.modules() if hasattr(m, "inactive_params"))
         return 6.0 * n + 12.0 * self.config.n_layer * self.config.n_embd * seq_len
-

@@ -45,6 +45,28 @@ def test_select_reorders_and_repeats_rows() -> None:
     assert cache.batch_size == 3 and cache.k[0][:, 0, 0, 0].tolist() == [2.0, 2.0, 1.0] and cache.length == 1
 
 
+def test_repeated_selects_follow_the_rows_in_every_layer() -> None:
+    """Beam search selects every step: the swapped-in spare buffers must always hold the chosen rows."""
+    cache = KVCache(n_layer=2, batch_size=3, n_kv_head=2, head_dim=2, capacity=4)
+    keys = [torch.randn(3, 2, 2, 2) for _ in range(2)]
+    values = [torch.randn(3, 2, 2, 2) for _ in range(2)]
+    for layer in range(2):
+        cache.update(layer, keys[layer], values[layer])
+    order = torch.arange(3)
+    for rows in ([2, 0, 0], [1, 2, 0], [0, 0, 2], [2, 1, 0]):
+        rows = torch.tensor(rows)
+        cache.select(rows)
+        order = order[rows]  # which original row each slot now holds
+        for layer in range(2):
+            assert torch.equal(cache.k[layer][:, :, :2], keys[layer][order])
+            assert torch.equal(cache.v[layer][:, :, :2], values[layer][order])
+    new = torch.randn(3, 2, 1, 2)
+    for layer in range(2):
+        k_all, v_all = cache.update(layer, new, -new)
+        assert torch.equal(k_all, torch.cat([keys[layer][order], new], dim=2))
+        assert torch.equal(v_all, torch.cat([values[layer][order], -new], dim=2))
+
+
 @pytest.mark.parametrize("family", ["gpt", "llama"])
 def test_cached_greedy_equals_uncached_recomputation(tiny_model, family: str) -> None:
     model = tiny_model(family, init_std=0.3)
