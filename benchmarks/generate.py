@@ -21,6 +21,10 @@ kernel, and for beams the `index_select` that reorders the KV cache), and the ra
 if it ran those kernels with no overhead at all: 1 / that share. Where this bound is under 2, a 2× speed-up
 over HF needs faster kernels than PyTorch's for the same fp32 arithmetic, not a leaner decoding loop.
 
+`--compile` adds a row per setting for MiniGPT with `GenerationConfig(compile=True)` (each decoding step
+one compiled C++ function); the warm-up compiles it for every row count used, and the time that took
+is printed under the table.
+
 `--int8` adds a row per setting for MiniGPT with int8 dynamically quantised Linear weights
 (`torch.ao.quantization.quantize_dynamic`: weights stored as int8 with one scale per tensor, activations
 quantised on the fly). These are *not* the same weights, so instead of "yes/no" the last column gives
@@ -68,12 +72,12 @@ SHARED_KERNELS = frozenset(
 Engine = Callable[[torch.Tensor, int, int], list[list[int]]]  # (prompts, new tokens, beams) → new tokens
 
 
-def ours(model: Transformer) -> Engine:
-    """MiniGPT's `generate` on `model`, greedy (beams = 1) or beam search."""
+def ours(model: Transformer, compile: bool = False) -> Engine:
+    """MiniGPT's `generate` on `model`, greedy (beams = 1) or beam search, eager or compiled steps."""
 
     def run(prompts: torch.Tensor, new_tokens: int, beams: int) -> list[list[int]]:
         strategy = "greedy" if beams == 1 else "beam"
-        config = GenerationConfig(max_new_tokens=new_tokens, strategy=strategy, num_beams=beams)
+        config = GenerationConfig(max_new_tokens=new_tokens, strategy=strategy, num_beams=beams, compile=compile)
         return generate(model, prompts, config).token_lists()
 
     return run
@@ -96,6 +100,12 @@ def huggingface(hf: torch.nn.Module) -> Engine:
         return out[:, prompts.shape[1] :].tolist()
 
     return run
+
+
+def warm_ups(batches: list[int], config: ModelConfig) -> list[torch.Tensor]:
+    """Prompts with every row count the race decodes: each batch size, and 4× it (the beams)."""
+    rows = sorted({n for batch in batches for n in (batch, 4 * batch)})
+    return [torch.randint(0, config.vocab_size, (n, PROMPT_LEN)) for n in rows]
 
 
 def timed(fn: Callable[[], list[list[int]]]) -> tuple[float, list[list[int]]]:
@@ -147,10 +157,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating timed runs per engine")
     parser.add_argument("--int8", action="store_true", help="add rows for int8 dynamically quantised weights")
     parser.add_argument("--bound", action="store_true", help="add HF's share of time in shared kernels")
+    parser.add_argument("--compile", action="store_true", help="add rows for MiniGPT's compiled decoding step")
     args = parser.parse_args()
     torch.manual_seed(0)
     load_before = os.getloadavg()[0]
-    rows = []
+    rows, warm_up_notes = [], []
     for shape, name in itertools.product(args.shapes, args.families):
         config = ModelConfig(block_size=512, init_std=0.1, **SHAPES[shape], **FAMILIES[name])
         model = Transformer(config).eval()
@@ -158,10 +169,20 @@ def main() -> None:
         if args.int8:
             int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
             engines[" int8"] = ours(int8)
+        if args.compile:
+            engines[" compiled"] = ours(model, compile=True)
         engines["hf"] = huggingface(to_hf(model))
         warm = torch.randint(0, config.vocab_size, (1, PROMPT_LEN))
         for engine in engines.values():  # first calls pay one-off costs (allocations, lazy imports)
             engine(warm, 4, 2)
+        if args.compile:
+            # Compiling happens per shape (rows × cache slots): decode every row count the race will use,
+            # with its number of new tokens, so that no compiling lands in the timed rounds.
+            compiled, start = engines[" compiled"], time.perf_counter()
+            for prompts in warm_ups(args.batches, config):
+                compiled(prompts, args.new_tokens, 1)
+            seconds = time.perf_counter() - start
+            warm_up_notes.append(f"{shape} {name}: compiling (and decoding the warm-up prompts) took {seconds:.0f} s")
         for batch, beams in itertools.product(args.batches, (1, 4)):
             prompts = torch.randint(0, config.vocab_size, (batch, PROMPT_LEN))
             result = race(engines, prompts, args.new_tokens, beams, args.rounds)
@@ -195,7 +216,10 @@ def main() -> None:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(*row)
-    Console(width=150).print(table)
+    console = Console(width=150)
+    console.print(table)
+    for note in warm_up_notes:
+        console.print(note)
 
 
 if __name__ == "__main__":

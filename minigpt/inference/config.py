@@ -21,6 +21,10 @@ class GenerationConfig:
     `num_return_sequences` gives that many sequences per prompt: independent samples (GRPO's groups)
     or the best beams. `stop_tokens` are ids, `stop_strings` need the tokenizer passed to `generate`;
     the token that completes a stop is kept in the output.
+
+    `compile` runs each one-token step as one compiled C++ function (`minigpt.inference.compiled`), with
+    the same tokens: 2–3× faster greedy decoding of a single sequence on nano models, less for batches
+    and beams, after 15–40 s of compiling. It needs a C++ compiler, as `torch.compile` does.
     """
 
     max_new_tokens: int = 64
@@ -36,6 +40,7 @@ class GenerationConfig:
     num_return_sequences: int = 1
     stop_tokens: list[int] = field(default_factory=list)
     stop_strings: list[str] = field(default_factory=list)
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

@@ -8,6 +8,9 @@ Left padding puts every row's newest token in the same column, so one step serve
 columns are masked out as keys and do not count as positions: row i's first real token has position 0
 whatever its padding, so a padded row computes exactly what it would alone.
 
+With `compile=True` each one-token step runs through `minigpt.inference.compiled` (the same model,
+cache buffers, positions and masks, as one compiled function); prefills stay eager.
+
 When a row outgrows `model.block_size`, the cache is rebuilt from the last half-window of tokens (a
 "context shift"): positions restart at 0 and generation continues, at the cost of one prefill per
 half-window of new tokens. Generations that fit in the context never shift.
@@ -20,6 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from minigpt.inference.compiled import compiled_decode_step
 from minigpt.inference.kv_cache import KVCache
 from minigpt.model.transformer import Transformer
 
@@ -31,9 +35,12 @@ class BatchDecoder:
         model: the language model (in eval mode).
         prompts: one list of token ids per row, any lengths ≥ 1.
         max_new_tokens: how many tokens will be appended at most (sizes the buffers).
+        compile: run the one-token steps compiled (see the module docstring).
     """
 
-    def __init__(self, model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> None:
+    def __init__(
+        self, model: Transformer, prompts: Sequence[Sequence[int]], max_new_tokens: int, compile: bool = False
+    ) -> None:
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("Every prompt needs at least one token (e.g. the tokenizer's bos id).")
         self.model = model
@@ -52,7 +59,9 @@ class BatchDecoder:
         self.capacity = min(model.config.block_size, max(width + max_new_tokens - 1, 1))
         self.cache = KVCache.for_model(model, len(prompts), self.capacity)
         self.next_pos = torch.zeros(len(prompts), dtype=torch.long, device=device)
-        self.key_valid: Tensor | None = None  # (B, capacity) while the window holds padding, else None
+        # (B, capacity): which cache slots hold real tokens; None in eager decoding without padding.
+        self.key_valid: Tensor | None = None
+        self.compiled_step = compiled_decode_step(model) if compile else None
 
     @property
     def batch_size(self) -> int:
@@ -95,11 +104,14 @@ class BatchDecoder:
             return self.prefill(max(1, self.capacity // 2))
         positions = self.next_pos.unsqueeze(1)  # (B, 1)
         self.next_pos = self.next_pos + 1
-        attn_mask = None
+        slot = self.cache.length  # where this token's keys and values go
         if self.key_valid is not None:
-            slots = self.cache.length + 1
-            self.key_valid[:, slots - 1] = True
-            attn_mask = self.key_valid[:, None, None, :slots]  # (B, 1, 1, S)
+            self.key_valid[:, slot] = True
+        attn_mask = None if self.key_valid is None else self.key_valid[:, None, None, : slot + 1]  # (B, 1, 1, S)
+        if self.compiled_step is not None:
+            logits = self.compiled_step(next_ids.unsqueeze(1), positions, attn_mask, slot, self.cache.k, self.cache.v)
+            self.cache.length += 1
+            return logits
         return self._logits(next_ids.unsqueeze(1), positions, attn_mask)
 
     def select(self, rows: Tensor) -> None:

@@ -144,7 +144,7 @@ def generate(
     try:
         # inference_mode skips autograd bookkeeping (version counters, view tracking): less per-op overhead.
         with torch.inference_mode():
-            decoder = BatchDecoder(model, _as_prompt_lists(prompts), config.max_new_tokens)
+            decoder = BatchDecoder(model, _as_prompt_lists(prompts), config.max_new_tokens, compile=config.compile)
             if config.strategy == "beam":
                 out = beam_search(decoder, config, pad_id)
             else:

@@ -130,7 +130,10 @@ class Transformer(nn.Module):
         if positions is None:
             start = getattr(kv_cache, "length", 0) if kv_cache is not None else 0
             positions = torch.arange(start, start + T, device=idx.device).unsqueeze(0).expand(B, T)
-        if T > self.config.block_size or int(positions.max()) >= self.config.block_size:
+        # The range check reads a value out of a tensor, which a compiled graph cannot do; the compiled
+        # decoding step (minigpt.inference.compiled) only runs with positions its decoder keeps in range.
+        out_of_range = not torch.compiler.is_compiling() and int(positions.max()) >= self.config.block_size
+        if T > self.config.block_size or out_of_range:
             raise ValueError(
                 f"Sequence reaches position {int(positions.max())}, beyond model.block_size="
                 f"{self.config.block_size}; shorten the input or use a model with a longer context."

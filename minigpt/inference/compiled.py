@@ -1,0 +1,81 @@
+"""A compiled decoding step: the whole one-token forward pass as one C++ function (`GenerationConfig.compile`).
+
+A small model decoding one token at a time is bound by per-call overhead, not arithmetic: eager PyTorch
+pays 1.5–3 µs of Python and dispatch for every op and module call, ~25 of them per layer, while the
+nano model's matrix products take a few µs each. `torch.compile` with inductor's C++ wrapper
+(`cpp_wrapper`) turns the step into one compiled C++ function that fuses the element-wise work and calls
+the matrix-product kernels directly, with no Python in between. On nano models this made greedy decoding
+of one sequence 2–3× faster than the eager engine, less where several rows make the matrix products
+and attention the larger cost (benchmarks/README.md). Compiling takes 15–40 s per model on a 2-core CPU,
+so it pays off for long or repeated generation (RL rollouts), not for one short reply.
+
+The same `Transformer.hidden_states` runs; only the cache object it is handed differs (`_SlotWriter`,
+which takes the write position as an argument instead of reading the decoder's Python state). The graph
+is compiled with dynamic sizes, so the growing number of filled cache slots does not recompile it; a
+batch of one row, or a cache filled to the last slot, get graphs of their own. Dynamo keeps at most
+`torch._dynamo.config.recompile_limit` (8) graphs of this step per process, across all models; beyond
+that the steps run eagerly, with the same results.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from minigpt.model.transformer import Transformer
+
+# (ids (B, 1), positions (B, 1), key mask (B, 1, 1, S) or None, filled slots, keys, values) → logits (B, V)
+DecodeStep = Callable[[Tensor, Tensor, Tensor | None, int, list[Tensor], list[Tensor]], Tensor]
+
+# One compiled step per model object, kept while the model lives: later `generate` calls reuse it.
+_compiled_steps: weakref.WeakKeyDictionary[Transformer, DecodeStep] = weakref.WeakKeyDictionary()
+
+
+class _SlotWriter:
+    """The KV cache as the compiled step sees it: the decoder's buffers, written at slot `length`.
+
+    `update` writes the new token's keys and values at `length` and returns slots 0 … `length`. The
+    compiled graph treats `length` as a symbolic size, so one graph serves every step.
+    """
+
+    def __init__(self, keys: list[Tensor], values: list[Tensor], length: int) -> None:
+        self.keys, self.values, self.length = keys, values, length
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store `k`, `v` (B, n_kv_head, 1, hd) at slot `length`; return slots 0 … length."""
+        self.keys[layer].narrow(2, self.length, 1).copy_(k)
+        self.values[layer].narrow(2, self.length, 1).copy_(v)
+        end = self.length + 1
+        return self.keys[layer].narrow(2, 0, end), self.values[layer].narrow(2, 0, end)
+
+
+def _decode_step(
+    model: Transformer,
+    ids: Tensor,
+    positions: Tensor,
+    key_mask: Tensor | None,
+    length: int,
+    keys: list[Tensor],
+    values: list[Tensor],
+) -> Tensor:
+    """One token per row through `model` with the cache buffers `keys`/`values`: next-token logits (B, V)."""
+    cache = _SlotWriter(keys, values, length)
+    hidden, _ = model.hidden_states(ids, positions=positions, attn_mask=key_mask, kv_cache=cache)
+    return model.lm_head(hidden[:, -1])
+
+
+def compiled_decode_step(model: Transformer) -> DecodeStep:
+    """The compiled decoding step of `model` (compiled on its first calls; reused afterwards).
+
+    The weights are inputs of the compiled function, not constants folded into it, so a model that
+    trains between calls (PPO) is always decoded with its current weights.
+    """
+    step = _compiled_steps.get(model)
+    if step is None:
+        step = torch.compile(functools.partial(_decode_step, model), options={"cpp_wrapper": True}, dynamic=True)
+        _compiled_steps[model] = step
+    return step
