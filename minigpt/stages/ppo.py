@@ -89,6 +89,7 @@ class PPOSettings:
     temperature: float = 1.0  # PPO's ratios assume the replies were sampled from the policy itself
     top_k: int | None = None
     top_p: float | None = None
+    compile_rollouts: bool = False  # sample through compiled decoding steps (minigpt.inference.compiled)
     ppo_epochs: int = 2  # passes over one batch of experience
     num_minibatches: int = 2  # optimiser steps per pass
     micro_batch_size: int | None = None  # rows per forward/backward (gradient accumulation); None = minibatch
@@ -127,7 +128,11 @@ class PPOSettings:
     def generation(self) -> GenerationConfig:
         """How rollouts sample."""
         return GenerationConfig(
-            max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            compile=self.compile_rollouts,
         )
 
 

@@ -77,6 +77,14 @@ def test_ppo_drives_a_toy_reward_up(tmp_path):
     ]
 
 
+@pytest.mark.slow
+def test_ppo_with_compiled_rollouts_drives_the_toy_reward_up(tmp_path):
+    # The compiled decoding step must follow the policy's weights as they train between rollouts.
+    stage, metrics = fit_ppo(tmp_path, 15, compile_rollouts=True)
+    assert stage.ppo.generation().compile
+    assert metrics["val/reward"] > metrics["val/reward_init"] + 1.0, metrics
+
+
 def test_reference_and_reward_model_never_change_while_policy_and_critic_train(tmp_path):
     rm = reward_model_folder(tmp_path / "rm", base_model_folder(tmp_path / "base"))
     stage, metrics = fit_ppo(tmp_path, 3, reward="model", reward_model=str(rm))
