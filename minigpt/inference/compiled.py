@@ -11,8 +11,9 @@ so it pays off for long or repeated generation (RL rollouts), not for one short 
 
 The same `Transformer.hidden_states` runs; only the cache object it is handed differs (`_SlotWriter`,
 which takes the write position as an argument instead of reading the decoder's Python state). The graph
-is compiled with dynamic sizes, so the growing number of filled cache slots does not recompile it; a
-batch of one row, or a cache filled to the last slot, get graphs of their own. Dynamo keeps at most
+is compiled with dynamic sizes, so neither the growing number of filled cache slots nor the batch size
+recompiles it, except that a batch of one row gets a graph of its own (dynamo specialises sizes of 1):
+the first time a batch shrinks to one running row, generation pauses once to compile. Dynamo keeps at most
 `torch._dynamo.config.recompile_limit` (8) graphs of this step per process, across all models; beyond
 that the steps run eagerly, with the same results.
 """

@@ -57,10 +57,12 @@ class BatchDecoder:
         # The cache never needs more than block_size slots, nor more than the tokens ever fed to the model
         # (the last generated token is returned, not fed).
         self.capacity = min(model.config.block_size, max(width + max_new_tokens - 1, 1))
-        self.cache = KVCache.for_model(model, len(prompts), self.capacity)
+        # A compiled step gets one slot more than it ever fills (cache and key mask): a view of the filled
+        # slots that spanned a whole buffer would be contiguous, a case the compiled graph specialises on
+        # and would recompile for.
+        self.cache = KVCache.for_model(model, len(prompts), self.capacity + int(compile))
         self.next_pos = torch.zeros(len(prompts), dtype=torch.long, device=device)
-        # (B, capacity): which cache slots hold real tokens; None in eager decoding without padding.
-        self.key_valid: Tensor | None = None
+        self.key_valid: Tensor | None = None  # (B, capacity) while the window holds padding, else None
         self.compiled_step = compiled_decode_step(model) if compile else None
 
     @property
@@ -87,7 +89,8 @@ class BatchDecoder:
         attn_mask = None
         self.key_valid = None
         if not bool(valid.all()):
-            self.key_valid = torch.zeros(self.batch_size, self.capacity, dtype=torch.bool, device=idx.device)
+            slots = self.cache.capacity
+            self.key_valid = torch.zeros(self.batch_size, slots, dtype=torch.bool, device=idx.device)
             self.key_valid[:, :window] = valid
             causal = torch.ones(window, window, dtype=torch.bool, device=idx.device).tril()
             # A pad query may see only itself: a row with no allowed key would make softmax 0/0 = NaN, and
