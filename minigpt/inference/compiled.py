@@ -27,6 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from minigpt.inference.kv_cache import write_slots
 from minigpt.model.transformer import Transformer
 
 # (ids (B, 1), positions (B, 1), key mask (B, 1, 1, S) or None, filled slots, keys, values) → logits (B, V)
@@ -48,10 +49,7 @@ class _SlotWriter:
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store `k`, `v` (B, n_kv_head, 1, hd) at slot `length`; return slots 0 … length."""
-        self.keys[layer].narrow(2, self.length, 1).copy_(k)
-        self.values[layer].narrow(2, self.length, 1).copy_(v)
-        end = self.length + 1
-        return self.keys[layer].narrow(2, 0, end), self.values[layer].narrow(2, 0, end)
+        return write_slots(self.keys[layer], self.values[layer], self.length, k, v)
 
 
 def _decode_step(

@@ -89,8 +89,7 @@ class BatchDecoder:
         attn_mask = None
         self.key_valid = None
         if not bool(valid.all()):
-            slots = self.cache.capacity
-            self.key_valid = torch.zeros(self.batch_size, slots, dtype=torch.bool, device=idx.device)
+            self.key_valid = torch.zeros(self.batch_size, self.cache.capacity, dtype=torch.bool, device=idx.device)
             self.key_valid[:, :window] = valid
             causal = torch.ones(window, window, dtype=torch.bool, device=idx.device).tril()
             # A pad query may see only itself: a row with no allowed key would make softmax 0/0 = NaN, and

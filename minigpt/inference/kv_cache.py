@@ -15,6 +15,18 @@ from torch import Tensor
 from minigpt.model.transformer import Transformer
 
 
+def write_slots(keys: Tensor, values: Tensor, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """Write `k`, `v` (B, n_kv_head, T, hd) into one layer's buffers at slots start … start+T-1.
+
+    Returns the filled slots 0 … start+T-1 of both buffers, as views. `narrow` is one view op where
+    `[:, :, a:b]` is three: it matters at one token per step.
+    """
+    end = start + k.shape[2]
+    keys.narrow(2, start, k.shape[2]).copy_(k)
+    values.narrow(2, start, v.shape[2]).copy_(v)
+    return keys.narrow(2, 0, end), values.narrow(2, 0, end)
+
+
 class KVCache:
     """Keys and values of every layer: `k[layer]`, `v[layer]` shaped (B, n_kv_head, capacity, head_dim).
 
@@ -71,12 +83,10 @@ class KVCache:
         end = self.length + k.shape[2]
         if end > self.capacity:
             raise ValueError(f"KV cache holds {self.capacity} positions; writing {end} would overflow it.")
-        # `narrow` is one view op where `[:, :, a:b]` is three: it matters at one token per step.
-        self.k[layer].narrow(2, self.length, k.shape[2]).copy_(k)
-        self.v[layer].narrow(2, self.length, v.shape[2]).copy_(v)
+        filled = write_slots(self.k[layer], self.v[layer], self.length, k, v)
         if layer == self.n_layer - 1:
             self.length = end
-        return self.k[layer].narrow(2, 0, end), self.v[layer].narrow(2, 0, end)
+        return filled
 
     def select(self, rows: Tensor) -> None:
         """Keep (and reorder, or repeat) the batch rows `rows`: beams that survive, sequences still running.
