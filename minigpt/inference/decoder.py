@@ -11,6 +11,13 @@ whatever its padding, so a padded row computes exactly what it would alone.
 With `compile=True` each one-token step runs through `minigpt.inference.compiled` (the same model,
 cache buffers, positions and masks, as one compiled function); prefills stay eager.
 
+Beam search reorders its rows every step (`select` with as many rows as before). Copying whole rows
+of the cache to follow the beams would move the whole history of most rows every step; instead a beam
+that continues a row of the step before simply stays in that row (physical row), and only a second
+beam continuing the same row takes over a row that no beam continues, copying the few slots where the
+two histories differ (`KVCache.follow`). The decoder then keeps `order`: which physical row each
+caller-visible (logical) row lives in, and maps the tokens fed and the logits returned through it.
+
 When a row outgrows `model.block_size`, the cache is rebuilt from the last half-window of tokens (a
 "context shift"): positions restart at 0 and generation continues, at the cost of one prefill per
 half-window of new tokens. Generations that fit in the context never shift.
@@ -64,6 +71,10 @@ class BatchDecoder:
         self.next_pos = torch.zeros(len(prompts), dtype=torch.long, device=device)
         self.key_valid: Tensor | None = None  # (B, capacity) while the window holds padding, else None
         self.compiled_step = compiled_decode_step(model) if compile else None
+        # Logical row i lives in physical row order[i]; physical row p holds logical row inverse[p].
+        # None while every row is where the caller sees it. Everything above is indexed physically.
+        self.order: Tensor | None = None
+        self.inverse: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -100,6 +111,12 @@ class BatchDecoder:
 
     def step(self, next_ids: Tensor) -> Tensor:
         """Append `next_ids` (B,) to every row and return the logits for the token after them (B, V)."""
+        if self.order is None:
+            return self._physical_step(next_ids)
+        return self._physical_step(next_ids[self.inverse])[self.order]
+
+    def _physical_step(self, next_ids: Tensor) -> Tensor:
+        """`step` with rows in physical order."""
         self.tokens[:, self.length] = next_ids
         self.length += 1
         if self.cache.length == self.capacity:  # context full: shift to the last half-window
@@ -117,14 +134,49 @@ class BatchDecoder:
         return self._logits(next_ids.unsqueeze(1), positions, attn_mask)
 
     def select(self, rows: Tensor) -> None:
-        """Keep, reorder or repeat batch rows (`rows` indexes the current rows)."""
+        """Keep, reorder or repeat rows: new row i continues current row `rows[i]`.
+
+        A selection of as many rows as there are (a beam search step) moves no row (module docstring);
+        any other copies the chosen rows into place.
+        """
+        if self.order is not None:
+            rows = self.order[rows]  # from now on: physical rows
+        if rows.numel() == self.batch_size:
+            self._follow(rows.tolist())
+            return
         self.tokens, self.valid, self.next_pos = self.tokens[rows], self.valid[rows], self.next_pos[rows]
         if self.key_valid is not None:
             self.key_valid = self.key_valid[rows]
         self.cache.select(rows)
+        self.order = self.inverse = None
+
+    def _follow(self, rows: list[int]) -> None:
+        """New logical row i continues physical row `rows[i]`; rows move only where two continue one."""
+        n = len(rows)
+        order, sources, taken, seconds = [0] * n, list(range(n)), [False] * n, []
+        for i, row in enumerate(rows):  # the first to continue a row stays in it
+            if taken[row]:
+                seconds.append(i)
+            else:
+                taken[row], order[i] = True, row
+        free = [row for row in range(n) if not taken[row]]
+        for i, row in zip(seconds, free):  # the others take over rows that no one continues
+            order[i], sources[row] = row, rows[i]
+        inverse = [0] * n
+        for i, row in enumerate(order):
+            inverse[row] = i
+        device = self.tokens.device
+        self.order = torch.tensor(order, device=device)
+        self.inverse = torch.tensor(inverse, device=device)
+        if seconds:
+            moved = torch.tensor(sources, device=device)
+            self.tokens, self.valid, self.next_pos = self.tokens[moved], self.valid[moved], self.next_pos[moved]
+            if self.key_valid is not None:
+                self.key_valid = self.key_valid[moved]
+            self.cache.follow(sources)
 
     def seen_tokens(self, vocab_size: int) -> Tensor:
         """Bool (B, V): which ids occur among each row's real tokens so far (for the repetition penalty)."""
         counts = torch.zeros(self.batch_size, vocab_size, dtype=torch.long, device=self.tokens.device)
         counts.scatter_add_(1, self.tokens[:, : self.length], self.valid[:, : self.length].long())
-        return counts > 0
+        return counts > 0 if self.order is None else counts[self.order] > 0

@@ -28,15 +28,20 @@ def write_slots(keys: Tensor, values: Tensor, start: int, k: Tensor, v: Tensor) 
 
 
 class KVCache:
-    """Keys and values of every layer: `k[layer]`, `v[layer]` shaped (B, n_kv_head, capacity, head_dim).
+    """Keys and values of every layer in one buffer `kv` (2, n_layer, B, n_kv_head, capacity, head_dim).
 
-    The model calls `update(layer, k, v)` once per layer per forward pass; the new entries are written at
-    slot `length`, and `length` advances after the last layer, so all layers of one forward share one
-    write position. `length` is also what the model reads for its default positions.
+    `k[layer]` and `v[layer]` are views of it, (B, n_kv_head, capacity, head_dim) each. The model calls
+    `update(layer, k, v)` once per layer per forward pass; the new entries are written at slot `length`,
+    and `length` advances after the last layer, so all layers of one forward share one write position.
+    `length` is also what the model reads for its default positions.
 
-    One buffer per layer with the batch dimension first keeps each row's keys in one contiguous block,
-    so reordering rows (every beam-search step) copies whole blocks with `index_select`, into a spare
-    buffer that then takes the old one's place.
+    Rows change in two ways. `select` keeps, reorders or repeats rows by copying them (sequences that
+    finish, one prefill copied to every beam). `follow` is beam search's step: most beams continue a
+    beam of the step before, and rows that share a history need not hold it twice over. The cache keeps
+    `common[p, q]`, how many leading slots rows p and q are known to hold alike (a lower bound), and when
+    row p must take row s's history it copies only slots `common[s, p]` … `length - 1`, where the two
+    differ: beams of one prompt mostly differ in their last few tokens. One buffer for all layers makes
+    each of these one indexing op instead of one per layer.
     """
 
     def __init__(
@@ -49,14 +54,17 @@ class KVCache:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> None:
-        shape = (batch_size, n_kv_head, capacity, head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
-        # Second buffers that `select` writes into before swapping (allocated on first use).
-        self._spare_k: list[Tensor | None] = [None] * n_layer
-        self._spare_v: list[Tensor | None] = [None] * n_layer
         self.n_layer, self.capacity = n_layer, capacity
+        shape = (2, n_layer, batch_size, n_kv_head, capacity, head_dim)
+        self._use(torch.zeros(shape, dtype=dtype, device=device))
         self.length = 0
+        # common[p, q]: the number of leading slots rows p and q are known to hold alike (a lower bound).
+        self.common = torch.zeros(batch_size, batch_size, dtype=torch.long, device=device)
+
+    def _use(self, kv: Tensor) -> None:
+        """Make `kv` the buffer, with per-layer views `k` and `v` (made once, not at every `update`)."""
+        self.kv = kv
+        self.k, self.v = list(kv[0].unbind(0)), list(kv[1].unbind(0))
 
     @classmethod
     def for_model(cls, model: Transformer, batch_size: int, capacity: int) -> KVCache:
@@ -76,7 +84,7 @@ class KVCache:
     @property
     def batch_size(self) -> int:
         """Number of rows the cache holds."""
-        return self.k[0].shape[0]
+        return self.kv.shape[2]
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store `k`, `v` (B, n_kv_head, T, hd) of `layer`; return all its keys and values (…, S, hd)."""
@@ -89,23 +97,40 @@ class KVCache:
         return filled
 
     def select(self, rows: Tensor) -> None:
-        """Keep (and reorder, or repeat) the batch rows `rows`: beams that survive, sequences still running.
+        """Keep (and reorder, or repeat) the batch rows `rows`: sequences still running, copies of a prompt.
 
-        Beam search calls this every step, so it must be cheap: one `index_select` per buffer copies the
-        filled part of every kept row into a second buffer, which then takes the old one's place (the old
-        one becomes the next call's target). Gathering and scattering only the rows that moved, in place
-        through advanced indexing, took 15–34 % longer in most nano beam searches at batch 8 (benchmarks/):
-        the generic indexing kernel copies strided slices element by element, `index_select` copies rows.
+        One `index_select` copies the filled part of every kept row into a new buffer.
         """
+        kept = self.kv.new_empty((*self.kv.shape[:2], rows.numel(), *self.kv.shape[3:]))
         n = self.length
-        for buffers, spares in ((self.k, self._spare_k), (self.v, self._spare_v)):
-            for layer, buffer in enumerate(buffers):
-                spare = spares[layer]
-                if spare is None or spare.shape[0] != rows.numel():
-                    spare = buffer.new_empty((rows.numel(), *buffer.shape[1:]))
-                torch.index_select(buffer.narrow(2, 0, n), 0, rows, out=spare.narrow(2, 0, n))
-                buffers[layer], spares[layer] = spare, buffer if buffer.shape[0] == rows.numel() else None
+        torch.index_select(self.kv.narrow(4, 0, n), 2, rows, out=kept.narrow(4, 0, n))
+        self._use(kept)
+        self.common = self._common_after(rows)
+
+    def follow(self, sources: list[int]) -> None:
+        """Row p takes the history of row `sources[p]`, copying only the slots where the two differ.
+
+        Rows with `sources[p] == p` keep theirs. A row that takes another's history must not itself be
+        taken from (`sources[sources[p]] == sources[p]`), so that every copy reads a row that stays.
+        """
+        moved = [row for row, source in enumerate(sources) if source != row]
+        if any(sources[sources[row]] != sources[row] for row in moved):
+            raise ValueError("KVCache.follow: a row that takes another's history is itself taken from.")
+        device = self.kv.device
+        if moved:
+            origin = [sources[row] for row in moved]
+            # Slots common[origin, row] … length-1 differ; one copy per moved row moves them in every layer.
+            for row, source, start in zip(moved, origin, self.common[origin, moved].tolist()):
+                if start < self.length:
+                    self.kv[:, :, row, :, start : self.length] = self.kv[:, :, source, :, start : self.length]
+        self.common = self._common_after(torch.tensor(sources, device=device))
+
+    def _common_after(self, rows: Tensor) -> Tensor:
+        """`common` once new row i holds old row `rows[i]`: copies of one row agree on every filled slot."""
+        common = self.common[rows][:, rows]
+        return common.masked_fill(rows.unsqueeze(1) == rows.unsqueeze(0), self.length)
 
     def reset(self) -> None:
         """Forget every stored position (the buffers are reused)."""
         self.length = 0
+        self.common.zero_()

@@ -45,26 +45,47 @@ def test_select_reorders_and_repeats_rows() -> None:
     assert cache.batch_size == 3 and cache.k[0][:, 0, 0, 0].tolist() == [2.0, 2.0, 1.0] and cache.length == 1
 
 
-def test_repeated_selects_follow_the_rows_in_every_layer() -> None:
-    """Beam search selects every step: the swapped-in spare buffers must always hold the chosen rows."""
-    cache = KVCache(n_layer=2, batch_size=3, n_kv_head=2, head_dim=2, capacity=4)
-    keys = [torch.randn(3, 2, 2, 2) for _ in range(2)]
-    values = [torch.randn(3, 2, 2, 2) for _ in range(2)]
+def test_follow_copies_only_the_slots_where_two_histories_differ() -> None:
+    cache = KVCache(n_layer=2, batch_size=2, n_kv_head=1, head_dim=1, capacity=5)
     for layer in range(2):
-        cache.update(layer, keys[layer], values[layer])
-    order = torch.arange(3)
-    for rows in ([2, 0, 0], [1, 2, 0], [0, 0, 2], [2, 1, 0]):
-        rows = torch.tensor(rows)
-        cache.select(rows)
-        order = order[rows]  # which original row each slot now holds
-        for layer in range(2):
-            assert torch.equal(cache.k[layer][:, :, :2], keys[layer][order])
-            assert torch.equal(cache.v[layer][:, :, :2], values[layer][order])
-    new = torch.randn(3, 2, 1, 2)
+        cache.update(layer, torch.ones(2, 1, 3, 1), torch.ones(2, 1, 3, 1))
+    cache.select(torch.tensor([0, 0, 1]))  # rows 0 and 1: copies of one row, alike in all 3 slots
+    assert cache.common[0, 1] == 3 and cache.common[0, 2] == 0
     for layer in range(2):
-        k_all, v_all = cache.update(layer, new, -new)
-        assert torch.equal(k_all, torch.cat([keys[layer][order], new], dim=2))
-        assert torch.equal(v_all, torch.cat([values[layer][order], -new], dim=2))
+        cache.update(layer, torch.tensor([7.0, 8.0, 9.0]).view(3, 1, 1, 1), torch.zeros(3, 1, 1, 1))
+    cache.kv[:, :, 1, :, :3] = -1.0  # behind the cache's back: had follow copied slots 0-2, this would vanish
+    cache.follow([0, 0, 2])  # row 1 takes row 0's history
+    assert cache.k[0][:, 0, :4, 0].tolist() == [[1, 1, 1, 7], [-1, -1, -1, 7], [1, 1, 1, 9]]
+    assert cache.k[1][1, 0, 3, 0] == 7 and cache.common[0, 1] == 4
+    with pytest.raises(ValueError, match="itself taken from"):
+        cache.follow([1, 0, 2])  # a swap: each row would read a row being overwritten
+
+
+def test_repeated_follows_keep_every_row_history_in_every_layer() -> None:
+    """Beam search follows every step: each row must hold exactly the history of the row it continues."""
+    torch.manual_seed(0)
+    rows, layers = 4, 2
+    cache = KVCache(n_layer=layers, batch_size=rows, n_kv_head=2, head_dim=2, capacity=9)
+    history: list[list[list[torch.Tensor]]] = [[[] for _ in range(rows)] for _ in range(layers)]
+
+    def write() -> None:
+        for layer in range(layers):
+            k = torch.randn(rows, 2, 1, 2)
+            cache.update(layer, k, -k)
+            for row in range(rows):
+                history[layer][row].append(k[row])
+
+    write()
+    cache.select(torch.tensor([0, 0, 0, 0]))  # one prompt, four beams
+    history = [[list(h[0]) for _ in range(rows)] for h in history]
+    for sources in ([0, 0, 2, 2], [0, 1, 1, 3], [0, 1, 2, 0], [1, 1, 1, 3], [0, 3, 2, 3]):
+        write()
+        cache.follow(sources)
+        history = [[list(h[s]) for s in sources] for h in history]
+        for layer in range(layers):
+            expected = torch.stack([torch.cat(h, dim=1) for h in history[layer]])  # (rows, 2, length, 2)
+            assert torch.equal(cache.k[layer][:, :, : cache.length], expected)
+            assert torch.equal(cache.v[layer][:, :, : cache.length], -expected)
 
 
 @pytest.mark.parametrize("family", ["gpt", "llama"])
