@@ -102,10 +102,9 @@ def huggingface(hf: torch.nn.Module) -> Engine:
     return run
 
 
-def warm_ups(batches: list[int], config: ModelConfig) -> list[torch.Tensor]:
-    """Prompts with every row count the race decodes: each batch size, and 4× it (the beams)."""
-    rows = sorted({n for batch in batches for n in (batch, 4 * batch)})
-    return [torch.randint(0, config.vocab_size, (n, PROMPT_LEN)) for n in rows]
+def warm_ups(batches: list[int], config: ModelConfig) -> list[tuple[torch.Tensor, int]]:
+    """(prompts, beams) for every way the race decodes: each batch size, greedy and with 4 beams."""
+    return [(torch.randint(0, config.vocab_size, (batch, PROMPT_LEN)), beams) for batch in batches for beams in (1, 4)]
 
 
 def timed(fn: Callable[[], list[list[int]]]) -> tuple[float, list[list[int]]]:
@@ -176,11 +175,12 @@ def main() -> None:
         for engine in engines.values():  # first calls pay one-off costs (allocations, lazy imports)
             engine(warm, 4, 2)
         if args.compile:
-            # Compiling happens per shape (rows × cache slots): decode every row count the race will use,
-            # with its number of new tokens, so that no compiling lands in the timed rounds.
+            # Compiling happens per kind of step (one row or several, beams sharing a prefix or not): decode
+            # every setting the race will use, with its number of new tokens, so that no compiling lands in
+            # the timed rounds.
             compiled, start = engines[" compiled"], time.perf_counter()
-            for prompts in warm_ups(args.batches, config):
-                compiled(prompts, args.new_tokens, 1)
+            for prompts, beams in warm_ups(args.batches, config):
+                compiled(prompts, args.new_tokens, beams)
             seconds = time.perf_counter() - start
             warm_up_notes.append(f"{shape} {name}: compiling (and decoding the warm-up prompts) took {seconds:.0f} s")
         for batch, beams in itertools.product(args.batches, (1, 4)):

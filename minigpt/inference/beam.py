@@ -43,7 +43,7 @@ def beam_search(decoder: BatchDecoder, config: GenerationConfig, pad_id: int) ->
     beams, steps, alpha = config.num_beams, config.max_new_tokens, config.length_penalty
     logits = decoder.prefill()
     batch, device = decoder.batch_size, logits.device
-    decoder.select(torch.arange(batch, device=device).repeat_interleave(beams))  # one prefill per prompt
+    decoder.select(torch.arange(batch, device=device).repeat_interleave(beams), group=beams)  # one prefill per prompt
     logits = logits.repeat_interleave(beams, dim=0)
     vocab = logits.shape[-1]
     n_cand = min(max(2, 1 + len(config.stop_tokens)) * beams, beams * vocab)

@@ -12,15 +12,17 @@ so it pays off for long or repeated generation (RL rollouts), not for one short 
 The same `Transformer.hidden_states` runs; only the cache object it is handed differs (`_SlotWriter`,
 which takes the write position as an argument instead of reading the decoder's Python state). The graph
 is compiled with dynamic sizes, so neither the growing number of filled cache slots nor the batch size
-recompiles it, except that a batch of one row gets a graph of its own (dynamo specialises sizes of 1):
-the first time a batch shrinks to one running row, generation pauses once to compile. Dynamo keeps at most
-`torch._dynamo.config.recompile_limit` (8) graphs of this step per process, across all models; beyond
-that the steps run eagerly, with the same results.
+recompiles it, except for a few kinds of step that each get a graph of their own: one row (dynamo
+specialises sizes of 1), and beams reading a shared prefix (`shared_prefix_attention`), for one prompt
+or several. The first step of each kind pauses once to compile (8–30 s here). Dynamo keeps at most
+`torch._dynamo.config.recompile_limit` (8) graphs per model; beyond that steps run eagerly, with the
+same results.
 """
 
 from __future__ import annotations
 
 import functools
+import types
 import weakref
 from collections.abc import Callable
 
@@ -30,8 +32,9 @@ from torch import Tensor
 from minigpt.inference.kv_cache import write_slots
 from minigpt.model.transformer import Transformer
 
-# (ids (B, 1), positions (B, 1), key mask (B, 1, 1, S) or None, filled slots, keys, values) → logits (B, V)
-DecodeStep = Callable[[Tensor, Tensor, Tensor | None, int, list[Tensor], list[Tensor]], Tensor]
+# (ids (B, 1), positions (B, 1), key mask (B, 1, 1, S) or None, filled slots, keys, values,
+#  KVCache.shared_prefix) → logits (B, V)
+DecodeStep = Callable[[Tensor, Tensor, Tensor | None, int, list[Tensor], list[Tensor], tuple[int, int] | None], Tensor]
 
 # One compiled step per model object, kept while the model lives: later `generate` calls reuse it.
 _compiled_steps: weakref.WeakKeyDictionary[Transformer, DecodeStep] = weakref.WeakKeyDictionary()
@@ -44,8 +47,10 @@ class _SlotWriter:
     compiled graph treats `length` as a symbolic size, so one graph serves every step.
     """
 
-    def __init__(self, keys: list[Tensor], values: list[Tensor], length: int) -> None:
-        self.keys, self.values, self.length = keys, values, length
+    def __init__(
+        self, keys: list[Tensor], values: list[Tensor], length: int, shared_prefix: tuple[int, int] | None
+    ) -> None:
+        self.keys, self.values, self.length, self.shared_prefix = keys, values, length, shared_prefix
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store `k`, `v` (B, n_kv_head, 1, hd) at slot `length`; return slots 0 … length."""
@@ -60,9 +65,10 @@ def _decode_step(
     length: int,
     keys: list[Tensor],
     values: list[Tensor],
+    shared_prefix: tuple[int, int] | None,
 ) -> Tensor:
     """One token per row through `model` with the cache buffers `keys`/`values`: next-token logits (B, V)."""
-    cache = _SlotWriter(keys, values, length)
+    cache = _SlotWriter(keys, values, length, shared_prefix)
     hidden, _ = model.hidden_states(ids, positions=positions, attn_mask=key_mask, kv_cache=cache)
     return model.lm_head(hidden[:, -1])
 
@@ -75,6 +81,23 @@ def compiled_decode_step(model: Transformer) -> DecodeStep:
     """
     step = _compiled_steps.get(model)
     if step is None:
-        step = torch.compile(functools.partial(_decode_step, model), options={"cpp_wrapper": True}, dynamic=True)
+        own = _own_copy(functools.partial(_decode_step, model))
+        step = torch.compile(own, options={"cpp_wrapper": True}, dynamic=True)
         _compiled_steps[model] = step
     return step
+
+
+def _own_copy(step: Callable[..., Tensor]) -> DecodeStep:
+    """A plain function calling `step`, with a code object of its own.
+
+    Dynamo keeps at most `recompile_limit` (8) compiled variants per code object; each model has a few
+    (one row or several, with or without a shared prefix). Compiled as they are, a `functools.partial`
+    (or a closure) would share one code object, so models compiled in one process would share, and soon
+    exhaust, one budget, after which steps silently run eagerly.
+    """
+
+    def call(*args: object) -> Tensor:
+        return step(*args)
+
+    code = call.__code__.replace()  # a copy: a new code object, the same bytecode
+    return types.FunctionType(code, call.__globals__, f"decode_step_{id(step):x}", None, call.__closure__)

@@ -17,6 +17,9 @@ that continues a row of the step before simply stays in that row (physical row),
 beam continuing the same row takes over a row that no beam continues, copying the few slots where the
 two histories differ (`KVCache.follow`). The decoder then keeps `order`: which physical row each
 caller-visible (logical) row lives in, and maps the tokens fed and the logits returned through it.
+The beams of one prompt (`select(..., group=num_beams)`) also keep to their group's rows, and once
+their common history is at least half of it, decoding steps read it once per group instead of once per
+beam (`KVCache.shared_prefix`, `minigpt.model.shared_prefix`).
 
 When a row outgrows `model.block_size`, the cache is rebuilt from the last half-window of tokens (a
 "context shift"): positions restart at 0 and generation continues, at the cost of one prefill per
@@ -75,6 +78,7 @@ class BatchDecoder:
         # None while every row is where the caller sees it. Everything above is indexed physically.
         self.order: Tensor | None = None
         self.inverse: Tensor | None = None
+        self.group = 1  # rows come in groups of this many that continue only each other (beams)
 
     @property
     def batch_size(self) -> int:
@@ -128,27 +132,36 @@ class BatchDecoder:
             self.key_valid[:, slot] = True
         attn_mask = None if self.key_valid is None else self.key_valid[:, None, None, : slot + 1]  # (B, 1, 1, S)
         if self.compiled_step is not None:
-            logits = self.compiled_step(next_ids.unsqueeze(1), positions, attn_mask, slot, self.cache.k, self.cache.v)
+            cache = self.cache
+            logits = self.compiled_step(
+                next_ids.unsqueeze(1), positions, attn_mask, slot, cache.k, cache.v, cache.shared_prefix
+            )
             self.cache.length += 1
             return logits
         return self._logits(next_ids.unsqueeze(1), positions, attn_mask)
 
-    def select(self, rows: Tensor) -> None:
+    def select(self, rows: Tensor, group: int = 1) -> None:
         """Keep, reorder or repeat rows: new row i continues current row `rows[i]`.
 
         A selection of as many rows as there are (a beam search step) moves no row (module docstring);
-        any other copies the chosen rows into place.
+        any other copies the chosen rows into place. `group` > 1 says that the selected rows come in groups
+        of that many consecutive rows that will only ever continue each other (the beams of one prompt):
+        their common history is then read once per group (`shared_prefix_attention`).
         """
         if self.order is not None:
             rows = self.order[rows]  # from now on: physical rows
         if rows.numel() == self.batch_size:
             self._follow(rows.tolist())
             return
+        if rows.numel() % group != 0:
+            raise ValueError(f"select: {rows.numel()} rows do not split into groups of {group}.")
         self.tokens, self.valid, self.next_pos = self.tokens[rows], self.valid[rows], self.next_pos[rows]
         if self.key_valid is not None:
             self.key_valid = self.key_valid[rows]
         self.cache.select(rows)
         self.order = self.inverse = None
+        self.group = group
+        self._share_prefix()
 
     def _follow(self, rows: list[int]) -> None:
         """New logical row i continues physical row `rows[i]`; rows move only where two continue one."""
@@ -160,8 +173,13 @@ class BatchDecoder:
             else:
                 taken[row], order[i] = True, row
         free = [row for row in range(n) if not taken[row]]
-        for i, row in zip(seconds, free):  # the others take over rows that no one continues
-            order[i], sources[row] = row, rows[i]
+        common = self.cache.common.tolist() if seconds else []
+        for i in seconds:  # the others take over a row no one continues: in their group, the most alike
+            source = rows[i]
+            in_group = [row for row in free if row // self.group == source // self.group] or free
+            row = max(in_group, key=lambda candidate: common[source][candidate])
+            free.remove(row)
+            order[i], sources[row] = row, source
         inverse = [0] * n
         for i, row in enumerate(order):
             inverse[row] = i
@@ -174,6 +192,30 @@ class BatchDecoder:
             if self.key_valid is not None:
                 self.key_valid = self.key_valid[moved]
             self.cache.follow(sources)
+        self._share_prefix()
+
+    def _share_prefix(self) -> None:
+        """Tell the cache how many leading slots all rows of every group hold alike, where that pays.
+
+        Reading the common slots once costs a second attention call per layer, so it is used once they
+        are at least half of the filled slots (beams soon share most of their history). Every row must
+        be allowed at least one common slot (left padding).
+        """
+        cache, group = self.cache, self.group
+        cache.shared_prefix = None
+        if group == 1:
+            return
+        groups = self.batch_size // group
+        # Within each group: (group, group, groups) → the least any two rows of any group share. At most
+        # all but the last slot, so that every row keeps ≥ 2 slots of its own at the next step (a part of
+        # size 1 would be a shape the compiled step specialises, and recompiles, for).
+        common = cache.common.view(groups, group, groups, group).diagonal(dim1=0, dim2=2)
+        shared = min(int(common.amin()), cache.length - 1)
+        if shared <= 0 or 2 * shared < cache.length:
+            return
+        if self.key_valid is not None and not bool(self.key_valid[:, :shared].any(dim=1).all()):
+            return
+        cache.shared_prefix = (group, shared)
 
     def seen_tokens(self, vocab_size: int) -> Tensor:
         """Bool (B, V): which ids occur among each row's real tokens so far (for the repetition penalty)."""

@@ -60,6 +60,8 @@ class KVCache:
         self.length = 0
         # common[p, q]: the number of leading slots rows p and q are known to hold alike (a lower bound).
         self.common = torch.zeros(batch_size, batch_size, dtype=torch.long, device=device)
+        # (group, slots) while rows come in groups sharing their first slots (set by the decoder), else None.
+        self.shared_prefix: tuple[int, int] | None = None
 
     def _use(self, kv: Tensor) -> None:
         """Make `kv` the buffer, with per-layer views `k` and `v` (made once, not at every `update`)."""
@@ -134,3 +136,4 @@ class KVCache:
         """Forget every stored position (the buffers are reused)."""
         self.length = 0
         self.common.zero_()
+        self.shared_prefix = None

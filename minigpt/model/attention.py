@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minigpt.model.config import ModelConfig
+from minigpt.model.shared_prefix import shared_prefix_attention
 
 RopeAngles = tuple[Tensor, Tensor]  # cos, sin (B, 1, T, head_dim) of each token's rotary angles
 
@@ -17,8 +18,12 @@ class KVCacheLike(Protocol):
     """What attention needs from a KV cache (`minigpt.inference.kv_cache` implements it).
 
     `update` stores the new keys/values of one layer at the cache's current write position and returns
-    every key/value the layer may attend to, shaped (B, n_kv_head, S, head_dim).
+    every key/value the layer may attend to, shaped (B, n_kv_head, S, head_dim). `shared_prefix`, when
+    not None, is (group, slots): rows come in groups of `group` whose first `slots` slots are alike, and
+    one-token steps then attend through `shared_prefix_attention`, which reads those slots once per group.
     """
+
+    shared_prefix: tuple[int, int] | None
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]: ...
 
@@ -96,21 +101,25 @@ class CausalSelfAttention(nn.Module):
         # q (B, nh, T, hs); k, v (B, nkv, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nkv, S, hs), S = cached + T
-        S = k.shape[2]
-        is_causal = False
-        if attn_mask is None:
-            if S == T:
-                is_causal = True
-            elif T > 1:  # new tokens appended after S - T cached ones: causal with an offset
-                attn_mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal,
-            enable_gqa=self.n_kv_head != self.n_head,
-        )  # (B, nh, T, hs)
+        prefix = kv_cache.shared_prefix if kv_cache is not None and T == 1 else None
+        if prefix is not None:  # decoding beams: read their common history once per group
+            y = shared_prefix_attention(q, k, v, attn_mask, *prefix)
+        else:
+            S = k.shape[2]
+            is_causal = False
+            if attn_mask is None:
+                if S == T:
+                    is_causal = True
+                elif T > 1:  # new tokens appended after S - T cached ones: causal with an offset
+                    attn_mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
+            y = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=attn_mask,
+                dropout_p=self.dropout if self.training else 0.0,
+                is_causal=is_causal,
+                enable_gqa=self.n_kv_head != self.n_head,
+            )  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble heads side by side: (B, T, C)
         return self.proj(y)

@@ -33,3 +33,30 @@ def test_beam_selects_keep_each_row_on_its_own_history(tiny_model, family: str) 
             for row, history in enumerate(histories):
                 torch.testing.assert_close(logits[row], next_logits(model, history), atol=1e-5, rtol=0)
     assert decoder.order is None  # the last select (fewer rows) put every row back in place
+
+
+@pytest.mark.parametrize("family", ["gpt", "llama"])
+def test_grouped_rows_read_their_shared_history_once_and_decode_the_same(tiny_model, family: str) -> None:
+    """Beams of two left-padded prompts: attention over the groups' shared slots gives the plain logits."""
+    model = tiny_model(family, init_std=0.3)
+    prompts = [[5, 6, 7, 8], [1, 2]]
+    decoder = BatchDecoder(model, prompts, max_new_tokens=8)
+    with torch.no_grad():
+        decoder.prefill()
+        decoder.select(torch.tensor([0, 0, 0, 1, 1, 1]), group=3)
+        # Every row of a group holds the 4-slot prompt window; all but the last slot count as shared, so
+        # that each row attends to ≥ 2 slots of its own at the next step.
+        assert decoder.cache.shared_prefix == (3, 3)
+        histories = [list(prompts[0])] * 3 + [list(prompts[1])] * 3
+        used = 0
+        for rows in ([0, 1, 2, 3, 4, 5], [0, 0, 1, 3, 3, 3], [1, 1, 0, 5, 4, 3], [2, 2, 2, 4, 3, 3]):
+            decoder.select(torch.tensor(rows))
+            used += decoder.cache.shared_prefix is not None
+            histories = [list(histories[r]) for r in rows]
+            next_ids = torch.randint(0, 64, (6,))
+            for history, token in zip(histories, next_ids.tolist()):
+                history.append(token)
+            logits = decoder.step(next_ids)
+            for row, history in enumerate(histories):
+                torch.testing.assert_close(logits[row], next_logits(model, history), atol=1e-5, rtol=0)
+    assert used == 4

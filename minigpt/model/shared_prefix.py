@@ -1,0 +1,83 @@
+"""Decoding attention for rows that share the start of their history: the shared keys are read once.
+
+The beams of one prompt hold in their KV-cache rows the same keys and values for the prompt and for the
+tokens they have in common, which in beam search is most of them (beams soon descend from one trunk).
+Plain attention reads every row's copy. This reads the shared slots once per group of rows, for all the
+group's queries in one call, and each row's own later slots separately; the two partial softmaxes are
+then merged by their log-sum-exps. With scores s over the shared slots P and the own slots Q,
+
+    softmax-weighted sum over P ∪ Q = w · out_P + (1 - w) · out_Q,   w = e^lse_P / (e^lse_P + e^lse_Q)
+                                                                        = sigmoid(lse_P - lse_Q),
+
+the shared-prefix ("cascade") decomposition of Hydragen (Juravsky et al. 2024, §3). The result equals
+plain attention up to float rounding; decoding reads about 1/group of the shared keys' bytes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+# The CPU/CUDA attention kernel that `F.scaled_dot_product_attention` dispatches to, called directly
+# because the merge needs its log-sum-exp, which the public function does not return.
+_attention_with_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+
+def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """Boolean mask (True = may attend) → additive mask (0 or -inf), the form the kernel takes."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+
+
+def _own_attention(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Attention of q (B, n_kv, rep, hd) over each row's few own slots (B, n_kv, m, hd), and its log-sum-exp.
+
+    Written out as element-wise products and sums: for a handful of keys per row that is a few fused
+    passes, where the attention kernel would pay its setup for every (row, head).
+    """
+    scores = (q.unsqueeze(3) * keys.unsqueeze(2)).sum(-1) * q.shape[-1] ** -0.5  # (B, n_kv, rep, m)
+    if mask is not None:
+        scores = scores + mask.squeeze(2).unsqueeze(1)  # (B, 1, 1, m) additive
+    lse = torch.logsumexp(scores, dim=-1)
+    out = ((scores - lse.unsqueeze(-1)).exp().unsqueeze(-1) * values.unsqueeze(2)).sum(-2)
+    return out, lse
+
+
+def shared_prefix_attention(
+    q: Tensor, keys: Tensor, values: Tensor, key_mask: Tensor | None, group: int, shared: int
+) -> Tensor:
+    """One decoding step of attention for rows in groups that share their first `shared` slots.
+
+    Args:
+        q: queries of the new token, (B, n_head, 1, hd).
+        keys, values: every filled slot, (B, n_kv_head, S, hd), S > `shared`.
+        key_mask: (B, 1, 1, S) boolean, True = may attend, or None. Every row must be allowed at least
+            one of the shared slots (else that part's log-sum-exp is undefined).
+        group: rows come in groups of `group` consecutive rows (the beams of one prompt) ...
+        shared: ... whose slots 0 … shared-1 hold the same keys and values.
+
+    Returns:
+        The attention output (B, n_head, 1, hd), as `F.scaled_dot_product_attention` would give it.
+    """
+    rows, n_head, _, hd = q.shape
+    n_kv = keys.shape[1]
+    rep, groups = n_head // n_kv, rows // group
+    # The query heads that share a key/value head (GQA) become that head's queries: (B, n_kv, rep, hd).
+    q = q.reshape(rows, n_kv, rep, hd)
+    # Shared part: a group's queries together against the slots of its first row.
+    group_q = q.view(groups, group, n_kv, rep, hd).transpose(1, 2).reshape(groups, n_kv, group * rep, hd)
+    shared_k = keys.unflatten(0, (groups, group))[:, 0, :, :shared]
+    shared_v = values.unflatten(0, (groups, group))[:, 0, :, :shared]
+    shared_mask = own_mask = None
+    if key_mask is not None:
+        additive = _additive(key_mask, q.dtype)
+        shared_mask = (
+            additive[..., :shared].view(groups, group, 1, shared).expand(groups, group, rep, shared)
+        ).reshape(groups, 1, group * rep, shared)
+        own_mask = additive[..., shared:]
+    out_shared, lse_shared = _attention_with_lse(group_q, shared_k, shared_v, attn_mask=shared_mask)
+    out_own, lse_own = _own_attention(q, keys[:, :, shared:], values[:, :, shared:], own_mask)
+    # Back to one row per query: (groups, n_kv, group·rep, …) → (B, n_kv, rep, …).
+    out_shared = out_shared.view(groups, n_kv, group, rep, hd).transpose(1, 2).reshape(rows, n_kv, rep, hd)
+    lse_shared = lse_shared.view(groups, n_kv, group, rep).transpose(1, 2).reshape(rows, n_kv, rep)
+    weight = torch.sigmoid(lse_shared - lse_own).unsqueeze(-1)  # the shared slots' share of the softmax
+    return (out_own + weight * (out_shared - out_own)).reshape(rows, n_head, 1, hd)
