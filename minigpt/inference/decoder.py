@@ -199,11 +199,12 @@ class BatchDecoder:
 
         Reading the common slots once costs a second attention call per layer, so it is used once they
         are at least half of the filled slots (beams soon share most of their history). Every row must
-        be allowed at least one common slot (left padding).
+        be allowed at least one common slot (left padding). CPU only: the kernel it calls for the
+        log-sum-exp is the CPU one.
         """
         cache, group = self.cache, self.group
         cache.shared_prefix = None
-        if group == 1:
+        if group == 1 or cache.kv.device.type != "cpu":
             return
         groups = self.batch_size // group
         # Within each group: (group, group, groups) → the least any two rows of any group share. At most

@@ -18,8 +18,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# The CPU/CUDA attention kernel that `F.scaled_dot_product_attention` dispatches to, called directly
-# because the merge needs its log-sum-exp, which the public function does not return.
+# The CPU attention kernel that `F.scaled_dot_product_attention` dispatches to, called directly because
+# the merge needs its log-sum-exp, which the public function does not return. CPU tensors only (the
+# decoder uses this path on the CPU only).
 _attention_with_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 
 
