@@ -146,7 +146,8 @@ class BatchDecoder:
         A selection of as many rows as there are (a beam search step) moves no row (module docstring);
         any other copies the chosen rows into place. `group` > 1 says that the selected rows come in groups
         of that many consecutive rows that will only ever continue each other (the beams of one prompt):
-        their common history is then read once per group (`shared_prefix_attention`).
+        their common history is then read once per group (`shared_prefix_attention`). The grouping holds
+        through later selections of as many rows, and ends with the next selection of another size.
         """
         if self.order is not None:
             rows = self.order[rows]  # from now on: physical rows

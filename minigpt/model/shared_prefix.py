@@ -37,7 +37,7 @@ def _own_attention(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None)
     """
     scores = (q.unsqueeze(3) * keys.unsqueeze(2)).sum(-1) * q.shape[-1] ** -0.5  # (B, n_kv, rep, m)
     if mask is not None:
-        scores = scores + mask.squeeze(2).unsqueeze(1)  # (B, 1, 1, m) additive
+        scores = scores + mask  # (B, 1, 1, m) additive: broadcasts over heads and queries
     lse = torch.logsumexp(scores, dim=-1)
     out = ((scores - lse.unsqueeze(-1)).exp().unsqueeze(-1) * values.unsqueeze(2)).sum(-2)
     return out, lse
