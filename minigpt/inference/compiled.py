@@ -4,10 +4,12 @@ A small model decoding one token at a time is bound by per-call overhead, not ar
 pays 1.5–3 µs of Python and dispatch for every op and module call, ~25 of them per layer, while the
 nano model's matrix products take a few µs each. `torch.compile` with inductor's C++ wrapper
 (`cpp_wrapper`) turns the step into one compiled C++ function that fuses the element-wise work and calls
-the matrix-product kernels directly, with no Python in between. On nano models this made greedy decoding
-of one sequence 2–3× faster than the eager engine, less where several rows make the matrix products
-and attention the larger cost (benchmarks/README.md). Compiling takes 15–40 s per model on a 2-core CPU,
-so it pays off for long or repeated generation (RL rollouts), not for one short reply.
+the matrix-product kernels directly, with no Python in between. Attention, traced inside such a step, is
+written out (`one_token_attention`) instead of calling the attention kernel, whose setup per (row, head)
+cost more than its arithmetic; inductor fuses it with the cache write into one loop nest. On nano models
+this made greedy decoding 1.5–3× faster than the eager engine (benchmarks/README.md). Compiling takes
+45–100 s per model on a 2-core CPU, so it pays off for long or repeated generation (RL rollouts), not
+for one short reply.
 
 The same `Transformer.hidden_states` runs; only the cache object it is handed differs (`_SlotWriter`,
 which takes the write position as an argument instead of reading the decoder's Python state). The graph
@@ -22,6 +24,7 @@ same results.
 from __future__ import annotations
 
 import functools
+import itertools
 import types
 import weakref
 from collections.abc import Callable
@@ -36,8 +39,9 @@ from minigpt.model.transformer import Transformer
 #  KVCache.shared_prefix) → logits (B, V)
 DecodeStep = Callable[[Tensor, Tensor, Tensor | None, int, list[Tensor], list[Tensor], tuple[int, int] | None], Tensor]
 
-# One compiled step per model object, kept while the model lives: later `generate` calls reuse it.
-_compiled_steps: weakref.WeakKeyDictionary[Transformer, DecodeStep] = weakref.WeakKeyDictionary()
+# One compiled step per model object, kept while the model lives: later `generate` calls reuse it as long
+# as the model's signature (`_model_signature`) is the one it was compiled for.
+_compiled_steps: weakref.WeakKeyDictionary[Transformer, tuple[tuple, DecodeStep]] = weakref.WeakKeyDictionary()
 
 
 class _SlotWriter:
@@ -78,13 +82,37 @@ def compiled_decode_step(model: Transformer) -> DecodeStep:
 
     The weights are inputs of the compiled function, not constants folded into it, so a model that
     trains between calls (PPO) is always decoded with its current weights.
+
+    Before every call of a compiled function, dynamo checks ("guards") that what the graph assumed still
+    holds: for a model, some 300 checks of its modules and their attributes, 0.2–0.4 ms per decoding step
+    here, a third of a one-row nano step. Those checks are switched off (`guard_filter_fn`), and the same
+    assumptions are checked once per call of this function instead (`_model_signature`: every module
+    and parameter, the config, train/eval); a model that changed gets a newly compiled step. The inputs
+    (token ids, masks, cache buffers) are still guarded at every step.
     """
-    step = _compiled_steps.get(model)
-    if step is None:
-        own = _own_copy(functools.partial(_decode_step, model))
-        step = torch.compile(own, options={"cpp_wrapper": True}, dynamic=True)
-        _compiled_steps[model] = step
+    signature = _model_signature(model)
+    known = _compiled_steps.get(model)
+    if known is not None and known[0] == signature:
+        return known[1]
+    own = _own_copy(functools.partial(_decode_step, model))
+    options = {"cpp_wrapper": True, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
+    step = torch.compile(own, options=options, dynamic=True)
+    _compiled_steps[model] = (signature, step)
     return step
+
+
+def _model_signature(model: Transformer) -> tuple:
+    """Everything about `model` that a compiled step bakes in, other than parameter values.
+
+    Which module and parameter objects it holds (replaced ones, e.g. a grown vocabulary or adapters,
+    change it), their shapes, dtypes, devices and `requires_grad`, the config and train/eval mode.
+    """
+    tensors = tuple(
+        (name, id(tensor), tensor.shape, tensor.dtype, tensor.device, tensor.requires_grad)
+        for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers())
+    )
+    modules = tuple((name, id(module), module.training) for name, module in model.named_modules())
+    return repr(model.config), modules, tensors
 
 
 def _own_copy(step: Callable[..., Tensor]) -> DecodeStep:

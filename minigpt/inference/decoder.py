@@ -205,7 +205,7 @@ class BatchDecoder:
         """
         cache, group = self.cache, self.group
         cache.shared_prefix = None
-        if group == 1 or cache.kv.device.type != "cpu":
+        if group == 1 or cache.device.type != "cpu":
             return
         groups = self.batch_size // group
         # Within each group: (group, group, groups) → the least any two rows of any group share. At most

@@ -28,20 +28,23 @@ def write_slots(keys: Tensor, values: Tensor, start: int, k: Tensor, v: Tensor) 
 
 
 class KVCache:
-    """Keys and values of every layer in one buffer `kv` (2, n_layer, B, n_kv_head, capacity, head_dim).
+    """Keys and values of every layer, `k[layer]` and `v[layer]`, each (B, n_kv_head, capacity, head_dim).
 
-    `k[layer]` and `v[layer]` are views of it, (B, n_kv_head, capacity, head_dim) each. The model calls
-    `update(layer, k, v)` once per layer per forward pass; the new entries are written at slot `length`,
-    and `length` advances after the last layer, so all layers of one forward share one write position.
-    `length` is also what the model reads for its default positions.
+    The model calls `update(layer, k, v)` once per layer per forward pass; the new entries are written at
+    slot `length`, and `length` advances after the last layer, so all layers of one forward share one write
+    position. `length` is also what the model reads for its default positions.
 
     Rows change in two ways. `select` keeps, reorders or repeats rows by copying them (sequences that
     finish, one prefill copied to every beam). `follow` is beam search's step: most beams continue a
     beam of the step before, and rows that share a history need not hold it twice over. The cache keeps
     `common[p, q]`, how many leading slots rows p and q are known to hold alike (a lower bound), and when
     row p must take row s's history it copies only slots `common[s, p]` … `length - 1`, where the two
-    differ: beams of one prompt mostly differ in their last few tokens. One buffer for all layers makes
-    each of these one indexing op instead of one per layer.
+    differ: beams of one prompt mostly differ in their last few tokens.
+
+    Every buffer is a tensor of its own, not a view of one shared allocation: the compiled decoding step
+    (`minigpt.inference.compiled`) takes them as inputs and writes into them, and inputs that share
+    memory and are written make the compiled function rebuild them from their common base before every
+    call (AOTAutograd's "synthetic base"), which cost a quarter to a third of a nano model's step.
     """
 
     def __init__(
@@ -55,18 +58,14 @@ class KVCache:
         device: torch.device | str = "cpu",
     ) -> None:
         self.n_layer, self.capacity = n_layer, capacity
-        shape = (2, n_layer, batch_size, n_kv_head, capacity, head_dim)
-        self._use(torch.zeros(shape, dtype=dtype, device=device))
+        shape = (batch_size, n_kv_head, capacity, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
         self.length = 0
         # common[p, q]: the number of leading slots rows p and q are known to hold alike (a lower bound).
         self.common = torch.zeros(batch_size, batch_size, dtype=torch.long, device=device)
         # (group, slots) while rows come in groups sharing their first slots (set by the decoder), else None.
         self.shared_prefix: tuple[int, int] | None = None
-
-    def _use(self, kv: Tensor) -> None:
-        """Make `kv` the buffer, with per-layer views `k` and `v` (made once, not at every `update`)."""
-        self.kv = kv
-        self.k, self.v = list(kv[0].unbind(0)), list(kv[1].unbind(0))
 
     @classmethod
     def for_model(cls, model: Transformer, batch_size: int, capacity: int) -> KVCache:
@@ -86,7 +85,12 @@ class KVCache:
     @property
     def batch_size(self) -> int:
         """Number of rows the cache holds."""
-        return self.kv.shape[2]
+        return self.k[0].shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the buffers live."""
+        return self.k[0].device
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store `k`, `v` (B, n_kv_head, T, hd) of `layer`; return all its keys and values (…, S, hd)."""
@@ -101,12 +105,16 @@ class KVCache:
     def select(self, rows: Tensor) -> None:
         """Keep (and reorder, or repeat) the batch rows `rows`: sequences still running, copies of a prompt.
 
-        One `index_select` copies the filled part of every kept row into a new buffer.
+        Copies the filled part of every kept row into new buffers (one `index_select` per buffer).
         """
-        kept = self.kv.new_empty((*self.kv.shape[:2], rows.numel(), *self.kv.shape[3:]))
         n = self.length
-        torch.index_select(self.kv.narrow(4, 0, n), 2, rows, out=kept.narrow(4, 0, n))
-        self._use(kept)
+
+        def kept(buffer: Tensor) -> Tensor:
+            new = buffer.new_empty((rows.numel(), *buffer.shape[1:]))
+            torch.index_select(buffer.narrow(2, 0, n), 0, rows, out=new.narrow(2, 0, n))
+            return new
+
+        self.k, self.v = [kept(b) for b in self.k], [kept(b) for b in self.v]
         self.common = self._common_after(rows)
 
     def follow(self, sources: list[int]) -> None:
@@ -118,14 +126,24 @@ class KVCache:
         moved = [row for row, source in enumerate(sources) if source != row]
         if any(sources[sources[row]] != sources[row] for row in moved):
             raise ValueError("KVCache.follow: a row that takes another's history is itself taken from.")
-        device = self.kv.device
         if moved:
             origin = [sources[row] for row in moved]
-            # Slots common[origin, row] … length-1 differ; one copy per moved row moves them in every layer.
+            # Slots common[origin, row] … length-1 differ. Seen as rows of hd numbers (B·heads·capacity, hd),
+            # a buffer holds (row, head, slot) at (row·heads + head)·capacity + slot: every slot to copy, in
+            # every head, is then one index list, moved by one gather and one scatter per buffer.
+            heads, capacity = self.k[0].shape[1], self.capacity
+            targets, reads = [], []
             for row, source, start in zip(moved, origin, self.common[origin, moved].tolist()):
-                if start < self.length:
-                    self.kv[:, :, row, :, start : self.length] = self.kv[:, :, source, :, start : self.length]
-        self.common = self._common_after(torch.tensor(sources, device=device))
+                for slot in range(start, self.length):
+                    targets.append(row * heads * capacity + slot)
+                    reads.append(source * heads * capacity + slot)
+            if targets:
+                offsets = torch.arange(heads, device=self.device) * capacity  # the same slot, head by head
+                to, read = (torch.tensor([targets, reads], device=self.device).unsqueeze(-1) + offsets).flatten(1)
+                for buffer in (*self.k, *self.v):
+                    flat = buffer.view(-1, buffer.shape[-1])
+                    flat.index_copy_(0, to, flat.index_select(0, read))
+        self.common = self._common_after(torch.tensor(sources, device=self.device))
 
     def _common_after(self, rows: Tensor) -> Tensor:
         """`common` once new row i holds old row `rows[i]`: copies of one row agree on every filled slot."""

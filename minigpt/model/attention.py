@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minigpt.model.config import ModelConfig
+from minigpt.model.one_token_attention import one_token_attention
 from minigpt.model.shared_prefix import shared_prefix_attention
 
 RopeAngles = tuple[Tensor, Tensor]  # cos, sin (B, 1, T, head_dim) of each token's rotary angles
@@ -65,7 +66,9 @@ class CausalSelfAttention(nn.Module):
 
     Queries, keys and values come from one fused projection; with `n_kv_head < n_head`, each key/value
     head is shared by a group of `n_head // n_kv_head` query heads (GQA), which shrinks the KV cache by
-    that factor at generation time.
+    that factor at generation time. One-token decoding steps attend through `shared_prefix_attention`
+    when the cache says rows share a prefix, and through the written-out `one_token_attention` inside a
+    compiled step (`minigpt.inference.compiled`), where it fuses into one loop nest.
     """
 
     def __init__(self, config: ModelConfig, layer_idx: int) -> None:
@@ -104,6 +107,9 @@ class CausalSelfAttention(nn.Module):
         prefix = kv_cache.shared_prefix if kv_cache is not None and T == 1 else None
         if prefix is not None:  # decoding beams: read their common history once per group
             y = shared_prefix_attention(q, k, v, attn_mask, *prefix)
+        elif T == 1 and not self.training and torch.compiler.is_compiling():  # a compiled decoding step
+            y, _ = one_token_attention(q.reshape(B, self.n_kv_head, -1, self.head_dim), k, v, attn_mask)
+            y = y.reshape(B, self.n_head, 1, self.head_dim)
         else:
             S = k.shape[2]
             is_causal = False

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from minigpt.model.one_token_attention import one_token_attention
+
 # The CPU attention kernel that `F.scaled_dot_product_attention` dispatches to, called directly because
 # the merge needs its log-sum-exp, which the public function does not return. CPU tensors only (the
 # decoder uses this path on the CPU only).
@@ -27,20 +29,6 @@ _attention_with_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
     """Boolean mask (True = may attend) → additive mask (0 or -inf), the form the kernel takes."""
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
-
-
-def _own_attention(q: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Attention of q (B, n_kv, rep, hd) over each row's few own slots (B, n_kv, m, hd), and its log-sum-exp.
-
-    Written out as element-wise products and sums: for a handful of keys per row that is a few fused
-    passes, where the attention kernel would pay its setup for every (row, head).
-    """
-    scores = (q.unsqueeze(3) * keys.unsqueeze(2)).sum(-1) * q.shape[-1] ** -0.5  # (B, n_kv, rep, m)
-    if mask is not None:
-        scores = scores + mask  # (B, 1, 1, m) additive: broadcasts over heads and queries
-    lse = torch.logsumexp(scores, dim=-1)
-    out = ((scores - lse.unsqueeze(-1)).exp().unsqueeze(-1) * values.unsqueeze(2)).sum(-2)
-    return out, lse
 
 
 def shared_prefix_attention(
@@ -70,13 +58,15 @@ def shared_prefix_attention(
     shared_v = values.unflatten(0, (groups, group))[:, 0, :, :shared]
     shared_mask = own_mask = None
     if key_mask is not None:
-        additive = _additive(key_mask, q.dtype)
         shared_mask = (
-            additive[..., :shared].view(groups, group, 1, shared).expand(groups, group, rep, shared)
-        ).reshape(groups, 1, group * rep, shared)
-        own_mask = additive[..., shared:]
+            _additive(key_mask[..., :shared], q.dtype)
+            .view(groups, group, 1, shared)
+            .expand(groups, group, rep, shared)
+            .reshape(groups, 1, group * rep, shared)
+        )
+        own_mask = key_mask[..., shared:]
     out_shared, lse_shared = _attention_with_lse(group_q, shared_k, shared_v, attn_mask=shared_mask)
-    out_own, lse_own = _own_attention(q, keys[:, :, shared:], values[:, :, shared:], own_mask)
+    out_own, lse_own = one_token_attention(q, keys[:, :, shared:], values[:, :, shared:], own_mask)
     # Back to one row per query: (groups, n_kv, group·rep, …) → (B, n_kv, rep, …).
     out_shared = out_shared.view(groups, n_kv, group, rep, hd).transpose(1, 2).reshape(rows, n_kv, rep, hd)
     lse_shared = lse_shared.view(groups, n_kv, group, rep).transpose(1, 2).reshape(rows, n_kv, rep)

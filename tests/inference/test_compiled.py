@@ -39,3 +39,21 @@ def test_compiled_steps_decode_the_eager_tokens(tiny_model, family: str) -> None
         model.lm_head.weight.mul_(-1.5)
     eager, compiled = both(model, GenerationConfig(max_new_tokens=30, strategy="greedy"))
     assert compiled.token_lists() == eager.token_lists()
+
+
+def test_a_changed_model_gets_a_newly_compiled_step(tiny_model) -> None:
+    """Dynamo's checks of the model are off before each step; `compiled_decode_step` notices changes itself."""
+    model = tiny_model("gpt", init_std=0.3)
+    config = GenerationConfig(max_new_tokens=8, strategy="greedy")
+    eager, compiled = both(model, config)
+    assert compiled.token_lists() == eager.token_lists()
+
+    # A grown vocabulary: new parameter objects of a new shape. Its new tokens are made to win the argmax,
+    # which a step compiled for the old vocabulary could never pick.
+    old = model.config.vocab_size
+    model.resize_vocab(old + 3)
+    with torch.no_grad():
+        model.tok_emb.weight[old:] = 20 * torch.randn(3, model.config.n_embd)
+    eager, compiled = both(model, config)
+    assert compiled.token_lists() == eager.token_lists()
+    assert any(token >= old for row in compiled.token_lists() for token in row)

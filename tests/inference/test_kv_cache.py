@@ -53,7 +53,8 @@ def test_follow_copies_only_the_slots_where_two_histories_differ() -> None:
     assert cache.common[0, 1] == 3 and cache.common[0, 2] == 0
     for layer in range(2):
         cache.update(layer, torch.tensor([7.0, 8.0, 9.0]).view(3, 1, 1, 1), torch.zeros(3, 1, 1, 1))
-    cache.kv[:, :, 1, :, :3] = -1.0  # behind the cache's back: had follow copied slots 0-2, this would vanish
+    for buffer in (*cache.k, *cache.v):  # behind the cache's back: had follow copied slots 0-2, this would vanish
+        buffer[1, :, :3] = -1.0
     cache.follow([0, 0, 2])  # row 1 takes row 0's history
     assert cache.k[0][:, 0, :4, 0].tolist() == [[1, 1, 1, 7], [-1, -1, -1, 7], [1, 1, 1, 9]]
     assert cache.k[1][1, 0, 3, 0] == 7 and cache.common[0, 1] == 4
