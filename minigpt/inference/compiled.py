@@ -8,7 +8,7 @@ the matrix-product kernels directly, with no Python in between. Attention, trace
 written out (`one_token_attention`) instead of calling the attention kernel, whose setup per (row, head)
 cost more than its arithmetic; inductor fuses it with the cache write into one loop nest. On nano models
 this made greedy decoding 1.5–3× faster than the eager engine (benchmarks/README.md). Compiling takes
-45–100 s per model on a 2-core CPU, so it pays off for long or repeated generation (RL rollouts), not
+20–120 s per model on a 2-core CPU, so it pays off for long or repeated generation (RL rollouts), not
 for one short reply.
 
 The same `Transformer.hidden_states` runs; only the cache object it is handed differs (`_SlotWriter`,
