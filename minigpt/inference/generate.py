@@ -136,9 +136,11 @@ def generate(
     call and restored after.
     """
     config.validate()
-    if config.stop_strings and tokenizer is None:
-        raise ConfigError("stop_strings need the tokenizer: pass tokenizer=... to generate().")
-    stop_strings = _StopStrings(tokenizer, config.stop_strings) if config.stop_strings else None
+    stop_strings = None
+    if config.stop_strings:
+        if tokenizer is None:
+            raise ConfigError("stop_strings need the tokenizer: pass tokenizer=... to generate().")
+        stop_strings = _StopStrings(tokenizer, config.stop_strings)
     was_training = model.training
     model.eval()
     try:
@@ -152,5 +154,10 @@ def generate(
     finally:
         model.train(was_training)
     # Copies made outside inference mode are ordinary tensors, usable in a training step (RL stages).
-    tensors = {"tokens": out.tokens, "logprobs": out.logprobs, "lengths": out.lengths, "scores": out.scores}
-    return dataclasses.replace(out, **{k: v.clone() for k, v in tensors.items() if v is not None})
+    return dataclasses.replace(
+        out,
+        tokens=out.tokens.clone(),
+        logprobs=out.logprobs.clone(),
+        lengths=out.lengths.clone(),
+        scores=None if out.scores is None else out.scores.clone(),
+    )
