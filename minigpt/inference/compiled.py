@@ -4,21 +4,22 @@ A small model decoding one token at a time is bound by per-call overhead, not ar
 pays 1.5–3 µs of Python and dispatch for every op and module call, ~25 of them per layer, while the
 nano model's matrix products take a few µs each. `torch.compile` with inductor's C++ wrapper
 (`cpp_wrapper`) turns the step into one compiled C++ function that fuses the element-wise work and calls
-the matrix-product kernels directly, with no Python in between. Attention, traced inside such a step, is
-written out (`one_token_attention`) instead of calling the attention kernel, whose setup per (row, head)
-cost more than its arithmetic; inductor fuses it with the cache write into one loop nest. On nano models
+the matrix-product kernels directly, with no Python in between. The step's cache attends through the
+written-out attention (`written_out_attention`) instead of the attention kernel, whose setup per (row,
+head) cost more than its arithmetic; inductor fuses it with the cache write into one loop nest. On nano models
 this made greedy decoding 1.5–3× faster than the eager engine (benchmarks/README.md). Compiling takes
 20–120 s per model on a 2-core CPU, so it pays off for long or repeated generation (RL rollouts), not
 for one short reply.
 
-The same `Transformer.hidden_states` runs; only the cache object it is handed differs (`_SlotWriter`,
-which takes the write position as an argument instead of reading the decoder's Python state). The graph
-is compiled with dynamic sizes, so neither the growing number of filled cache slots nor the batch size
-recompiles it, except for a few kinds of step that each get a graph of their own: one row (dynamo
-specialises sizes of 1), and beams reading a shared prefix (`shared_prefix_attention`), for one prompt
-or several. The first step of each kind pauses once to compile (8–30 s here). Dynamo keeps at most
-`torch._dynamo.config.recompile_limit` (8) graphs per model; beyond that steps run eagerly, with the
-same results.
+The same model code runs as in eager decoding (`Transformer.hidden_states_at`, the range check of the
+positions being the decoder's job); only the cache object it is handed differs (`_SlotWriter`, which
+takes the write position as an argument instead of reading the decoder's Python state, and attends
+with the written-out backend). The graph is compiled with dynamic sizes, so neither the growing number
+of filled cache slots nor the batch size recompiles it, except for a few kinds of step that each get a
+graph of their own: one row (dynamo specialises sizes of 1), and beams reading a shared prefix
+(`shared_prefix_attention`), for one prompt or several. The first step of each kind pauses once to
+compile (8–30 s here). Dynamo keeps at most `torch._dynamo.config.recompile_limit` (8) graphs per
+model; beyond that steps run eagerly, with the same results.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from minigpt.inference.kv_cache import write_slots
+from minigpt.inference.kv_cache import AttentionBackend, write_slots
+from minigpt.inference.one_token_attention import written_out_attention
+from minigpt.inference.shared_prefix import with_shared_prefix
 from minigpt.model.transformer import Transformer
 
 # (ids (B, 1), positions (B, 1), key mask (B, 1, 1, S) or None, filled slots, keys, values,
-#  KVCache.shared_prefix) → logits (B, V)
+#  the decoder's shared prefix (group, slots) or None) → logits (B, V)
 DecodeStep = Callable[[Tensor, Tensor, Tensor | None, int, list[Tensor], list[Tensor], tuple[int, int] | None], Tensor]
 
 # One compiled step per model object, kept while the model lives: later `generate` calls reuse it as long
@@ -47,18 +50,17 @@ _compiled_steps: weakref.WeakKeyDictionary[Transformer, tuple[tuple, DecodeStep]
 class _SlotWriter:
     """The KV cache as the compiled step sees it: the decoder's buffers, written at slot `length`.
 
-    `update` writes the new token's keys and values at `length` and returns slots 0 … `length`. The
-    compiled graph treats `length` as a symbolic size, so one graph serves every step.
+    `attend` writes the new token's keys and values at `length` and attends over slots 0 … `length`
+    with `attention`. The compiled graph treats `length` as a symbolic size, so one graph serves every step.
     """
 
-    def __init__(
-        self, keys: list[Tensor], values: list[Tensor], length: int, shared_prefix: tuple[int, int] | None
-    ) -> None:
-        self.keys, self.values, self.length, self.shared_prefix = keys, values, length, shared_prefix
+    def __init__(self, keys: list[Tensor], values: list[Tensor], length: int, attention: AttentionBackend) -> None:
+        self.keys, self.values, self.length, self.attention = keys, values, length, attention
 
-    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store `k`, `v` (B, n_kv_head, 1, hd) at slot `length`; return slots 0 … length."""
-        return write_slots(self.keys[layer], self.values[layer], self.length, k, v)
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
+        """Store `k`, `v` (B, n_kv_head, 1, hd) at slot `length`; attend `q` over slots 0 … length."""
+        keys, values = write_slots(self.keys[layer], self.values[layer], self.length, k, v)
+        return self.attention(q, keys, values, attn_mask)
 
 
 def _decode_step(
@@ -71,9 +73,13 @@ def _decode_step(
     values: list[Tensor],
     shared_prefix: tuple[int, int] | None,
 ) -> Tensor:
-    """One token per row through `model` with the cache buffers `keys`/`values`: next-token logits (B, V)."""
-    cache = _SlotWriter(keys, values, length, shared_prefix)
-    hidden, _ = model.hidden_states(ids, positions=positions, attn_mask=key_mask, kv_cache=cache)
+    """One token per row through `model` with the cache buffers `keys`/`values`: next-token logits (B, V).
+
+    `shared_prefix` is passed as data, (group, slots) or None, and the backend built from it here: dynamo
+    then treats its numbers as sizes of the graph rather than guarding on a backend object's identity.
+    """
+    cache = _SlotWriter(keys, values, length, with_shared_prefix(shared_prefix, written_out_attention))
+    hidden, _ = model.hidden_states_at(ids, positions, key_mask, cache)
     return model.lm_head(hidden[:, -1])
 
 
@@ -95,7 +101,10 @@ def compiled_decode_step(model: Transformer) -> DecodeStep:
     if known is not None and known[0] == signature:
         return known[1]
     own = _own_copy(functools.partial(_decode_step, model))
-    options = {"cpp_wrapper": True, "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
+    options: dict[str, str | int | bool | Callable[..., object]] = {
+        "cpp_wrapper": True,
+        "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe,
+    }
     step = torch.compile(own, options=options, dynamic=True)
     _compiled_steps[model] = (signature, step)
     return step

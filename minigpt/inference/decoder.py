@@ -19,7 +19,8 @@ two histories differ (`KVCache.follow`). The decoder then keeps `order`: which p
 caller-visible (logical) row lives in, and maps the tokens fed and the logits returned through it.
 The beams of one prompt (`select(..., group=num_beams)`) also keep to their group's rows, and once
 their common history is at least half of it, decoding steps read it once per group instead of once per
-beam (`KVCache.shared_prefix`, `minigpt.model.shared_prefix`).
+beam (`shared_prefix`, which the decoder sets as its cache's attention backend,
+`minigpt.inference.shared_prefix`).
 
 When a row outgrows `model.block_size`, the cache is rebuilt from the last half-window of tokens (a
 "context shift"): positions restart at 0 and generation continues, at the cost of one prefill per
@@ -35,6 +36,8 @@ from torch import Tensor
 
 from minigpt.inference.compiled import compiled_decode_step
 from minigpt.inference.kv_cache import KVCache
+from minigpt.inference.shared_prefix import with_shared_prefix
+from minigpt.model.attention import causal_attention
 from minigpt.model.transformer import Transformer
 
 
@@ -79,6 +82,9 @@ class BatchDecoder:
         self.order: Tensor | None = None
         self.inverse: Tensor | None = None
         self.group = 1  # rows come in groups of this many that continue only each other (beams)
+        # (group, slots) while every group's rows hold their first `slots` slots alike and decoding steps
+        # read them once per group (`_share_prefix`), else None.
+        self.shared_prefix: tuple[int, int] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -99,6 +105,7 @@ class BatchDecoder:
         start = self.length - window
         idx, valid = self.tokens[:, start : self.length], self.valid[:, start : self.length]
         self.cache.reset()
+        self._set_shared_prefix(None)  # the slots rows shared are gone
         positions = (valid.cumsum(dim=1) - 1).clamp(min=0)  # (B, T): real tokens count from 0
         self.next_pos = valid.sum(dim=1)
         attn_mask = None
@@ -134,7 +141,7 @@ class BatchDecoder:
         if self.compiled_step is not None:
             cache = self.cache
             logits = self.compiled_step(
-                next_ids.unsqueeze(1), positions, attn_mask, slot, cache.k, cache.v, cache.shared_prefix
+                next_ids.unsqueeze(1), positions, attn_mask, slot, cache.k, cache.v, self.shared_prefix
             )
             self.cache.length += 1
             return logits
@@ -203,10 +210,13 @@ class BatchDecoder:
         be allowed at least one common slot (left padding). CPU only: the kernel it calls for the
         log-sum-exp is the CPU one.
         """
+        self._set_shared_prefix(self._common_prefix())
+
+    def _common_prefix(self) -> tuple[int, int] | None:
+        """(group, slots) that `_share_prefix` uses, or None where reading the slots once does not pay."""
         cache, group = self.cache, self.group
-        cache.shared_prefix = None
         if group == 1 or cache.device.type != "cpu":
-            return
+            return None
         groups = self.batch_size // group
         # Within each group: (group, group, groups) → the least any two rows of any group share. At most
         # all but the last slot, so that every row keeps ≥ 2 slots of its own at the next step (a part of
@@ -214,10 +224,15 @@ class BatchDecoder:
         common = cache.common.view(groups, group, groups, group).diagonal(dim1=0, dim2=2)
         shared = min(int(common.amin()), cache.length - 1)
         if shared <= 0 or 2 * shared < cache.length:
-            return
+            return None
         if self.key_valid is not None and not bool(self.key_valid[:, :shared].any(dim=1).all()):
-            return
-        cache.shared_prefix = (group, shared)
+            return None
+        return group, shared
+
+    def _set_shared_prefix(self, prefix: tuple[int, int] | None) -> None:
+        """Record `prefix` and give the eager cache the matching attention (the compiled step builds its own)."""
+        self.shared_prefix = prefix
+        self.cache.attention = with_shared_prefix(prefix, causal_attention)
 
     def seen_tokens(self, vocab_size: int) -> Tensor:
         """Bool (B, V): which ids occur among each row's real tokens so far (for the repetition penalty)."""

@@ -137,9 +137,11 @@ def generate(
     call and restored after.
     """
     config.validate()
-    if config.stop_strings and tokenizer is None:
-        raise ConfigError("stop_strings need the tokenizer: pass tokenizer=... to generate().")
-    stop_strings = _StopStrings(tokenizer, config.stop_strings) if config.stop_strings else None
+    stop_strings = None
+    if config.stop_strings:
+        if tokenizer is None:
+            raise ConfigError("stop_strings need the tokenizer: pass tokenizer=... to generate().")
+        stop_strings = _StopStrings(tokenizer, config.stop_strings)
     # inference_mode skips autograd bookkeeping (version counters, view tracking): less per-op overhead.
     with eval_mode(model), torch.inference_mode():
         decoder = BatchDecoder(model, _as_prompt_lists(prompts), config.max_new_tokens, compile=config.compile)
@@ -148,5 +150,10 @@ def generate(
         else:
             out = _sample(decoder, config, pad_id, stop_strings, generator, on_token)
     # Copies made outside inference mode are ordinary tensors, usable in a training step (RL stages).
-    tensors = {"tokens": out.tokens, "logprobs": out.logprobs, "lengths": out.lengths, "scores": out.scores}
-    return dataclasses.replace(out, **{k: v.clone() for k, v in tensors.items() if v is not None})
+    return dataclasses.replace(
+        out,
+        tokens=out.tokens.clone(),
+        logprobs=out.logprobs.clone(),
+        lengths=out.lengths.clone(),
+        scores=None if out.scores is None else out.scores.clone(),
+    )

@@ -5,14 +5,26 @@ sequence); with one, each step feeds only the newest token and attends to the st
 earlier ones (O(t)). Buffers are allocated once at full size and written in place, so a step allocates
 nothing and the layout never changes under the model. Grouped-query models store only their `n_kv_head`
 heads: the cache is `n_head / n_kv_head` times smaller than the query side.
+
+The cache is also where decoding chooses how to attend: the model hands each layer's queries, keys and
+values to `KVCache.attend`, which stores the keys/values and attends with the cache's `attention`
+backend: the model's own `causal_attention` unless the decoder sets a decoding-only variant
+(`minigpt.inference.shared_prefix`, `minigpt.inference.one_token_attention`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
+from minigpt.model.attention import causal_attention
 from minigpt.model.transformer import Transformer
+
+# (queries (B, n_head, T, hd), keys and values (B, n_kv_head, S, hd), boolean mask (B|1, 1, T, S) or
+#  None = causal) → attention output (B, n_head, T, hd): how a layer attends over its cached slots.
+AttentionBackend = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
 
 
 def write_slots(keys: Tensor, values: Tensor, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -30,9 +42,10 @@ def write_slots(keys: Tensor, values: Tensor, start: int, k: Tensor, v: Tensor) 
 class KVCache:
     """Keys and values of every layer, `k[layer]` and `v[layer]`, each (B, n_kv_head, capacity, head_dim).
 
-    The model calls `update(layer, k, v)` once per layer per forward pass; the new entries are written at
-    slot `length`, and `length` advances after the last layer, so all layers of one forward share one write
-    position. `length` is also what the model reads for its default positions.
+    The model calls `attend(layer, q, k, v, attn_mask)` once per layer per forward pass; the new entries
+    are written at slot `length` (`update`), and `length` advances after the last layer, so all layers of
+    one forward share one write position. `length` is also what the model reads for its default positions.
+    `attention` is the backend that attends over the filled slots; whoever decodes may swap it.
 
     Rows change in two ways. `select` keeps, reorders or repeats rows by copying them (sequences that
     finish, one prefill copied to every beam). `follow` is beam search's step: most beams continue a
@@ -64,8 +77,7 @@ class KVCache:
         self.length = 0
         # common[p, q]: the number of leading slots rows p and q are known to hold alike (a lower bound).
         self.common = torch.zeros(batch_size, batch_size, dtype=torch.long, device=device)
-        # (group, slots) while rows come in groups sharing their first slots (set by the decoder), else None.
-        self.shared_prefix: tuple[int, int] | None = None
+        self.attention: AttentionBackend = causal_attention
 
     @classmethod
     def for_model(cls, model: Transformer, batch_size: int, capacity: int) -> KVCache:
@@ -101,6 +113,14 @@ class KVCache:
         if layer == self.n_layer - 1:
             self.length = end
         return filled
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
+        """Store `k`, `v` (B, n_kv_head, T, hd) of `layer`; attend `q` (B, n_head, T, hd) over all its slots.
+
+        The model's hook (`minigpt.model.attention.KVCacheLike`). Returns (B, n_head, T, hd).
+        """
+        keys, values = self.update(layer, k, v)
+        return self.attention(q, keys, values, attn_mask)
 
     def select(self, rows: Tensor) -> None:
         """Keep (and reorder, or repeat) the batch rows `rows`: sequences still running, copies of a prompt.
@@ -154,4 +174,3 @@ class KVCache:
         """Forget every stored position (the buffers are reused)."""
         self.length = 0
         self.common.zero_()
-        self.shared_prefix = None

@@ -9,24 +9,59 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minigpt.model.config import ModelConfig
-from minigpt.model.one_token_attention import one_token_attention
-from minigpt.model.shared_prefix import shared_prefix_attention
+from minigpt.model.residual import mark_residual_projection
 
 RopeAngles = tuple[Tensor, Tensor]  # cos, sin (B, 1, T, head_dim) of each token's rotary angles
 
 
 class KVCacheLike(Protocol):
-    """What attention needs from a KV cache (`minigpt.inference.kv_cache` implements it).
+    """What the model needs from a KV cache (`minigpt.inference.kv_cache` implements it).
 
-    `update` stores the new keys/values of one layer at the cache's current write position and returns
-    every key/value the layer may attend to, shaped (B, n_kv_head, S, head_dim). `shared_prefix`, when
-    not None, is (group, slots): rows come in groups of `group` whose first `slots` slots are alike, and
-    one-token steps then attend through `shared_prefix_attention`, which reads those slots once per group.
+    `length` is the number of positions already stored (the default position of the next token).
+    `attend` is the one hook of decoding: it stores the new keys/values of layer `layer` at the cache's
+    write position and returns the attention of `q` (B, n_head, T, hd) over every key/value the layer
+    may attend to, (B, n_head, T, hd). How it attends is the cache's choice (`causal_attention` below,
+    or a decoding-only variant from `minigpt.inference`), so the model itself has one attention path.
     """
 
-    shared_prefix: tuple[int, int] | None
+    @property
+    def length(self) -> int: ...
 
-    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]: ...
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor: ...
+
+
+def causal_attention(
+    q: Tensor, keys: Tensor, values: Tensor, attn_mask: Tensor | None, dropout_p: float = 0.0
+) -> Tensor:
+    """softmax(q·kᵀ/√hd)·v through `F.scaled_dot_product_attention`, causal unless `attn_mask` says otherwise.
+
+    Args:
+        q: queries (B, n_head, T, hd) of the T newest tokens.
+        keys, values: (B, n_kv_head, S, hd), S ≥ T: the last T are the new tokens' own, any before them
+            come from a cache. n_kv_head < n_head shares each key/value head among n_head / n_kv_head
+            query heads (grouped-query attention).
+        attn_mask: boolean (B|1, 1, T, S), True = may attend, or None for causal.
+        dropout_p: attention dropout (training only).
+
+    Returns:
+        (B, n_head, T, hd).
+    """
+    T, S = q.shape[2], keys.shape[2]
+    is_causal = False
+    if attn_mask is None:
+        if S == T:
+            is_causal = True
+        elif T > 1:  # new tokens appended after S - T cached ones: causal with an offset
+            attn_mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=S - T)
+    return F.scaled_dot_product_attention(
+        q,
+        keys,
+        values,
+        attn_mask=attn_mask,
+        dropout_p=dropout_p,
+        is_causal=is_causal,
+        enable_gqa=keys.shape[1] != q.shape[1],
+    )
 
 
 class RotaryEmbedding(nn.Module):
@@ -40,6 +75,9 @@ class RotaryEmbedding(nn.Module):
     `rotate` (looking them up per layer costs 4·n_layer gathers per decoding step, a large share of a
     small model's step).
     """
+
+    cos: Tensor  # (max_positions, hs), buffers registered in __init__
+    sin: Tensor
 
     def __init__(self, head_dim: int, max_positions: int, theta: float) -> None:
         super().__init__()
@@ -66,9 +104,9 @@ class CausalSelfAttention(nn.Module):
 
     Queries, keys and values come from one fused projection; with `n_kv_head < n_head`, each key/value
     head is shared by a group of `n_head // n_kv_head` query heads (GQA), which shrinks the KV cache by
-    that factor at generation time. One-token decoding steps attend through `shared_prefix_attention`
-    when the cache says rows share a prefix, and through the written-out `one_token_attention` inside a
-    compiled step (`minigpt.inference.compiled`), where it fuses into one loop nest.
+    that factor at generation time. Without a cache the layer attends through `causal_attention`; with
+    one, the cache stores the new keys/values and attends (`KVCacheLike.attend`), with whichever variant
+    the decoder chose for it (`minigpt.inference`).
     """
 
     def __init__(self, config: ModelConfig, layer_idx: int) -> None:
@@ -77,8 +115,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
         qkv_out = (config.n_head + 2 * config.n_kv_head) * config.head_dim
         self.qkv = nn.Linear(config.n_embd, qkv_out, bias=config.bias)
-        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.proj.residual_projection = True  # scaled init, see Transformer._init_weights
+        self.proj = mark_residual_projection(nn.Linear(config.n_embd, config.n_embd, bias=config.bias))
         self.dropout = config.dropout
 
     def forward(
@@ -102,30 +139,9 @@ class CausalSelfAttention(nn.Module):
             qk, v = heads.split([self.n_head + self.n_kv_head, self.n_kv_head], dim=1)
             q, k = RotaryEmbedding.rotate(qk, rope).split([self.n_head, self.n_kv_head], dim=1)
         # q (B, nh, T, hs); k, v (B, nkv, T, hs)
-        if kv_cache is not None:
-            k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nkv, S, hs), S = cached + T
-        prefix = kv_cache.shared_prefix if kv_cache is not None and T == 1 else None
-        if prefix is not None:  # decoding beams: read their common history once per group
-            y = shared_prefix_attention(q, k, v, attn_mask, *prefix)
-        elif T == 1 and not self.training and torch.compiler.is_compiling():  # a compiled decoding step
-            y, _ = one_token_attention(q.reshape(B, self.n_kv_head, -1, self.head_dim), k, v, attn_mask)
-            y = y.reshape(B, self.n_head, 1, self.head_dim)
-        else:
-            S = k.shape[2]
-            is_causal = False
-            if attn_mask is None:
-                if S == T:
-                    is_causal = True
-                elif T > 1:  # new tokens appended after S - T cached ones: causal with an offset
-                    attn_mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
-            y = F.scaled_dot_product_attention(
-                q,
-                k,
-                v,
-                attn_mask=attn_mask,
-                dropout_p=self.dropout if self.training else 0.0,
-                is_causal=is_causal,
-                enable_gqa=self.n_kv_head != self.n_head,
-            )  # (B, nh, T, hs)
+        if kv_cache is None:
+            y = causal_attention(q, k, v, attn_mask, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
+        else:  # decoding: the cache appends k, v to the stored ones and attends over all of them
+            y = kv_cache.attend(self.layer_idx, q, k, v, attn_mask)
         y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble heads side by side: (B, T, C)
         return self.proj(y)

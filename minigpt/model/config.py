@@ -106,8 +106,8 @@ class ModelConfig:
     n_embd: int = 128
     block_size: int = 256
     vocab_size: int | None = None
-    n_kv_head: int | None = None
-    mlp_hidden: int | None = None
+    n_kv_head: int = 0  # 0 (null in YAML) = n_head
+    mlp_hidden: int = 0  # 0 (null in YAML) = derived from n_embd and the activation
     norm: Norm = "layernorm"
     norm_eps: float = 1e-5
     activation: Activation = "gelu_tanh"
@@ -128,9 +128,10 @@ class ModelConfig:
             if unknown := sorted(set(self.moe) - known):
                 raise ConfigError(f"Unknown model.moe keys {unknown}; known keys are {sorted(known)}.")
             self.moe = MoEConfig(**self.moe)
-        if self.n_kv_head is None:
+        # Derived sizes are filled in here, so that every built config holds plain integers.
+        if not self.n_kv_head:
             self.n_kv_head = self.n_head
-        if self.mlp_hidden is None:
+        if not self.mlp_hidden:
             if self.activation == "swiglu":
                 self.mlp_hidden = 64 * -(-int(2 * 4 * self.n_embd / 3) // 64)
             else:

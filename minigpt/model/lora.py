@@ -23,7 +23,7 @@ import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -42,10 +42,11 @@ from minigpt.utils.io import atomic_write, atomic_write_text
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 NEW_ROWS = "new_token_rows.safetensors"
+LoraBias = Literal["none", "all", "lora_only"]  # which biases train beside the adapters (see `lora_config`)
 
 
 def lora_config(
-    r: int, alpha: float, dropout: float, target_modules: Sequence[str], bias: str = "none"
+    r: int, alpha: float, dropout: float, target_modules: Sequence[str], bias: LoraBias = "none"
 ) -> LoraConfig:
     """peft's `LoraConfig`, validated with our field names (`lora.r`, `lora.alpha`, ...).
 
@@ -60,7 +61,14 @@ def lora_config(
         raise ConfigError("lora.target_modules is empty; name linear layers to adapt, e.g. [qkv, proj, fc].")
     if bias not in ("none", "all", "lora_only"):
         raise ConfigError(f"lora.bias={bias!r} is unknown; use none, all or lora_only.")
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), bias=bias)
+    # peft annotates lora_alpha as int, but scales by alpha / r in floating point: a float α works.
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,  # type: ignore[arg-type]
+        lora_dropout=dropout,
+        target_modules=list(target_modules),
+        bias=bias,
+    )
 
 
 def apply_lora(model: Transformer, config: LoraConfig, train_rows_from: int | None = None) -> Transformer:
@@ -69,7 +77,8 @@ def apply_lora(model: Transformer, config: LoraConfig, train_rows_from: int | No
     `train_rows_from`: embedding rows from this id on (the added special tokens) stay trainable; 0 = all.
     """
     names = {name.rpartition(".")[2] for name, _ in model.named_modules()}
-    missing = sorted(set(config.target_modules) - names)
+    targets = config.target_modules  # a list or set of layer names (peft also takes one regex string)
+    missing = sorted(({targets} if isinstance(targets, str) else set(targets or ())) - names)
     if missing:
         raise ConfigError(
             f"lora.target_modules names {missing}, which this model does not have; "
@@ -78,7 +87,7 @@ def apply_lora(model: Transformer, config: LoraConfig, train_rows_from: int | No
     inject_adapter_in_model(config, model)
     model.lora_config = config
     model.lora_rows_from = train_rows_from
-    if train_rows_from is not None and train_rows_from < model.config.vocab_size:
+    if train_rows_from is not None and train_rows_from < model.tok_emb.num_embeddings:
         weight = model.tok_emb.weight
         weight.requires_grad_(True)
 
@@ -107,7 +116,7 @@ def trainable_parameters(model: Transformer) -> int:
     n = sum(p.numel() for n_, p in model.named_parameters() if p.requires_grad and n_ != "tok_emb.weight")
     rows_from = getattr(model, "lora_rows_from", None)
     if rows_from is not None:
-        n += (model.config.vocab_size - rows_from) * model.config.n_embd
+        n += (model.tok_emb.num_embeddings - rows_from) * model.config.n_embd
     return n
 
 

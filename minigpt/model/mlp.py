@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minigpt.model.config import ModelConfig
+from minigpt.model.residual import mark_residual_projection
 
 
 class GeluMLP(nn.Module):
@@ -14,8 +15,7 @@ class GeluMLP(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.fc = nn.Linear(config.n_embd, config.mlp_hidden, bias=config.bias)
-        self.proj = nn.Linear(config.mlp_hidden, config.n_embd, bias=config.bias)
-        self.proj.residual_projection = True
+        self.proj = mark_residual_projection(nn.Linear(config.mlp_hidden, config.n_embd, bias=config.bias))
         self.approximate = "tanh" if config.activation == "gelu_tanh" else "none"
 
     def forward(self, x: Tensor) -> Tensor:
@@ -30,8 +30,7 @@ class SwiGLU(nn.Module):
         super().__init__()
         self.gate = nn.Linear(config.n_embd, config.mlp_hidden, bias=config.bias)
         self.up = nn.Linear(config.n_embd, config.mlp_hidden, bias=config.bias)
-        self.proj = nn.Linear(config.mlp_hidden, config.n_embd, bias=config.bias)
-        self.proj.residual_projection = True
+        self.proj = mark_residual_projection(nn.Linear(config.mlp_hidden, config.n_embd, bias=config.bias))
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, T, C) → (B, T, C)."""

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from minigpt.losses.moe import load_balancing_loss, router_z_loss
 from minigpt.model.config import ModelConfig
-from minigpt.model.mlp import build_mlp
+from minigpt.model.mlp import GeluMLP, SwiGLU, build_mlp
+from minigpt.utils.errors import ConfigError
 
 
 class Routing(NamedTuple):
@@ -132,14 +133,17 @@ class ExpertMLPs(nn.Module):
     @torch.no_grad()
     def copy_dense_(self, mlp: nn.Module) -> None:
         """Make every expert a copy of a dense `GeluMLP` / `SwiGLU` (sparse upcycling)."""
-        if self.swiglu:
+        if isinstance(mlp, SwiGLU) and self.swiglu:
             w_in = torch.cat([mlp.gate.weight.t(), mlp.up.weight.t()], dim=-1)
             b_in = torch.cat([mlp.gate.bias, mlp.up.bias]) if mlp.gate.bias is not None else None
-        else:
+        elif isinstance(mlp, GeluMLP) and not self.swiglu:
             w_in, b_in = mlp.fc.weight.t(), mlp.fc.bias
+        else:
+            kind = "SwiGLU" if self.swiglu else "GELU"
+            raise TypeError(f"copy_dense_: {kind} experts cannot copy a {type(mlp).__name__}.")
         self.w_in.copy_(w_in.expand_as(self.w_in))
         self.w_out.copy_(mlp.proj.weight.t().expand_as(self.w_out))
-        if self.b_in is not None:
+        if self.b_in is not None and self.b_out is not None and b_in is not None:
             self.b_in.copy_(b_in.repeat(self.num_experts))
             self.b_out.copy_(mlp.proj.bias.repeat(self.num_experts))
 
@@ -148,7 +152,7 @@ class ExpertMLPs(nn.Module):
         """Load experts `index` of `source` into this (smaller) module, in that order (expert pruning)."""
         self.w_in.copy_(source.w_in[index])
         self.w_out.copy_(source.w_out[index])
-        if self.b_in is not None:
+        if self.b_in is not None and self.b_out is not None and source.b_in is not None and source.b_out is not None:
             self.b_in.copy_(source.b_in.view(source.num_experts, -1)[index].flatten())
             self.b_out.copy_(source.b_out.view(source.num_experts, -1)[index].flatten())
 
@@ -196,9 +200,15 @@ class MoELayer(nn.Module):
         A token visits `top_k` of E experts (token choice) or, on average, `capacity_factor` of them
         (expert choice), so only that fraction of the expert weights does work for it.
         """
-        per_token = self.moe.capacity_factor if self.moe.router == "expert_choice" else self.moe.top_k
+        per_token = self._capacity_factor() if self.moe.router == "expert_choice" else self.moe.top_k
         total = sum(p.numel() for p in self.experts.parameters())
         return total * (1.0 - per_token / self.moe.num_experts)
+
+    def _capacity_factor(self) -> float:
+        """`moe.capacity_factor`, which `MoEConfig.validate` requires for every router but `topk`."""
+        if self.moe.capacity_factor is None:
+            raise ConfigError(f"model.moe.router={self.moe.router} needs model.moe.capacity_factor (e.g. 1.25).")
+        return self.moe.capacity_factor
 
     def route(self, x: Tensor) -> tuple[Tensor, Tensor, Routing]:
         """Router logits and probabilities (N, E), in float32, and the routing of tokens x (N, C)."""
@@ -211,7 +221,7 @@ class MoELayer(nn.Module):
         logits = self.router(x).float()
         probs = logits.softmax(dim=-1)
         if moe.router == "expert_choice":
-            routing = route_expert_choice(probs, moe.capacity_factor)
+            routing = route_expert_choice(probs, self._capacity_factor())
         else:  # topk, and switch = top-1 with a capacity (validated in MoEConfig)
             routing = route_top_k(probs, moe.top_k, moe.renormalize, moe.capacity_factor)
         return logits, probs, routing

@@ -50,7 +50,7 @@ def upcycle(dense: Transformer, moe: MoEConfig) -> Transformer:
     untouched = _copy_trunk(dense, model)
     for block, dense_block in zip(model.blocks, dense.blocks):
         if isinstance(block.ffn, MoELayer):
-            block.ffn.experts.copy_dense_(dense_block.ffn)
+            block.ffn.experts.copy_dense_(dense_block.get_submodule("ffn"))
     fresh = [k for k in untouched if ".ffn.router." not in k and ".ffn.experts." not in k]
     assert not fresh, f"upcycling left {fresh} uninitialised"
     return model

@@ -8,7 +8,7 @@ statistics, the final hidden states for reward and value heads), so no stage nee
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -17,8 +17,12 @@ from torch.utils.checkpoint import checkpoint
 from minigpt.model.attention import CausalSelfAttention, KVCacheLike, RopeAngles, RotaryEmbedding
 from minigpt.model.config import ModelConfig
 from minigpt.model.mlp import build_mlp
-from minigpt.model.moe import build_moe_layer
+from minigpt.model.moe import MoELayer, build_moe_layer
+from minigpt.model.residual import is_residual_projection
 from minigpt.utils.errors import ConfigError
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 
 def build_norm(config: ModelConfig) -> nn.Module:
@@ -78,9 +82,14 @@ class Transformer(nn.Module):
         positions: absolute position of each token (B, T); defaults to 0..T-1 after whatever the KV
             cache already holds. Left-padded batches pass their own (padding does not count).
         attn_mask: boolean (B|1, 1, T, S), True where a query may attend a key; defaults to causal.
-        kv_cache: an object with `update(layer, k, v)` and `length` (see `minigpt.inference.kv_cache`).
+        kv_cache: an object with `length` and `attend(layer, q, k, v, attn_mask)` (`KVCacheLike`), which
+            stores each layer's new keys/values and attends (see `minigpt.inference.kv_cache`).
         return_hidden: put the final normalised hidden states (B, T, C) into `aux["hidden"]`.
     """
+
+    # Set by `minigpt.model.lora.apply_lora` on a model that carries LoRA adapters (absent otherwise).
+    lora_config: LoraConfig
+    lora_rows_from: int | None
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -110,7 +119,7 @@ class Transformer(nn.Module):
         """
         std = self.config.init_std
         if isinstance(module, nn.Linear):
-            if getattr(module, "residual_projection", False):
+            if is_residual_projection(module):
                 std = std / math.sqrt(2 * self.config.n_layer)
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
@@ -125,19 +134,29 @@ class Transformer(nn.Module):
         attn_mask: Tensor | None = None,
         kv_cache: KVCacheLike | None = None,
     ) -> tuple[Tensor, dict[str, Any]]:
-        """Final normalised hidden states (B, T, C) and the aux dict; the trunk without the head."""
+        """Final normalised hidden states (B, T, C) and the aux dict; the trunk without the head.
+
+        Checks that every position fits the context, then runs `hidden_states_at`.
+        """
         B, T = idx.shape
         if positions is None:
-            start = getattr(kv_cache, "length", 0) if kv_cache is not None else 0
+            start = kv_cache.length if kv_cache is not None else 0
             positions = torch.arange(start, start + T, device=idx.device).unsqueeze(0).expand(B, T)
-        # The range check reads a value out of a tensor, which a compiled graph cannot do; the compiled
-        # decoding step (minigpt.inference.compiled) only runs with positions its decoder keeps in range.
-        out_of_range = not torch.compiler.is_compiling() and int(positions.max()) >= self.config.block_size
-        if T > self.config.block_size or out_of_range:
+        if T > self.config.block_size or int(positions.max()) >= self.config.block_size:
             raise ValueError(
                 f"Sequence reaches position {int(positions.max())}, beyond model.block_size="
                 f"{self.config.block_size}; shorten the input or use a model with a longer context."
             )
+        return self.hidden_states_at(idx, positions, attn_mask, kv_cache)
+
+    def hidden_states_at(
+        self, idx: Tensor, positions: Tensor, attn_mask: Tensor | None, kv_cache: KVCacheLike | None
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """`hidden_states` at `positions` (B, T) the caller keeps below `block_size`, which is not checked.
+
+        Reading the largest position out of the tensor to check it would end a compiled graph; the compiled
+        decoding step (`minigpt.inference.compiled`) calls this with positions its decoder keeps in range.
+        """
         x = self.tok_emb(idx)  # (B, T, C)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)
@@ -178,7 +197,7 @@ class Transformer(nn.Module):
         logit, so it does not steal probability from the pretrained distribution; the noise breaks the
         symmetry between the new tokens. A tied head is re-tied to the grown embedding.
         """
-        old_size = self.config.vocab_size
+        old_size = self.tok_emb.num_embeddings
         if new_size < old_size:
             raise ValueError(f"resize_vocab only grows the vocabulary: {new_size} < {old_size}.")
 
@@ -202,7 +221,8 @@ class Transformer(nn.Module):
 
         Decaying a norm's gain or a bias pulls it towards 0, which only fights the normalisation.
         """
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for param in self.parameters():  # parameters() yields a tied matrix once
             if param.requires_grad:
                 (decay if param.dim() >= 2 else no_decay).append(param)
@@ -226,9 +246,9 @@ class Transformer(nn.Module):
         Kaplan et al. 2020 (Table 1) and PaLM (Chowdhery et al. 2022, App. B); N excludes embeddings but
         includes the LM head, which is a real matmul per token, and counts active MoE experts only.
         """
-        n = self.num_params(non_embedding=True)
+        n = float(self.num_params(non_embedding=True))
         if self.config.tie_embeddings:
             n += self.lm_head.weight.numel()
         # Mixture-of-experts layers: count only the experts a token actually visits.
-        n -= sum(m.inactive_params() for m in self.modules() if hasattr(m, "inactive_params"))
+        n -= sum(m.inactive_params() for m in self.modules() if isinstance(m, MoELayer))
         return 6.0 * n + 12.0 * self.config.n_layer * self.config.n_embd * seq_len

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from minigpt.inference.decoder import BatchDecoder
+from minigpt.model.attention import causal_attention
 
 
 def next_logits(model: torch.nn.Module, history: list[int]) -> torch.Tensor:
@@ -46,12 +47,14 @@ def test_grouped_rows_read_their_shared_history_once_and_decode_the_same(tiny_mo
         decoder.select(torch.tensor([0, 0, 0, 1, 1, 1]), group=3)
         # Every row of a group holds the 4-slot prompt window; all but the last slot count as shared, so
         # that each row attends to ≥ 2 slots of its own at the next step.
-        assert decoder.cache.shared_prefix == (3, 3)
+        assert decoder.shared_prefix == (3, 3)
         histories = [list(prompts[0])] * 3 + [list(prompts[1])] * 3
         used = 0
         for rows in ([0, 1, 2, 3, 4, 5], [0, 0, 1, 3, 3, 3], [1, 1, 0, 5, 4, 3], [2, 2, 2, 4, 3, 3]):
             decoder.select(torch.tensor(rows))
-            used += decoder.cache.shared_prefix is not None
+            used += decoder.shared_prefix is not None
+            # The eager steps attend through the backend the decoder set on its cache.
+            assert (decoder.cache.attention is causal_attention) == (decoder.shared_prefix is None)
             histories = [list(histories[r]) for r in rows]
             next_ids = torch.randint(0, 64, (6,))
             for history, token in zip(histories, next_ids.tolist()):

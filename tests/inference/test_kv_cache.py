@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from minigpt.inference.generate import GenerationConfig, generate
-from minigpt.inference.kv_cache import KVCache
+from minigpt.inference.kv_cache import AttentionBackend, KVCache
+from minigpt.inference.one_token_attention import written_out_attention
 
 
 def reference_greedy(model: torch.nn.Module, prompt: list[int], n: int) -> list[int]:
@@ -97,3 +98,29 @@ def test_cached_greedy_equals_uncached_recomputation(tiny_model, family: str) ->
     for prompt, tokens in zip(prompts, out.token_lists()):
         assert tokens == reference_greedy(model, prompt, 24)
     assert len(set(out.token_lists()[0])) > 3  # a non-degenerate sequence, so the comparison means something
+
+
+@pytest.mark.parametrize("family", ["gpt", "llama"])
+def test_the_model_attends_through_the_caches_backend(tiny_model, family: str) -> None:
+    """The model's one hook: whatever backend the cache holds is what every layer attends with.
+
+    The written-out backend (the compiled step's) gives the default backend's logits step by step, and a
+    backend that returns zeros reaches the logits (the model has no attention path of its own around it).
+    """
+    model = tiny_model(family, init_std=0.3).eval()
+    ids = torch.tensor([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]])
+
+    def decode(backend: AttentionBackend | None) -> torch.Tensor:
+        cache = KVCache.for_model(model, batch_size=2, capacity=8)
+        with torch.no_grad():
+            model(ids[:, :3], kv_cache=cache)  # prefill with the default backend
+            if backend is not None:
+                cache.attention = backend
+            return torch.stack([model(ids[:, t : t + 1], kv_cache=cache)[0][:, -1] for t in (3, 4)])
+
+    default = decode(None)
+    torch.testing.assert_close(decode(written_out_attention), default, atol=1e-5, rtol=1e-5)
+    zeros = decode(lambda q, keys, values, mask: torch.zeros_like(q))
+    assert not torch.allclose(zeros, default, atol=1e-3)
+    with torch.no_grad():  # and without a cache the model computes the same as through it
+        torch.testing.assert_close(model(ids[:, :5])[0][:, 3:5].transpose(0, 1), default, atol=1e-5, rtol=1e-5)

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minigpt.model.shared_prefix import shared_prefix_attention
+from minigpt.inference.shared_prefix import shared_prefix_attention, with_shared_prefix
+from minigpt.model.attention import causal_attention
 
 
 @pytest.mark.parametrize(("n_head", "n_kv_head"), [(4, 4), (4, 2)])
@@ -41,3 +42,17 @@ def test_reads_the_shared_slots_of_each_groups_first_row_only() -> None:
     expected = F.scaled_dot_product_attention(q, keys, values)
     keys[1, :, :3], values[3, :, :3] = float("nan"), float("nan")
     torch.testing.assert_close(shared_prefix_attention(q, keys, values, None, 2, 3), expected)
+
+
+def test_with_shared_prefix_picks_the_backend_the_decoder_asks_for() -> None:
+    """No prefix: the fallback itself; a prefix (group, shared): shared-prefix attention over it."""
+    torch.manual_seed(2)
+    q = torch.randn(4, 2, 1, 4)
+    keys, values = torch.randn(4, 2, 6, 4), torch.randn(4, 2, 6, 4)
+    keys[1, :, :3], values[1, :, :3] = keys[0, :, :3], values[0, :, :3]
+    keys[3, :, :3], values[3, :, :3] = keys[2, :, :3], values[2, :, :3]
+    assert with_shared_prefix(None, causal_attention) is causal_attention
+    backend = with_shared_prefix((2, 3), causal_attention)
+    keys[1, :, :3] = float("nan")  # read only through the group's first row
+    torch.testing.assert_close(backend(q, keys, values, None), shared_prefix_attention(q, keys, values, None, 2, 3))
+    assert not backend(q, keys, values, None).isnan().any()

@@ -11,14 +11,20 @@ then merged by their log-sum-exps. With scores s over the shared slots P and the
 
 the shared-prefix ("cascade") decomposition of Hydragen (Juravsky et al. 2024, §3). The result equals
 plain attention up to float rounding; decoding reads about 1/group of the shared keys' bytes.
+
+The decoder (`minigpt.inference.decoder`) knows which rows share what; it hands the cache this attention
+as its backend (`with_shared_prefix`), so the model never hears of beams.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
-from minigpt.model.one_token_attention import one_token_attention
+from minigpt.inference.kv_cache import AttentionBackend
+from minigpt.inference.one_token_attention import one_token_attention
 
 # The CPU attention kernel that `F.scaled_dot_product_attention` dispatches to, called directly because
 # the merge needs its log-sum-exp, which the public function does not return. CPU tensors only (the
@@ -72,3 +78,15 @@ def shared_prefix_attention(
     lse_shared = lse_shared.view(groups, n_kv, group, rep).transpose(1, 2).reshape(rows, n_kv, rep)
     weight = torch.sigmoid(lse_shared - lse_own).unsqueeze(-1)  # the shared slots' share of the softmax
     return (out_own + weight * (out_shared - out_own)).reshape(rows, n_head, 1, hd)
+
+
+def with_shared_prefix(prefix: tuple[int, int] | None, otherwise: AttentionBackend) -> AttentionBackend:
+    """The attention of a one-token decoding step: `shared_prefix_attention` if `prefix`, else `otherwise`.
+
+    `prefix` is (group, shared): rows come in groups of `group` whose first `shared` slots are alike; None
+    while they do not (or not enough for it to pay).
+    """
+    if prefix is None:
+        return otherwise
+    group, shared = prefix
+    return functools.partial(shared_prefix_attention, group=group, shared=shared)
