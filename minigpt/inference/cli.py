@@ -52,7 +52,9 @@ def compose_cli(config_name: str, argv: Sequence[str]) -> DictConfig:
     for override in overrides:
         key = override.key_or_group
         if key not in options and not any(name.startswith(f"{key}.") for name in options):
-            raise ConfigError(f"Unknown option {key!r}; the options are {options} (see conf/{config_name}.yaml).")
+            nested = [name for name in options if name.endswith(f".{key}")]  # e.g. temperature → sampling.temperature
+            hint = f"did you mean {nested[0]}?" if nested else f"the options are {options}"
+            raise ConfigError(f"Unknown option {key!r}; {hint} (see conf/{config_name}.yaml).")
     try:
         cfg = _compose(config_name, list(argv))
     except HydraException as err:
