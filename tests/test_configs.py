@@ -374,3 +374,16 @@ def test_some_lora_option_fits_every_model(model: str, workdir: Path) -> None:
         assert trainable and all("lora_" in name for name in trainable)
         fitting.append(option)
     assert fitting, f"no lora option fits model={model}; add one to conf/lora/"
+
+
+@pytest.mark.parametrize("stage", options("stage"))
+def test_lora_is_refused_where_the_stage_does_not_take_it(stage: str, workdir: Path) -> None:
+    """`lora.r>0` with a stage whose node has no `lora: ${lora}` would train every weight unnoticed."""
+    from minigpt.run import validate_config
+
+    job = job_config(compose_train([f"stage={stage}", "lora.r=8"], workdir))
+    if "lora" in job.stage:
+        validate_config(job)
+    else:
+        with pytest.raises(ConfigError, match="lora.r=8"):
+            validate_config(job)
