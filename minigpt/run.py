@@ -49,7 +49,7 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.max_steps={max_steps} must be positive: MiniGPT trains by steps.")
     if cfg.get("lora") and cfg.lora.get("r", 0) and "lora" not in cfg.stage:
         raise ConfigError(
-            f"lora.r={cfg.lora.r} but stage={cfg.stage._target_.rsplit('.', 1)[-1]} does not train adapters; "
+            f"lora.r={cfg.lora.r} but this stage ({cfg.stage._target_.rsplit('.', 1)[-1]}) trains no adapters; "
             "LoRA applies to stage=sft, reward, dpo or ppo (or set lora.r=0)."
         )
     if cfg.get("init_from"):
