@@ -1,6 +1,6 @@
 """Chat with a trained model in the terminal.
 
-    python -m minigpt.chat run=outputs/train/<run> [system="You are terse."] [temperature=0.7]
+    python -m minigpt.chat run=outputs/train/<run> [system="You are terse."] [sampling.temperature=0.7]
 
 Commands: `/reset` forgets the conversation, `/system <text>` sets the system message (and resets),
 `/quit` (or Ctrl-D) leaves. Answers stream token by token. Models whose tokenizer has no chat tokens
@@ -66,8 +66,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     model, tokenizer = load_model_folder(cfg.run, map_location=cfg.device)
     if tokenizer is None:
         raise ConfigError(f"run={cfg.run} has no tokenizer.json next to the model; chat needs one.")
-    if cfg.strategy == "beam":
-        raise ConfigError("strategy=beam cannot stream a chat answer; use strategy=sample or greedy.")
+    if cfg.sampling.strategy == "beam":
+        raise ConfigError(
+            "sampling.strategy=beam cannot stream a chat answer; use sampling.strategy=sample or greedy."
+        )
     session = ChatSession(model, tokenizer, generation_config(cfg, tokenizer), system=cfg.system)
     console = Console()
     repl(session, console.input, console, torch.Generator(device=cfg.device).manual_seed(cfg.seed))

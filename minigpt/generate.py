@@ -1,10 +1,11 @@
 """Generate text from a trained model.
 
-    python -m minigpt.generate run=outputs/train/<run> prompt="ROMEO:" max_new_tokens=200 \\
-        strategy=sample temperature=0.8 top_p=0.9
-    python -m minigpt.generate run=... strategy=beam num_beams=4 length_penalty=1.0
+    python -m minigpt.generate run=outputs/train/<run> prompt="ROMEO:" sampling.max_new_tokens=200 \\
+        sampling.strategy=sample sampling.temperature=0.8 sampling.top_p=0.9
+    python -m minigpt.generate run=... sampling.strategy=beam sampling.num_beams=4 sampling.length_penalty=1.0
 
-Options are the keys of `conf/generate.yaml`. A single sampled sequence is streamed as it is generated.
+Options are the keys of `conf/generate.yaml`, the decoding ones under `sampling` (conf/sampling/default.yaml).
+A single sampled sequence is streamed as it is generated.
 """
 
 from __future__ import annotations

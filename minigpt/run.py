@@ -48,6 +48,11 @@ def validate_config(cfg: DictConfig) -> None:
     max_steps = cfg.trainer.get("max_steps", -1)
     if not cfg.trainer.get("fast_dev_run") and (max_steps is None or max_steps <= 0):
         raise ConfigError(f"trainer.max_steps={max_steps} must be positive: MiniGPT trains by steps.")
+    if cfg.get("lora") and cfg.lora.get("r", 0) and "lora" not in cfg.stage:
+        raise ConfigError(
+            f"lora.r={cfg.lora.r} but this stage ({cfg.stage._target_.rsplit('.', 1)[-1]}) trains no adapters; "
+            "LoRA applies to stage=sft, reward, dpo or ppo (or set lora.r=0)."
+        )
     if cfg.get("init_from"):
         resolve_model_folder(cfg.init_from)
     resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.runs_dir)
@@ -170,10 +175,8 @@ def report(cfg: DictConfig, stage: Stage, folder: Path, metrics: dict[str, float
         stage.eval()
         prompt = tokenizer.encode("\n")
         generator = torch.Generator(device=stage.device).manual_seed(cfg.seed)
-        config = GenerationConfig(
-            max_new_tokens=300, temperature=0.8, top_k=50, num_return_sequences=cfg.final_samples
-        )
-        for row in generate(stage.model, [prompt], config, generator=generator).token_lists():
+        config = GenerationConfig(**OmegaConf.to_container(cfg.sampling), num_return_sequences=cfg.final_samples)
+        for row in generate(stage.model, [prompt], config, generator=generator, tokenizer=tokenizer).token_lists():
             console.rule("sample")
             console.print(tokenizer.decode(prompt + row, skip_special=True), markup=False)
     shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("val/")}

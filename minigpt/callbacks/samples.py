@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import lightning as L
 import torch
 from rich.console import Console
@@ -21,13 +24,13 @@ class SampleGeneration(L.Callback):
         self,
         prompt: str = "\n",
         num_samples: int = 2,
-        max_new_tokens: int = 200,
-        temperature: float = 0.8,
-        top_k: int | None = 50,
+        sampling: Mapping[str, Any] | None = None,
         seed: int = 0,
     ) -> None:
-        self.prompt, self.num_samples, self.max_new_tokens = prompt, num_samples, max_new_tokens
-        self.temperature, self.top_k, self.seed = temperature, top_k, seed
+        """`sampling`: `GenerationConfig` options (the run's `sampling` node); checked here, before training."""
+        self.prompt, self.num_samples, self.seed = prompt, num_samples, seed
+        # num_samples=0 switches the callback off; the config still wants one sequence to be valid.
+        self.config = GenerationConfig(**dict(sampling or {}), num_return_sequences=max(num_samples, 1))
         self.last_samples: list[str] = []
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -37,13 +40,8 @@ class SampleGeneration(L.Callback):
             return
         ids = tokenizer.encode(self.prompt, allow_special=True) or [tokenizer.eos_id or 0]
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        config = GenerationConfig(
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            num_return_sequences=self.num_samples,
-        )
-        out = generate(pl_module.model, [ids], config, generator=generator)  # eval mode inside, then restored
+        # eval mode inside, then restored; the tokenizer serves sampling.stop_strings
+        out = generate(pl_module.model, [ids], self.config, generator=generator, tokenizer=tokenizer)
         self.last_samples = [tokenizer.decode(ids + row) for row in out.token_lists()]
         step = trainer.global_step
         console = Console()  # made here, not kept: it holds a lock, and ddp_spawn pickles the callbacks

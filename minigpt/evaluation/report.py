@@ -80,12 +80,9 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.num_samples > 0:
         prompt = tokenizer.encode(cfg.prompt, allow_special=True) or [tokenizer.eos_id or 0]
-        config = GenerationConfig(
-            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-            num_return_sequences=cfg.num_samples,
-        )
+        config = GenerationConfig(**OmegaConf.to_container(cfg.sampling), num_return_sequences=cfg.num_samples)
         generator = torch.Generator().manual_seed(cfg.seed)
-        rows = generate(model, [prompt], config, generator=generator).token_lists()
+        rows = generate(model, [prompt], config, generator=generator, tokenizer=tokenizer).token_lists()
         results["samples"] = [tokenizer.decode(prompt + row, skip_special=True) for row in rows]
 
     if cfg.get("eval") == "tasks":

@@ -1,18 +1,18 @@
 """Shared plumbing of the inference command lines (`generate`, `chat`, `export.hf`): key=value options.
 
-Options are the keys of `conf/<name>.yaml`, written in Hydra's override syntax as for `train.py`
-(`top_p=0.9`, `prompt="to be"`, `stop=["\\n\\n"]`). They are parsed with Hydra's override parser but
-not composed through Hydra: an inference call writes no run folder, and its keys (e.g. `strategy`) do
-not collide with the training config groups of the same names. An unknown or missing key is a
-`ConfigError`.
+Options are the keys of `conf/<name>.yaml` as Hydra composes it (its defaults list brings the `sampling`
+node), written in Hydra's override syntax as for `train.py` (`sampling.top_p=0.9`, `prompt="to be"`,
+`sampling.stop_strings=["\\n\\n"]`). Composed with Hydra's compose API, not run under `@hydra.main`: an
+inference call writes no run folder. An unknown or missing key is a `ConfigError`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
@@ -24,21 +24,41 @@ from minigpt.utils.errors import ConfigError
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
+def _option_names(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Every settable key of `cfg`, nested ones dotted (`sampling.top_p`)."""
+    names = []
+    for key in cfg.keys():
+        value = cfg._get_node(key)
+        names += _option_names(value, f"{prefix}{key}.") if isinstance(value, DictConfig) else [f"{prefix}{key}"]
+    return names
+
+
+def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+    """Hydra's composition of `conf/<config_name>.yaml` (defaults list included) with `overrides`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
 def compose_cli(config_name: str, argv: Sequence[str]) -> DictConfig:
-    """`conf/<config_name>.yaml` with `key=value` overrides from the command line applied."""
-    cfg = OmegaConf.load(CONF_DIR / f"{config_name}.yaml")
-    assert isinstance(cfg, DictConfig)
+    """`conf/<config_name>.yaml` composed by Hydra with `key=value` overrides from the command line applied."""
     try:
         overrides = OverridesParser.create().parse_overrides(list(argv))
     except HydraException as err:
         raise ConfigError(
             f"Cannot parse options {list(argv)}: {err} (write key=value; quote values with '=')."
         ) from err
+    options = _option_names(_compose(config_name, []))
     for override in overrides:
         key = override.key_or_group
-        if key not in cfg.keys():  # (`in cfg` is False for a still-missing ??? value)
-            raise ConfigError(f"Unknown option {key!r}; the options are {sorted(cfg)} (see conf/{config_name}.yaml).")
-        cfg[key] = override.value()
+        if key not in options and not any(name.startswith(f"{key}.") for name in options):
+            nested = [name for name in options if name.endswith(f".{key}")]  # e.g. temperature → sampling.temperature
+            hint = f"did you mean {nested[0]}?" if nested else f"the options are {options}"
+            raise ConfigError(f"Unknown option {key!r}; {hint} (see conf/{config_name}.yaml).")
+    try:
+        cfg = _compose(config_name, list(argv))
+    except HydraException as err:
+        raise ConfigError(f"Cannot apply options {list(argv)}: {err}") from err
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"Missing required option(s) {missing}; pass e.g. {missing[0]}=<value>.")
@@ -46,8 +66,10 @@ def compose_cli(config_name: str, argv: Sequence[str]) -> DictConfig:
 
 
 def generation_config(cfg: DictConfig, tokenizer: Tokenizer, extra_stop_tokens: Sequence[int] = ()) -> GenerationConfig:
-    """`GenerationConfig` from the flat CLI keys of the same names; generation stops at `<|eos|>`."""
-    fields = {f.name for f in dataclasses.fields(GenerationConfig)} - {"stop_tokens", "stop_strings"}
-    options = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k in fields}
+    """`GenerationConfig` from the command's `sampling` node (+ `num_return_sequences`); stops at `<|eos|>`."""
+    options = OmegaConf.to_container(cfg.sampling, resolve=True)
+    assert isinstance(options, dict)
     stop_tokens = [*extra_stop_tokens, *([tokenizer.eos_id] if tokenizer.eos_id is not None else [])]
-    return GenerationConfig(**options, stop_tokens=stop_tokens, stop_strings=list(cfg.get("stop") or []))
+    return GenerationConfig(
+        **options, num_return_sequences=cfg.get("num_return_sequences", 1), stop_tokens=stop_tokens
+    )

@@ -20,7 +20,7 @@ def test_evaluate_run_writes_metrics_plot_and_samples(compose_train, compose_eva
     # Hydra saves the composed config into the run folder; evaluate.py reads the data config from it.
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
     OmegaConf.save(train_cfg, run_dir / ".hydra" / "config.yaml")
-    cfg = compose_eval(f"run={run_dir}", "num_samples=2", "max_new_tokens=10", "batch_size=4",
+    cfg = compose_eval(f"run={run_dir}", "num_samples=2", "sampling.max_new_tokens=10", "batch_size=4",
                        f"paths.cache_dir={tmp_path / 'cache'}")
     results = evaluate_run(cfg)
 

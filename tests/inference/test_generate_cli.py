@@ -22,7 +22,8 @@ def run_folder(tiny_model, tmp_path: Path) -> Path:
 
 def test_streams_a_sampled_continuation(run_folder: Path) -> None:
     console = Console(record=True, width=200)
-    out = main([f"run={run_folder}", "prompt=ROMEO:", "max_new_tokens=7", "top_p=0.9", "seed=3"], console=console)
+    argv = [f"run={run_folder}", "prompt=ROMEO:", "sampling.max_new_tokens=7", "sampling.top_p=0.9", "seed=3"]
+    out = main(argv, console=console)
     text = console.export_text()
     tokenizer = CharTokenizer.train("ROMEO: wherefore art thou\n")
     assert text.startswith("ROMEO:" + tokenizer.decode(out.token_lists()[0], skip_special=True))
@@ -31,14 +32,22 @@ def test_streams_a_sampled_continuation(run_folder: Path) -> None:
 
 def test_beam_prints_each_returned_sequence(run_folder: Path) -> None:
     console = Console(record=True, width=200)
-    argv = [f"run={run_folder}", "prompt=wherefore", "strategy=beam", "num_return_sequences=2", "max_new_tokens=5"]
+    argv = [f"run={run_folder}", "prompt=wherefore", "sampling.strategy=beam", "num_return_sequences=2",
+            "sampling.max_new_tokens=5"]
     out = main(argv, console=console)
     text = console.export_text()
     assert "sequence 0" in text and "sequence 1" in text and "score" in text
     assert out.scores is not None and out.tokens.shape[0] == 2
 
 
-@pytest.mark.parametrize(("option", "match"), [("temprature=0.5", "temprature"), ("strategy=nucleus", "strategy")])
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [
+        ("temprature=0.5", "temprature"),
+        ("sampling.strategy=nucleus", "strategy"),
+        ("temperature=0.5", "did you mean sampling.temperature"),  # the decoding options live under sampling.
+    ],
+)
 def test_bad_options_fail_with_the_name(run_folder: Path, option: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         main([f"run={run_folder}", option], console=Console(record=True))

@@ -31,7 +31,7 @@ def test_wandb_offline_run_has_metrics_samples_and_model_artifact(compose_train,
         "trainer.val_check_interval=5",
         "trainer.log_every_n_steps=1",
         "callbacks.samples.num_samples=1",
-        "callbacks.samples.max_new_tokens=8",
+        "sampling.max_new_tokens=8",
     )
     train(cfg)
     assert wandb.run is None  # finished, so the next job of a sweep starts its own run
