@@ -1,20 +1,22 @@
 """Portable model folders: `model.safetensors` + `config.json` + `tokenizer.json`.
 
-Every stage writes one; the next stage's `init_from`, `evaluate.py`, the chat CLI and the Hugging Face
-export all read the same folder. Each file is written atomically.
+Every stage writes one; the next stage's `init_from`, `evaluate.py` and the commands (generate, chat,
+the Hugging Face export, expert pruning) all read the same folder. Each file is written atomically.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from minigpt.model.config import ModelConfig
 from minigpt.model.transformer import Transformer
 from minigpt.tokenizer.base import Tokenizer, load_tokenizer
-from minigpt.utils.errors import ConfigError
+from minigpt.utils.errors import ConfigError, DataError
 from minigpt.utils.io import atomic_write
 
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
@@ -45,9 +47,42 @@ def resolve_model_folder(path: str | Path) -> Path:
 
 
 def load_model_folder(path: str | Path, map_location: str = "cpu") -> tuple[Transformer, Tokenizer | None]:
-    """Rebuild the model (weights loaded) and its tokenizer from a model or run folder."""
+    """Rebuild the model (weights loaded) and its tokenizer from a model or run folder.
+
+    A damaged `config.json` or `model.safetensors` (a copy cut short, a disk that filled up) is a
+    `DataError` naming the file and where the same weights can be found again.
+    """
     folder = resolve_model_folder(path)
-    model = Transformer(ModelConfig.load(folder / CONFIG))
-    load_model(model, str(folder / WEIGHTS), device=map_location)
+    try:
+        config = ModelConfig.load(folder / CONFIG)
+    except json.JSONDecodeError as err:
+        raise DataError(folder / CONFIG, f"is damaged ({err}); {_recovery(folder)}") from None
+    model = Transformer(config)
+    try:
+        load_model(model, str(folder / WEIGHTS), device=map_location)
+    except SafetensorError as err:
+        raise DataError(folder / WEIGHTS, f"is damaged ({err}); {_recovery(folder)}") from None
     tokenizer = load_tokenizer(folder) if (folder / TOKENIZER).exists() else None
     return model.to(torch.device(map_location)), tokenizer
+
+
+def load_model_and_tokenizer(path: str | Path, map_location: str = "cpu") -> tuple[Transformer, Tokenizer]:
+    """`load_model_folder` for commands that read or write text: a folder without `tokenizer.json` is refused."""
+    model, tokenizer = load_model_folder(path, map_location)
+    if tokenizer is None:
+        raise ConfigError(
+            f"run={path} has no {TOKENIZER} next to its model, and this command reads or writes text; "
+            "pass a model folder a training run wrote (it saves the tokenizer with the model)."
+        )
+    return model, tokenizer
+
+
+def _recovery(folder: Path) -> str:
+    """Where a damaged model folder's weights can be found again: the run's last Lightning checkpoint."""
+    checkpoint = folder.parent / "checkpoints" / "last.ckpt"
+    if checkpoint.exists():
+        return (
+            f"the run's checkpoint {checkpoint} still holds the weights: rerun its train.py command with "
+            f"ckpt_path={checkpoint} to write a fresh model folder"
+        )
+    return "copy the folder again, or rerun the training with ckpt_path=<run>/checkpoints/last.ckpt to rewrite it"

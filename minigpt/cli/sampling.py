@@ -1,0 +1,21 @@
+"""The `sampling` node of a command's config (conf/sampling/default.yaml) as a `GenerationConfig`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from minigpt.inference.config import GenerationConfig
+from minigpt.tokenizer.base import Tokenizer
+
+
+def generation_config(sampling: DictConfig, tokenizer: Tokenizer, **options: Any) -> GenerationConfig:
+    """`GenerationConfig` from the `sampling` keys (and `options`); generation also stops at `<|eos|>`.
+
+    A bad value (`sampling.temperature=0`) is the `ConfigError` that `GenerationConfig` raises.
+    """
+    fields = OmegaConf.to_container(sampling, resolve=True)
+    assert isinstance(fields, dict)
+    stop_tokens = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+    return GenerationConfig(**fields, **options, stop_tokens=stop_tokens)
