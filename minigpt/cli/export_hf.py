@@ -20,7 +20,7 @@ from minigpt.model.folder import load_model_folder
 @command("export_hf")
 def main(cfg: DictConfig) -> Path:
     """Write the export of the model in `cfg.run` to `cfg.out`; returns the folder."""
-    model, tokenizer = load_model_folder(cfg.run)
+    model, tokenizer = load_model_folder(cfg.run, field="run")
     out = export_hf(model, tokenizer, cfg.out)
     print(f"wrote {out} ({family(model.config)}); load it with transformers.AutoModelForCausalLM.from_pretrained")
     return out

@@ -40,9 +40,9 @@ def token_batches(
 
 
 @command("moe_prune")
+@torch.no_grad()
 def main(cfg: DictConfig) -> Path:
     """Measure expert usage, prune, save and print what was kept; returns the pruned model's folder."""
-    torch.set_grad_enabled(False)
     model, tokenizer = load_model_and_tokenizer(cfg.run)
     if model.config.moe is None:
         raise ConfigError(

@@ -34,25 +34,31 @@ def save_model_folder(folder: str | Path, model: Transformer, tokenizer: Tokeniz
     return folder
 
 
-def resolve_model_folder(path: str | Path) -> Path:
-    """Accept a model folder or a run folder (whose `model/` subfolder holds the model)."""
+def resolve_model_folder(path: str | Path, field: str | None = None) -> Path:
+    """Accept a model folder or a run folder (whose `model/` subfolder holds the model).
+
+    `field` names the option the path came from (`run`, `init_from`), so that an error can name it.
+    """
     path = Path(path).expanduser()
     for candidate in (path, path / "model"):
         if (candidate / WEIGHTS).exists() and (candidate / CONFIG).exists():
             return candidate
+    given = f"{field}={path}" if field else str(path)
     raise ConfigError(
-        f"{path} is not a model folder (no {WEIGHTS} + {CONFIG} in it or in its model/ subfolder); "
-        "pass the folder a finished run wrote, e.g. outputs/<date>/<time>/model."
+        f"{given} is not a model folder (no {WEIGHTS} + {CONFIG} in it or in its model/ subfolder); "
+        "pass the folder a finished run wrote, e.g. outputs/train/<date>_<time> or its model/ subfolder."
     )
 
 
-def load_model_folder(path: str | Path, map_location: str = "cpu") -> tuple[Transformer, Tokenizer | None]:
+def load_model_folder(
+    path: str | Path, map_location: str = "cpu", field: str | None = None
+) -> tuple[Transformer, Tokenizer | None]:
     """Rebuild the model (weights loaded) and its tokenizer from a model or run folder.
 
     A damaged `config.json` or `model.safetensors` (a copy cut short, a disk that filled up) is a
     `DataError` naming the file and where the same weights can be found again.
     """
-    folder = resolve_model_folder(path)
+    folder = resolve_model_folder(path, field)
     try:
         config = ModelConfig.load(folder / CONFIG)
     except json.JSONDecodeError as err:
@@ -66,12 +72,14 @@ def load_model_folder(path: str | Path, map_location: str = "cpu") -> tuple[Tran
     return model.to(torch.device(map_location)), tokenizer
 
 
-def load_model_and_tokenizer(path: str | Path, map_location: str = "cpu") -> tuple[Transformer, Tokenizer]:
+def load_model_and_tokenizer(
+    path: str | Path, map_location: str = "cpu", field: str = "run"
+) -> tuple[Transformer, Tokenizer]:
     """`load_model_folder` for commands that read or write text: a folder without `tokenizer.json` is refused."""
-    model, tokenizer = load_model_folder(path, map_location)
+    model, tokenizer = load_model_folder(path, map_location, field)
     if tokenizer is None:
         raise ConfigError(
-            f"run={path} has no {TOKENIZER} next to its model, and this command reads or writes text; "
+            f"{field}={path} has no {TOKENIZER} next to its model, and this command reads or writes text; "
             "pass a model folder a training run wrote (it saves the tokenizer with the model)."
         )
     return model, tokenizer

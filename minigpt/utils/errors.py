@@ -17,12 +17,13 @@ class ConfigError(ValueError):
 class DataError(ConfigError):
     """A file the user gave is damaged or malformed: the message starts with the file (and line).
 
-    A `ConfigError` too, so that code and tests catching configuration mistakes catch bad data as well.
+    `problem` continues the sentence: after the file's name (`DataError(p, "is damaged; …")` reads
+    "p is damaged; …") or, with a line, after "p line 3:". A `ConfigError` too, so that code and tests
+    catching configuration mistakes catch bad data as well.
     """
 
     def __init__(self, path: str | Path, problem: str, line: int | None = None) -> None:
-        where = f"{path} line {line}" if line is not None else str(path)
-        super().__init__(f"{where}: {problem}")
+        super().__init__(f"{path} line {line}: {problem}" if line is not None else f"{path} {problem}")
         self.path = Path(path)
         self.line = line
         self.problem = problem
