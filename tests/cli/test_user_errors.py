@@ -225,3 +225,22 @@ def test_hydra_reports_its_own_command_line_errors_without_a_traceback(monkeypat
     ):
         status, output = run_in_process("train", args, monkeypatch, capsys)
         assert status == 1 and message in output and "Traceback" not in output
+
+
+def test_enable_progress_bar_false_turns_the_bar_off(tmp_path: Path) -> None:
+    from conftest import compose_config, tiny_run_overrides
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from minigpt.run import build_callbacks, train
+
+    with_bar = [
+        o for o in tiny_run_overrides(tmp_path) if not o.startswith(("callbacks.progress_bar", "trainer.enable_p"))
+    ]
+    shown = compose_config("train", [*with_bar, "trainer.max_steps=1"], tmp_path / "run")
+    assert any(isinstance(callback, RichProgressBar) for callback in build_callbacks(shown))
+    hidden = compose_config(
+        "train", [*with_bar, "trainer.max_steps=1", "trainer.enable_progress_bar=false"], tmp_path / "run"
+    )
+    assert not any(isinstance(callback, RichProgressBar) for callback in build_callbacks(hidden))
+    train(hidden)  # Lightning refused this before: "found `RichProgressBar` in callbacks list"
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
