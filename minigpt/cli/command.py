@@ -6,8 +6,9 @@ composed config, wrapped by `@command("<name>")`. Hydra parses the `key=value` o
 Lightning refuses its trainer settings, the message is printed alone to stderr and the process exits
 with status 2: the user reads the sentence that says what to fix instead of a traceback wrapped around
 it. `HYDRA_FULL_ERROR=1` re-raises the error, so a developer still gets the full trace (the switch Hydra
-uses for its own errors). Mistakes in the command line itself (an unknown key, an unknown option of a
-config group) are Hydra's: it prints them, also without a traceback, and exits with status 1.
+uses for its own errors); so does a job of a sweep (`-m`), whose failure is the sweeper's to record.
+Mistakes in the command line itself (an unknown key, an unknown option of a config group) are Hydra's:
+it prints them, also without a traceback, and exits with status 1.
 
 Commands that make no run folder (generate, chat, export …) include `hydra: command` in their defaults
 (`conf/hydra/command.yaml`): Hydra then writes nothing and leaves logging alone.
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from minigpt.utils.errors import ConfigError
@@ -78,6 +81,12 @@ def require_values(cfg: DictConfig) -> None:
         raise ConfigError(f"{', '.join(missing)} must be given; add {given} to the command line.")
 
 
+def in_sweep() -> bool:
+    """True in a job of a multirun (`-m`): there a failed job is the sweeper's to record (Optuna marks the
+    trial failed and goes on), so the error is raised to Hydra rather than ending the whole process."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def report_user_mistakes(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
     """`task`, with a user's mistake printed as its message alone and the exit status 2."""
 
@@ -88,7 +97,7 @@ def report_user_mistakes(task: Callable[[DictConfig], T]) -> Callable[[DictConfi
             return task(cfg)
         except Exception as err:
             mistake = user_mistake(err)
-            if mistake is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            if mistake is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or in_sweep():
                 raise
             print(f"error: {mistake}", file=sys.stderr)
             raise SystemExit(USER_ERROR_STATUS) from None
