@@ -17,6 +17,7 @@ from pathlib import Path
 
 import lightning  # noqa: F401  (imported before a test swaps sys.stderr: its log handler keeps the stream it finds)
 import pytest
+import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from minigpt.model.folder import save_model_folder
@@ -244,3 +245,11 @@ def test_enable_progress_bar_false_turns_the_bar_off(tmp_path: Path) -> None:
     assert not any(isinstance(callback, RichProgressBar) for callback in build_callbacks(hidden))
     train(hidden)  # Lightning refused this before: "found `RichProgressBar` in callbacks list"
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_lightnings_refusal_prints_its_sentence(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    status, output = run_in_process("train", [*tiny_train(tmp_path), "trainer.accelerator=gpu"], monkeypatch, capsys)
+    assert status == 2 and "error: No supported gpu backend found" in output and "Traceback" not in output
