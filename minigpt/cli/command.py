@@ -60,7 +60,7 @@ def missing_keys(cfg: DictConfig | ListConfig, prefix: str = "") -> list[str]:
     (`OmegaConf.missing_keys` resolves them, and a config may hold interpolations into nodes that only
     exist in another command's config, e.g. a data config's `${model.block_size}` in train_tokenizer.)
     """
-    found = []
+    found: list[str] = []
     keys = cfg.keys() if isinstance(cfg, DictConfig) else range(len(cfg))
     for key in keys:
         dotted = f"{prefix}{key}" if isinstance(cfg, DictConfig) else f"{prefix[:-1]}[{key}]"

@@ -253,3 +253,15 @@ def test_lightnings_refusal_prints_its_sentence(tmp_path: Path, monkeypatch, cap
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     status, output = run_in_process("train", [*tiny_train(tmp_path), "trainer.accelerator=gpu"], monkeypatch, capsys)
     assert status == 2 and "error: No supported gpu backend found" in output and "Traceback" not in output
+
+
+def test_a_data_error_names_file_and_line_and_survives_pickling() -> None:
+    import pickle
+
+    from minigpt.utils.errors import ConfigError, DataError
+
+    err = DataError("chats.jsonl", "message 0 has no role.", line=3)
+    assert str(err) == "chats.jsonl line 3: message 0 has no role." and isinstance(err, ConfigError)
+    assert str(DataError("model.safetensors", "is damaged.")) == "model.safetensors is damaged."
+    copy = pickle.loads(pickle.dumps(err))  # exceptions cross process boundaries (DDP ranks, workers)
+    assert str(copy) == str(err) and copy.line == 3
