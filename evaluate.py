@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
+from minigpt.cli.command import command
 from minigpt.evaluation.report import evaluate_run
 
 
-@hydra.main(config_path="conf", config_name="evaluate", version_base="1.3")
+@command("evaluate")
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point."""
+    """Evaluate the run `cfg.run` names (see conf/evaluate.yaml)."""
     evaluate_run(cfg)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from loop_parity import plain_train, stage_train  # benchmarks/loop_parity.py, next to this script
 from omegaconf import open_dict
 from rich.console import Console
 from rich.table import Table
@@ -27,7 +28,6 @@ from rich.table import Table
 from minigpt.model.config import ModelConfig
 from minigpt.model.transformer import Transformer
 from minigpt.scale.peak_flops import measure_matmul_flops
-from minigpt.utils.loop_parity import plain_train, stage_train
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {

@@ -54,7 +54,7 @@ def validate_config(cfg: DictConfig) -> None:
             "LoRA applies to stage=sft, reward, dpo or ppo (or set lora.r=0)."
         )
     if cfg.get("init_from"):
-        resolve_model_folder(cfg.init_from)
+        resolve_model_folder(cfg.init_from, field="init_from")
     resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.runs_dir)
 
 
@@ -97,11 +97,13 @@ def build_callbacks(cfg: DictConfig, stage: Stage | None = None) -> list[L.Callb
     """Instantiate every callback node under `callbacks` (a null entry switches one off).
 
     The default checkpoint keeps the best `val/loss`; a stage without a validation loss (PPO) names the
-    metric it is judged by in `Stage.checkpoint_monitor`.
+    metric it is judged by in `Stage.checkpoint_monitor`. `trainer.enable_progress_bar=false` drops the
+    progress-bar callback (Lightning refuses the two together).
     """
     callbacks = []
+    bar_off = cfg.trainer.get("enable_progress_bar") is False
     for name, node in (cfg.get("callbacks") or {}).items():
-        if not node:
+        if not node or (bar_off and name == "progress_bar"):
             continue
         overrides = {}
         if name == "model_checkpoint" and stage is not None and node.get("monitor") == "val/loss":

@@ -128,6 +128,12 @@ def compose_eval() -> Callable[..., DictConfig]:
     return lambda *overrides: compose_config("evaluate", list(overrides))
 
 
+@pytest.fixture
+def compose_command() -> Callable[..., DictConfig]:
+    """Compose a command's `conf/<name>.yaml` (generate, chat, export_hf, …) with overrides: `(name, *overrides)`."""
+    return lambda name, *overrides: compose_config(name, list(overrides))
+
+
 # The Llama family's switches (as in conf/model/llama_nano.yaml); the GPT-2 family is ModelConfig's default.
 LLAMA_STYLE = dict(norm="rmsnorm", activation="swiglu", positions="rope", bias=False, tie_embeddings=False, n_kv_head=2)
 

@@ -267,9 +267,9 @@ def model_folder(workdir: Path) -> Path:
 
 def build_generate(cfg: DictConfig) -> None:
     """generate.yaml and chat.yaml: their `sampling` node makes a valid `GenerationConfig`."""
-    from minigpt.inference.cli import generation_config
+    from minigpt.cli.sampling import generation_config
 
-    config = generation_config(cfg, CharTokenizer.train(TEXT))
+    config = generation_config(cfg.sampling, CharTokenizer.train(TEXT))
     assert config.max_new_tokens == cfg.sampling.max_new_tokens
 
 

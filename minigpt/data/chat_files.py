@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from minigpt.tokenizer.chat import ROLES
-from minigpt.utils.errors import ConfigError
+from minigpt.utils.errors import ConfigError, DataError
 
 Conversation = list[dict[str, str]]
 T = TypeVar("T")
@@ -52,27 +52,31 @@ def parse_conversation(record: Any) -> Conversation:
 
 
 def read_jsonl(path: str | Path, parse: Callable[[Any], T], what: str = "conversations") -> list[tuple[int, T]]:
-    """(line number, `parse(record)`) for every line of a JSONL file; a `ConfigError` names a bad line.
+    """(line number, `parse(record)`) for every line of a JSONL file; a `DataError` names a bad line.
 
     `parse` raises `ValueError` with the reason for a malformed record; `what` names the records in errors.
     """
     path = Path(path).expanduser()
-    if not path.exists():
-        raise ConfigError(f"data.path={str(path)!r} does not exist; point it at a .jsonl file of {what}.")
+    if not path.is_file():
+        state = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"data.path={str(path)!r} {state}; point it at a .jsonl file of {what}.")
     records: list[tuple[int, T]] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append((lineno, parse(json.loads(line))))
-            except ValueError as err:  # json.JSONDecodeError is a ValueError too
-                raise ConfigError(f"{path} line {lineno}: {err}; fix or remove that line.") from None
+    for lineno, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(path, "not UTF-8 text; save the file as UTF-8.", lineno) from None
+        if not line.strip():
+            continue
+        try:
+            records.append((lineno, parse(json.loads(line))))
+        except ValueError as err:  # json.JSONDecodeError is a ValueError too
+            raise DataError(path, f"{err}; fix or remove that line.", lineno) from None
     if not records:
-        raise ConfigError(f"data.path={str(path)!r} holds no {what}; add JSONL lines.")
+        raise DataError(path, f"holds no {what}; add JSONL lines.")
     return records
 
 
 def read_chat_jsonl(path: str | Path) -> list[tuple[int, Conversation]]:
-    """(line number, conversation) for every line of a JSONL file; a `ConfigError` names a malformed line."""
+    """(line number, conversation) for every line of a JSONL file; a `DataError` names a malformed line."""
     return read_jsonl(path, parse_conversation)

@@ -1,6 +1,6 @@
 """Make preference pairs from a model's own samples, labelled by a task's gold scorer.
 
-    python -m minigpt.data.preferences run=outputs/<sft run> task=arithmetic n=4000 out=prefs.jsonl
+    python -m minigpt.cli.preference_pairs run=outputs/<sft run> task=arithmetic n=4000 out=prefs.jsonl
 
 For each of `n` training prompts of the task, `k` replies are sampled (temperature `temperature`) and
 scored; the best and the worst form a pair when their scores differ (ties teach no preference and are
@@ -9,27 +9,22 @@ RLHF's preference data (Ouyang et al. 2022 §3.4 rank K samples per prompt), wit
 labeller. `with_answer=true` adds the task's reference answer to the candidates: a weak model that
 rarely answers right still yields pairs (a gold answer against its own mistake).
 
-Options: run (model or run folder), task, n, out, k=4, temperature=1.0, max_new_tokens=32,
-with_answer=false, seed=0, and task options as task.<name>=<value> (e.g. task.max_digits=3).
+The command's options are the keys of `conf/preference_pairs.yaml`; the task is a config group
+(`task=reversal task.max_len=6`).
 """
 
 from __future__ import annotations
 
-import json
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from minigpt.evaluation.tasks import with_chat_tokens
 from minigpt.inference.config import GenerationConfig
-from minigpt.model.folder import load_model_folder
+from minigpt.model.folder import load_model_and_tokenizer
 from minigpt.rl.rollout import sample_rollouts
-from minigpt.tasks.base import Task, get_task
+from minigpt.tasks.base import Task
 from minigpt.utils.errors import ConfigError
-from minigpt.utils.io import atomic_write_text
 
 
 def best_worst_pair(prompt: str, candidates: list[str], task: Task) -> dict[str, Any] | None:
@@ -54,9 +49,7 @@ def make_pairs(
     """Pairs for the first `n` training prompts of `task`, from `k` samples each of the model in `run`."""
     if n < 1 or k < 1 or (k < 2 and not with_answer):
         raise ConfigError(f"n={n}, k={k}: need n ≥ 1 and k ≥ 2 samples per prompt (or with_answer=true).")
-    model, tokenizer = load_model_folder(run)
-    if tokenizer is None:
-        raise ConfigError(f"run={run!r} has no tokenizer.json; pass a model folder a training run wrote.")
+    model, tokenizer = load_model_and_tokenizer(run)
     model, tokenizer = with_chat_tokens(model, tokenizer)
     examples = task.examples("train", n)
     generator = torch.Generator().manual_seed(seed)
@@ -73,36 +66,3 @@ def make_pairs(
             pairs.append(pair)
     return pairs
 
-
-def parse_args(argv: list[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """`key=value` arguments → (options, task options given as `task.<name>=<value>`)."""
-    options, task_options = {}, {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise ConfigError(f"argument {arg!r} is not key=value; e.g. run=outputs/<run> task=arithmetic.")
-        (task_options if key.startswith("task.") else options)[key.removeprefix("task.")] = value
-    missing = [key for key in ("run", "task", "n", "out") if key not in options]
-    if missing:
-        raise ConfigError(f"missing {missing}; e.g. python -m minigpt.data.preferences run=R task=T n=N out=F")
-    return options, task_options
-
-
-def main(argv: list[str] | None = None) -> None:
-    """The command line (see the module docstring)."""
-    options, task_options = parse_args(sys.argv[1:] if argv is None else argv)
-    task = get_task(options["task"], **{key: json.loads(value) for key, value in task_options.items()})
-    started = time.perf_counter()
-    n = int(options["n"])
-    pairs = make_pairs(
-        options["run"], task, n, k=int(options.get("k", 4)),
-        temperature=float(options.get("temperature", 1.0)),
-        max_new_tokens=int(options.get("max_new_tokens", 32)),
-        with_answer=options.get("with_answer", "false").lower() == "true", seed=int(options.get("seed", 0)),
-    )  # fmt: skip
-    atomic_write_text(Path(options["out"]), "".join(json.dumps(p) + "\n" for p in pairs))
-    mean_margin = sum(p["margin"] for p in pairs) / max(1, len(pairs))
-    print(
-        f"{len(pairs)} pairs from {n} prompts ({n - len(pairs)} ties dropped), mean margin {mean_margin:.3f}, "
-        f"in {time.perf_counter() - started:.0f} s → {options['out']}"
-    )

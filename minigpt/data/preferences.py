@@ -8,7 +8,7 @@ Line formats (blank lines skipped; every error names the file and line):
 
 Optional fields: `margin` (≥ 0, how much better chosen is, e.g. a gold-score difference; the reward
 loss can use it) and `task` (the task that produced the prompt: its validation prompts are then answered
-and gold-scored during DPO). `python -m minigpt.data.preferences ...` writes such a file from a model's
+and gold-scored during DPO). `python -m minigpt.cli.preference_pairs ...` writes such a file from a model's
 samples (see `minigpt.data.preference_pairs`).
 
 A batch holds the chosen rows then the rejected rows, `input_ids` (2B, T) right-padded, `completion_mask`
@@ -231,9 +231,3 @@ class PreferenceDataModule(ChatRenderedDataModule):
     def val_dataloader(self) -> DataLoader:
         """Held-out pairs in a fixed order."""
         return self.dataloader("val")
-
-
-if __name__ == "__main__":
-    from minigpt.data.preference_pairs import main
-
-    main()

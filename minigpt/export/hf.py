@@ -1,6 +1,6 @@
 """Hugging Face conversion: our `Transformer` ⇄ `GPT2LMHeadModel` / `LlamaForCausalLM`.
 
-    python -m minigpt.export.hf run=outputs/train/<run> out=exports/my-gpt
+    python -m minigpt.cli.export_hf run=outputs/train/<run> out=exports/my-gpt
 
 writes a folder that `transformers.AutoModelForCausalLM.from_pretrained(out)` loads (config.json,
 model.safetensors, generation_config.json) plus our `minigpt_tokenizer.json`. `from_hf` reads such a
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,21 +321,3 @@ def export_hf(model: Transformer, tokenizer: Tokenizer | None, out: str | Path) 
         tmp.rename(out)
     return out
 
-
-def main(argv: Sequence[str] | None = None) -> Path:
-    """`python -m minigpt.export.hf run=<run or model folder> out=<folder>`."""
-    from minigpt.inference.cli import compose_cli
-    from minigpt.model.folder import load_model_folder
-
-    cfg = compose_cli("export_hf", sys.argv[1:] if argv is None else argv)
-    model, tokenizer = load_model_folder(cfg.run)
-    out = export_hf(model, tokenizer, cfg.out)
-    print(
-        f"wrote {out} ({family(model.config)}); "
-        "load it with transformers.AutoModelForCausalLM.from_pretrained"
-    )
-    return out
-
-
-if __name__ == "__main__":
-    main()

@@ -13,6 +13,11 @@ eq. 5), so β·h is the implicit reward margin; the variants differ in what they
   label is flipped with probability ε): L = −(1−ε)·log σ(β·h) − ε·log σ(−β·h).
 * `ipo` — IPO (Azar et al. 2023, eq. 17): L = (h − 1/(2τ))², τ = β. A squared loss towards a finite
   margin, so it does not push h to infinity on deterministic preferences, which sigmoid DPO does.
+  Convention: h is made of *sequence* (summed) log-probs, as in the paper's eq. 17 and as for every
+  other variant here. TRL departs from the paper and averages IPO's log-probs over the completion's
+  tokens, so its β is on another scale: with both completions n tokens long, h = n·h_avg and
+  (h − 1/(2τ))² = n²·(h_avg − 1/(2τn))², so TRL's β corresponds to τ = β_TRL / n here. To reproduce TRL exactly,
+  pass length-averaged log-probs (the loss uses whatever log-probs it is given).
 * `hinge` — SLiC-HF (Zhao et al. 2023, the rank-calibration hinge of §2): L = max(0, 1 − β·h).
 * `robust` — robust DPO (Chowdhury et al. 2024, §3, the debiased loss): an unbiased loss under labels flipped with
   known rate ε: L = [(1−ε)·(−log σ(β·h)) − ε·(−log σ(−β·h))] / (1 − 2ε).

@@ -42,6 +42,11 @@ def whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) 
 
     Advantage normalisation (PPO-max, Zheng et al. 2023 §5.3): the scale of advantages then does not
     depend on the reward's scale, so one learning rate fits every reward.
+
+    Convention: std is the *population* standard deviation of the batch's real tokens (divide by n), so
+    the result has exactly mean 0 and variance 1 over them: the batch is normalised as it is, not used
+    to estimate a wider population. TRL's `masked_whiten` divides by the Bessel-corrected (n − 1)
+    variance, which scales the result by √((n − 1)/n): under 0.1% apart once a batch holds 500 tokens.
     """
     mean, var = masked_mean(x, mask), masked_var(x, mask)
     out = (x - mean) * torch.rsqrt(var + eps)

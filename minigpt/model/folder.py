@@ -1,20 +1,22 @@
 """Portable model folders: `model.safetensors` + `config.json` + `tokenizer.json`.
 
-Every stage writes one; the next stage's `init_from`, `evaluate.py`, the chat CLI and the Hugging Face
-export all read the same folder. Each file is written atomically.
+Every stage writes one; the next stage's `init_from`, `evaluate.py` and the commands (generate, chat,
+the Hugging Face export, expert pruning) all read the same folder. Each file is written atomically.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from minigpt.model.config import ModelConfig
 from minigpt.model.transformer import Transformer
 from minigpt.tokenizer.base import Tokenizer, load_tokenizer
-from minigpt.utils.errors import ConfigError
+from minigpt.utils.errors import ConfigError, DataError
 from minigpt.utils.io import atomic_write
 
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
@@ -32,22 +34,63 @@ def save_model_folder(folder: str | Path, model: Transformer, tokenizer: Tokeniz
     return folder
 
 
-def resolve_model_folder(path: str | Path) -> Path:
-    """Accept a model folder or a run folder (whose `model/` subfolder holds the model)."""
+def resolve_model_folder(path: str | Path, field: str | None = None) -> Path:
+    """Accept a model folder or a run folder (whose `model/` subfolder holds the model).
+
+    `field` names the option the path came from (`run`, `init_from`), so that an error can name it.
+    """
     path = Path(path).expanduser()
     for candidate in (path, path / "model"):
         if (candidate / WEIGHTS).exists() and (candidate / CONFIG).exists():
             return candidate
+    given = f"{field}={path}" if field else str(path)
     raise ConfigError(
-        f"{path} is not a model folder (no {WEIGHTS} + {CONFIG} in it or in its model/ subfolder); "
-        "pass the folder a finished run wrote, e.g. outputs/<date>/<time>/model."
+        f"{given} is not a model folder (no {WEIGHTS} + {CONFIG} in it or in its model/ subfolder); "
+        "pass the folder a finished run wrote, e.g. outputs/train/<date>_<time> or its model/ subfolder."
     )
 
 
-def load_model_folder(path: str | Path, map_location: str = "cpu") -> tuple[Transformer, Tokenizer | None]:
-    """Rebuild the model (weights loaded) and its tokenizer from a model or run folder."""
-    folder = resolve_model_folder(path)
-    model = Transformer(ModelConfig.load(folder / CONFIG))
-    load_model(model, str(folder / WEIGHTS), device=map_location)
+def load_model_folder(
+    path: str | Path, map_location: str = "cpu", field: str | None = None
+) -> tuple[Transformer, Tokenizer | None]:
+    """Rebuild the model (weights loaded) and its tokenizer from a model or run folder.
+
+    A damaged `config.json` or `model.safetensors` (a copy cut short, a disk that filled up) is a
+    `DataError` naming the file and where the same weights can be found again.
+    """
+    folder = resolve_model_folder(path, field)
+    try:
+        config = ModelConfig.load(folder / CONFIG)
+    except json.JSONDecodeError as err:
+        raise DataError(folder / CONFIG, f"is damaged ({err}); {_recovery(folder)}") from None
+    model = Transformer(config)
+    try:
+        load_model(model, str(folder / WEIGHTS), device=map_location)
+    except SafetensorError as err:
+        raise DataError(folder / WEIGHTS, f"is damaged ({err}); {_recovery(folder)}") from None
     tokenizer = load_tokenizer(folder) if (folder / TOKENIZER).exists() else None
     return model.to(torch.device(map_location)), tokenizer
+
+
+def load_model_and_tokenizer(
+    path: str | Path, map_location: str = "cpu", field: str = "run"
+) -> tuple[Transformer, Tokenizer]:
+    """`load_model_folder` for commands that read or write text: a folder without `tokenizer.json` is refused."""
+    model, tokenizer = load_model_folder(path, map_location, field)
+    if tokenizer is None:
+        raise ConfigError(
+            f"{field}={path} has no {TOKENIZER} next to its model, and this command reads or writes text; "
+            "pass a model folder a training run wrote (it saves the tokenizer with the model)."
+        )
+    return model, tokenizer
+
+
+def _recovery(folder: Path) -> str:
+    """Where a damaged model folder's weights can be found again: the run's last Lightning checkpoint."""
+    checkpoint = folder.parent / "checkpoints" / "last.ckpt"
+    if checkpoint.exists():
+        return (
+            f"the run's checkpoint {checkpoint} still holds the weights: rerun its train.py command with "
+            f"ckpt_path={checkpoint} to write a fresh model folder"
+        )
+    return "copy the folder again, or rerun the training with ckpt_path=<run>/checkpoints/last.ckpt to rewrite it"

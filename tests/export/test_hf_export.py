@@ -12,7 +12,9 @@ from minigpt.tokenizer.char import CharTokenizer
 from minigpt.utils.errors import ConfigError
 
 transformers = pytest.importorskip("transformers")
-from minigpt.export.hf import export_hf, family, from_hf, main, to_hf  # noqa: E402
+from minigpt.cli.command import require_values  # noqa: E402
+from minigpt.cli.export_hf import main  # noqa: E402
+from minigpt.export.hf import export_hf, family, from_hf, to_hf  # noqa: E402
 
 VARIANTS = {
     "gpt2": ("gpt", {}),
@@ -35,11 +37,13 @@ def test_hf_model_gives_the_same_logits(tiny_model, variant: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["gpt", "llama"])
-def test_cli_export_loads_in_transformers_and_round_trips(tiny_model, tmp_path: Path, name: str) -> None:
+def test_cli_export_loads_in_transformers_and_round_trips(
+    tiny_model, tmp_path: Path, name: str, compose_command
+) -> None:
     tokenizer = CharTokenizer.train("hello world")
     model = tiny_model(name, init_std=0.3, vocab_size=tokenizer.vocab_size)
     save_model_folder(tmp_path / "run" / "model", model, tokenizer)
-    out = main([f"run={tmp_path / 'run'}", f"out={tmp_path / 'hf'}"])
+    out = main(compose_command("export_hf", f"run={tmp_path / 'run'}", f"out={tmp_path / 'hf'}"))
     loaded = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert loaded.config.eos_token_id == tokenizer.eos_id
     idx = torch.tensor([tokenizer.encode("hello world")])
@@ -50,10 +54,11 @@ def test_cli_export_loads_in_transformers_and_round_trips(tiny_model, tmp_path: 
     for key, value in model.state_dict().items():
         assert torch.equal(back.state_dict()[key], value), key
     assert back_tokenizer is not None and back_tokenizer.to_json() == tokenizer.to_json()
-    main([f"run={tmp_path / 'run'}", f"out={tmp_path / 'hf'}"])  # exporting again replaces the folder
+    # Exporting again replaces the folder.
+    main(compose_command("export_hf", f"run={tmp_path / 'run'}", f"out={tmp_path / 'hf'}"))
 
 
-def test_unmappable_models_and_folders_are_refused(tiny_model, tmp_path: Path) -> None:
+def test_unmappable_models_and_folders_are_refused(tiny_model, tmp_path: Path, compose_command) -> None:
     with pytest.raises(ConfigError, match="neither"):
         family(tiny_model("gpt", norm="rmsnorm").config)  # RMSNorm with learned positions: no HF class
     with pytest.raises(ConfigError, match="neither"):
@@ -67,4 +72,4 @@ def test_unmappable_models_and_folders_are_refused(tiny_model, tmp_path: Path) -
     with pytest.raises(ConfigError, match="config.json"):
         from_hf(tmp_path / "taken")
     with pytest.raises(ConfigError, match="out"):
-        main([f"run={tmp_path}"])
+        require_values(compose_command("export_hf", f"run={tmp_path}"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from minigpt.chat import repl
+from minigpt.cli.chat import repl
 from minigpt.inference.chat import ChatSession
 from minigpt.inference.config import GenerationConfig
 from minigpt.inference.stream import TextStream

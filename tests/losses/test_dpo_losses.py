@@ -55,3 +55,15 @@ def test_implicit_rewards_and_gradient_direction():
 def test_unknown_loss_is_refused():
     with pytest.raises(ValueError, match="Unknown DPO loss"):
         loss("kto")
+
+
+def test_ipo_on_summed_logprobs_is_trls_length_averaged_ipo_with_tau_beta_over_length():
+    # The docstring's convention: completions of L = 4 tokens, TRL's averaged IPO with β = 0.5 has
+    # h_avg = h / 4 = [0.25, 0.125], loss (h_avg − 1)² = [0.5625, 0.765625]; ours with τ = β/L = 0.125
+    # has (h − 4)² = (1 − 4)², (0.5 − 4)² = [9, 12.25] = L² × TRL's.
+    length = 4
+    ours = dpo_loss(POLICY_W, POLICY_L, REF_W, REF_L, beta=0.5 / length, loss_type="ipo").losses
+    trl = dpo_loss(POLICY_W / length, POLICY_L / length, REF_W / length, REF_L / length, beta=0.5, loss_type="ipo")
+    torch.testing.assert_close(trl.losses, torch.tensor([0.5625, 0.765625]))
+    torch.testing.assert_close(ours, torch.tensor([9.0, 12.25]))
+    torch.testing.assert_close(ours, length**2 * trl.losses)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +12,9 @@ from omegaconf import open_dict
 
 from minigpt.model.config import ModelConfig
 from minigpt.model.transformer import Transformer
-from minigpt.utils.loop_parity import plain_train, stage_train
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from loop_parity import plain_train, stage_train  # noqa: E402  (benchmark support, shared with this test)
 
 
 def test_stage_and_plain_loop_give_the_same_losses(compose_train, tmp_path):

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from minigpt.cli.moe_prune import main as prune_main
 from minigpt.evaluation.logs import read_metrics
 from minigpt.evaluation.moe_plots import expert_load_matrix, plot_expert_load
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import load_model_folder
 from minigpt.model.moe import MoELayer
-from minigpt.moe_prune import main as prune_main
 from minigpt.run import train
 from minigpt.stages.moe import UpcycleStage
 from minigpt.utils.errors import ConfigError
@@ -42,7 +42,7 @@ def test_moe_model_pretrains_and_logs_expert_load(compose_train, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_upcycling_starts_at_the_parent_loss_and_improves_then_prunes(compose_train, tmp_path):
+def test_upcycling_starts_at_the_parent_loss_and_improves_then_prunes(compose_train, compose_command, tmp_path):
     dense_cfg = compose_train("trainer.max_steps=30", "trainer.val_check_interval=30", "optim.lr=3e-3",
                               "optim.warmup_steps=5")
     parent = train(dense_cfg)["val/loss"]
@@ -60,8 +60,8 @@ def test_upcycling_starts_at_the_parent_loss_and_improves_then_prunes(compose_tr
     assert model.config.moe.num_experts == 4 and model.blocks[0].ffn.experts.hidden == model.config.mlp_hidden
     assert model.config.n_layer == 2  # the trunk is the parent's
 
-    prune_main(["--model", str(tmp_path / "run"), "--keep", "2", "--out", str(tmp_path / "pruned"),
-                "--text", str(tmp_path / "play.txt"), "--tokens", "2000"])
+    prune_main(compose_command("moe_prune", f"run={tmp_path / 'run'}", "keep=2", f"out={tmp_path / 'pruned'}",
+                               f"text=[{tmp_path / 'play.txt'}]", "tokens=2000"))
     pruned, tokenizer = load_model_folder(tmp_path / "pruned")
     assert pruned.config.moe.num_experts == 2 and tokenizer is not None
 

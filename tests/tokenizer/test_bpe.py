@@ -14,7 +14,6 @@ from minigpt.data.token_cache import encode_documents
 from minigpt.tokenizer import BPETokenizer, load_tokenizer
 from minigpt.tokenizer import build as build_module
 from minigpt.tokenizer.bpe_learn import learn_tokens
-from minigpt.tokenizer.train import compose_config, train_tokenizer
 from minigpt.utils.errors import ConfigError
 
 TEXTS = [
@@ -181,18 +180,6 @@ def test_builder_caches_the_trained_tokenizer(tmp_path, monkeypatch):
     assert again.to_json() == first.to_json()
     with pytest.raises(AssertionError, match="retrained"):  # other texts → another key → trains
         build_module.bpe_tokenizer(lambda: TEXTS[:1], **kwargs)
-
-
-def test_cli_trains_and_writes_both_files(play_file, tmp_path):
-    cfg = compose_config([
-        "data=text_files", f"data.corpus.paths=[{play_file}]", "tokenizer.vocab_size=300",
-        f"paths.cache_dir={tmp_path / 'cache'}", f"out={tmp_path / 'tok'}",
-    ])
-    tok, path = train_tokenizer(cfg)
-    assert path == tmp_path / "tok" / "tokenizer.json" and (tmp_path / "tok" / "tokenizer.tiktoken").exists()
-    assert load_tokenizer(path).to_json() == tok.to_json() and tok.vocab_size == 300
-    with pytest.raises(ConfigError, match="out is not set"):
-        train_tokenizer(compose_config(["data=text_files", f"data.corpus.paths=[{play_file}]"]))
 
 
 def test_a_run_with_tokenizer_bpe_trains_and_saves_it(compose_train, tmp_path):

@@ -1,6 +1,6 @@
 """Chat with a trained model in the terminal.
 
-    python -m minigpt.chat run=outputs/train/<run> [system="You are terse."] [sampling.temperature=0.7]
+    python -m minigpt.cli.chat run=outputs/train/<run> [system="You are terse."] [sampling.temperature=0.7]
 
 Commands: `/reset` forgets the conversation, `/system <text>` sets the system message (and resets),
 `/quit` (or Ctrl-D) leaves. Answers stream token by token. Models whose tokenizer has no chat tokens
@@ -9,15 +9,16 @@ Commands: `/reset` forgets the conversation, `/system <text>` sets the system me
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
+from omegaconf import DictConfig
 from rich.console import Console
 
+from minigpt.cli.command import command
+from minigpt.cli.sampling import generation_config
 from minigpt.inference.chat import ChatSession
-from minigpt.inference.cli import compose_cli, generation_config
-from minigpt.model.folder import load_model_folder
+from minigpt.model.folder import load_model_and_tokenizer
 from minigpt.utils.errors import ConfigError
 
 HELP = "commands: /reset, /system <text>, /quit"
@@ -45,9 +46,7 @@ def repl(
             console.print("[dim]conversation cleared[/dim]")
         elif command == "/system":
             session.set_system(rest.strip())
-            console.print(
-                f"[dim]system message {'set' if rest.strip() else 'removed'}; conversation cleared[/dim]"
-            )
+            console.print(f"[dim]system message {'set' if rest.strip() else 'removed'}; conversation cleared[/dim]")
         elif command.startswith("/"):
             console.print(f"[dim]unknown command {command}; {HELP}[/dim]")
         elif line.strip():
@@ -60,17 +59,13 @@ def repl(
             console.print()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Parse `key=value` options and start the REPL."""
-    cfg = compose_cli("chat", sys.argv[1:] if argv is None else argv)
-    model, tokenizer = load_model_folder(cfg.run, map_location=cfg.device)
-    if tokenizer is None:
-        raise ConfigError(f"run={cfg.run} has no tokenizer.json next to the model; chat needs one.")
+@command("chat")
+def main(cfg: DictConfig) -> None:
+    """Load the model in `cfg.run` and start the REPL."""
+    model, tokenizer = load_model_and_tokenizer(cfg.run, map_location=cfg.device)
     if cfg.sampling.strategy == "beam":
-        raise ConfigError(
-            "sampling.strategy=beam cannot stream a chat answer; use sampling.strategy=sample or greedy."
-        )
-    session = ChatSession(model, tokenizer, generation_config(cfg, tokenizer), system=cfg.system)
+        raise ConfigError("sampling.strategy=beam cannot stream a chat answer; use sampling.strategy=sample or greedy.")
+    session = ChatSession(model, tokenizer, generation_config(cfg.sampling, tokenizer), system=cfg.system)
     console = Console()
     repl(session, console.input, console, torch.Generator(device=cfg.device).manual_seed(cfg.seed))
 

@@ -1,37 +1,33 @@
 """Generate text from a trained model.
 
-    python -m minigpt.generate run=outputs/train/<run> prompt="ROMEO:" sampling.max_new_tokens=200 \\
-        sampling.strategy=sample sampling.temperature=0.8 sampling.top_p=0.9
-    python -m minigpt.generate run=... sampling.strategy=beam sampling.num_beams=4 sampling.length_penalty=1.0
+    python -m minigpt.cli.generate run=outputs/train/<run> prompt="ROMEO:" sampling.max_new_tokens=200 \\
+        sampling.temperature=0.8 sampling.top_p=0.9
+    python -m minigpt.cli.generate run=... sampling.strategy=beam sampling.num_beams=4 num_return_sequences=2
 
-Options are the keys of `conf/generate.yaml`, the decoding ones under `sampling` (conf/sampling/default.yaml).
+Options are the keys of `conf/generate.yaml` and, under `sampling.`, of `conf/sampling/default.yaml`.
 A single sampled sequence is streamed as it is generated.
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Sequence
 
 import torch
+from omegaconf import DictConfig
 from rich.console import Console
 
-from minigpt.inference.cli import compose_cli, generation_config
+from minigpt.cli.command import command
+from minigpt.cli.sampling import generation_config
 from minigpt.inference.generate import Generation, generate
 from minigpt.inference.stream import TextStream
-from minigpt.model.folder import load_model_folder
-from minigpt.utils.errors import ConfigError
+from minigpt.model.folder import load_model_and_tokenizer
 
 
-def main(argv: Sequence[str] | None = None, console: Console | None = None) -> Generation:
-    """Parse `key=value` options, generate, print; returns the `Generation`."""
-    cfg = compose_cli("generate", sys.argv[1:] if argv is None else argv)
+def generate_text(cfg: DictConfig, console: Console | None = None) -> Generation:
+    """Continue `cfg.prompt` with the model in `cfg.run` and print the text; returns the `Generation`."""
     console = console or Console()
-    model, tokenizer = load_model_folder(cfg.run, map_location=cfg.device)
-    if tokenizer is None:
-        raise ConfigError(f"run={cfg.run} has no tokenizer.json next to the model; it cannot read a prompt.")
-    config = generation_config(cfg, tokenizer)
+    model, tokenizer = load_model_and_tokenizer(cfg.run, map_location=cfg.device)
+    config = generation_config(cfg.sampling, tokenizer, num_return_sequences=cfg.num_return_sequences)
     prompt = str(cfg.prompt).replace("\\n", "\n")
     ids = tokenizer.encode(prompt, allow_special=True) or [tokenizer.bos_id or 0]
     generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
@@ -62,10 +58,14 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> G
             console.rule(f"sequence {i} ({out.finish_reasons[i]}){score}")
             console.print(tokenizer.decode(ids + row), markup=False, highlight=False)
     n = int(out.lengths.sum())
-    console.print(
-        f"[dim]{n} tokens in {seconds:.2f} s ({n / seconds:.0f} tokens/s), {out.finish_reasons}[/dim]"
-    )
+    console.print(f"[dim]{n} tokens in {seconds:.2f} s ({n / seconds:.0f} tokens/s), {out.finish_reasons}[/dim]")
     return out
+
+
+@command("generate")
+def main(cfg: DictConfig) -> Generation:
+    """`python -m minigpt.cli.generate`: see the module docstring."""
+    return generate_text(cfg)
 
 
 if __name__ == "__main__":

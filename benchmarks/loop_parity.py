@@ -2,8 +2,9 @@
 
 `plain_train` is model, AdamW on the same parameter groups, the same warmup-cosine schedule, gradient
 clipping — and nothing else. `stage_train` runs the real Lightning stage, trainer and callbacks that
-`train.py` composes. The throughput benchmark times both; a test checks that both give the same losses,
-so a speed gap cannot hide a difference in the maths.
+`train.py` composes. The throughput benchmark (`train_throughput.py`, beside this file) times both;
+`tests/stages/test_loop_parity.py` checks that both give the same losses, so a speed gap cannot hide a
+difference in the maths. Benchmark and test support, not part of the package.
 """
 
 from __future__ import annotations

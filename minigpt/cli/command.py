@@ -1,0 +1,120 @@
+"""One way to start a command: Hydra composes `conf/<name>.yaml`; a user's mistake prints one sentence.
+
+Every entry point (`train.py`, `evaluate.py`, `python -m minigpt.cli.<command>`) is a function of the
+composed config, wrapped by `@command("<name>")`. Hydra parses the `key=value` overrides, as for
+`train.py`. When the function raises a `ConfigError` (a bad option, a damaged or malformed file) or
+Lightning refuses its trainer settings, the message is printed alone to stderr and the process exits
+with status 2: the user reads the sentence that says what to fix instead of a traceback wrapped around
+it. `HYDRA_FULL_ERROR=1` re-raises the error, so a developer still gets the full trace (the switch Hydra
+uses for its own errors); so does a job of a sweep (`-m`), whose failure is the sweeper's to record.
+Mistakes in the command line itself (an unknown key, an unknown option of a config group) are Hydra's:
+it prints them, also without a traceback, and exits with status 1.
+
+Commands that make no run folder (generate, chat, export …) include `hydra: command` in their defaults
+(`conf/hydra/command.yaml`): Hydra then writes nothing and leaves logging alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from minigpt.utils.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+USER_ERROR_STATUS = 2
+T = TypeVar("T")
+
+
+def _is_lightning_refusal(err: BaseException) -> bool:
+    """Lightning's own "your settings are impossible" error (checked without importing Lightning)."""
+    exceptions = sys.modules.get("lightning.fabric.utilities.exceptions")
+    return exceptions is not None and isinstance(err, exceptions.MisconfigurationException)
+
+
+def user_mistake(err: BaseException) -> BaseException | None:
+    """The user's mistake behind `err`: `err` itself, or the cause another error wraps it in
+    (Hydra's `InstantiationException` wraps what a `_target_` raised); None for a bug."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ConfigError) or _is_lightning_refusal(cause):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return None
+
+
+def missing_keys(cfg: DictConfig | ListConfig, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is `???`, found without resolving interpolations.
+
+    (`OmegaConf.missing_keys` resolves them, and a config may hold interpolations into nodes that only
+    exist in another command's config, e.g. a data config's `${model.block_size}` in train_tokenizer.)
+    """
+    found: list[str] = []
+    keys = cfg.keys() if isinstance(cfg, DictConfig) else range(len(cfg))
+    for key in keys:
+        dotted = f"{prefix}{key}" if isinstance(cfg, DictConfig) else f"{prefix[:-1]}[{key}]"
+        if OmegaConf.is_missing(cfg, key):
+            found.append(dotted)
+            continue
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig | ListConfig) and not OmegaConf.is_interpolation(cfg, key):
+            found += missing_keys(node, f"{dotted}.")
+    return found
+
+
+def require_values(cfg: DictConfig) -> None:
+    """Refuse a config whose required keys (`???` in conf/) were not given on the command line."""
+    missing = missing_keys(cfg)
+    if missing:
+        given = " ".join(f"{key}=<value>" for key in missing)
+        raise ConfigError(f"{', '.join(missing)} must be given; add {given} to the command line.")
+
+
+def in_sweep() -> bool:
+    """True in a job of a multirun (`-m`): there a failed job is the sweeper's to record (Optuna marks the
+    trial failed and goes on), so the error is raised to Hydra rather than ending the whole process."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def report_user_mistakes(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
+    """`task`, with a user's mistake printed as its message alone and the exit status 2."""
+
+    @functools.wraps(task)
+    def guarded(cfg: DictConfig) -> T:
+        try:
+            require_values(cfg)
+            return task(cfg)
+        except Exception as err:
+            mistake = user_mistake(err)
+            if mistake is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or in_sweep():
+                raise
+            print(f"error: {mistake}", file=sys.stderr)
+            raise SystemExit(USER_ERROR_STATUS) from None
+
+    return guarded
+
+
+def command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Callable[..., Any]]:
+    """Decorator: `task(cfg)` becomes the command composing `conf/<config_name>.yaml` from the command line.
+
+    The returned function, called without arguments, parses `sys.argv`; called with a composed config
+    (`main(cfg)`, as tests do) it runs the task on it, with the same error reporting.
+    """
+
+    def decorate(task: Callable[[DictConfig], T]) -> Callable[..., Any]:
+        return hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(
+            report_user_mistakes(task)
+        )
+
+    return decorate
