@@ -81,7 +81,7 @@ def with_upstream(cfg: DictConfig) -> DictConfig:
     needs = options.needs.get(stage_name(cfg))
     if not needs:
         return cfg
-    return Upstream(cfg).complete(needs)
+    return Upstream(cfg).complete()
 
 
 class Upstream:
@@ -95,52 +95,52 @@ class Upstream:
         self.products: dict[str, Product] = {}
         self.done: set[str] = set()  # products built or found in this run (SFT feeds both pairs and reward)
         self.aliases: dict[str, str] = {str(self.cache_dir): "<upstream>"}
+        self.needs: DictConfig = self.options.needs.get(stage_name(run)) or OmegaConf.create({})
+        self.used: list[Product] = []
         self.console = Console()
 
     # ---------------------------------------------------------------- the run
-    def complete(self, needs: DictConfig) -> DictConfig:
-        """The run's config with its empty slots filled, after building what they point at."""
+    def plan(self) -> DictConfig:
+        """The run's config with its empty slots pointing at planned products (nothing is built yet)."""
         cfg = copy.deepcopy(self.run)
-        stage = stage_name(cfg)
-        slots = self._model_slots(cfg, needs)
-        for slot, path in slots.items():
-            if OmegaConf.select(cfg, path):  # given: the products built from it start from the user's model
-                self._bind(needs[slot], OmegaConf.select(cfg, path))
-        missing = {path: needs[slot] for slot, path in slots.items() if not OmegaConf.select(cfg, path)}
-        data_note = self._data_note(cfg, needs.get("data"), stage)
-        if not missing and not data_note:
-            return cfg
+        for slot, path in self._model_slots(cfg, self.needs).items():
+            if OmegaConf.select(cfg, path):  # given: what is built from it starts from the user's model
+                self._bind(self.needs[slot], OmegaConf.select(cfg, path))
+        self.used = self.fill(cfg, self.needs)
+        return cfg
+
+    def complete(self) -> DictConfig:
+        """The run's config with its empty slots filled, after building (or finding) what they point at."""
+        stage, run = stage_name(self.run), self.run
+        slots = self._model_slots(run, self.needs)
+        missing = {path: self.needs[slot] for slot, path in slots.items() if not OmegaConf.select(run, path)}
+        action = self._data_action(run, self.needs.get("data"))
+        if not missing and action is None:
+            return run
+        cfg = self.plan()
         if missing:
             self._say(
-                f"stage={stage} was given no " + ", no ".join(f"{p} (the {n} model)" for p, n in missing.items())
-                + f": they come from the upstream cache {self.cache_dir}, built there when missing with this run's "
-                f"model and tokenizer from the recipes of conf/upstream/default.yaml (task {self.task}). To use your "
-                "own, pass " + " ".join(f"{path}=<model folder>" for path in missing) + "."
+                f"stage={stage} was given no {', no '.join(missing)}: it takes the {' and '.join(missing.values())} "
+                f"models from the upstream cache {self.cache_dir}, built there when missing with this run's model "
+                f"and tokenizer from the recipes of conf/upstream/default.yaml (task {self.task}). To use your own, "
+                "pass " + " ".join(f"{path}=<model folder>" for path in missing) + "."
             )
-        if data_note:
-            self._say(data_note)
-        used = self.fill(cfg, needs)
-        for product in used:
+        if action == "replace":
+            self._say(
+                f"stage={stage} trains on {self.needs.data} data, not on this run's pretraining corpus: it uses "
+                f"data={self._data_config(self.needs.data)} (task {self.task}, chosen by stage.reward through "
+                "upstream.task_by_reward). Pass data=… to choose."
+            )
+        elif action == "path":
+            self._say(
+                f"stage={stage} was given no data.path: it uses the "
+                f"{self.options.data_kinds[self.needs.data].path} built below"
+            )
+        for product in self.used:
             self._build(product)
         filled = {path: OmegaConf.select(cfg, path) for path in (*MODEL_SLOTS.values(), "data.path")}
         self._say("ready: " + " ".join(f"{k}={v}" for k, v in filled.items() if isinstance(v, str) and v))
         return cfg
-
-    def _data_note(self, cfg: DictConfig, kind: str | None, stage: str) -> str:
-        """What the console says when the run's data is replaced (or its path filled), else ''."""
-        if kind is None:
-            return ""
-        spec = self.options.data_kinds[kind]
-        if data_target(cfg) not in spec.targets:
-            choice = self._data_config(kind)
-            return (
-                f"stage={stage} trains on {kind} data and this run's data ({data_target(cfg)}) is not: it uses "
-                f"data={choice} (task {self.task}; upstream.task_by_reward picks it from stage.reward). "
-                f"Pass data=… of that kind to choose."
-            )
-        if spec.get("path") and (OmegaConf.is_missing(cfg.data, "path") or not cfg.data.get("path")):
-            return f"stage={stage}: data.path is not set; it uses {spec.path} built from the task {self.task}."
-        return ""
 
     # ---------------------------------------------------------------- filling slots
     def fill(self, cfg: DictConfig, needs: DictConfig) -> list[Product]:
@@ -153,15 +153,31 @@ class Upstream:
                     OmegaConf.update(cfg, path, str(product.path), merge=False)
                     used.append(product)
             kind = needs.get("data")
-            if kind is not None:
-                spec = self.options.data_kinds[kind]
-                if data_target(cfg) not in spec.targets:
-                    cfg.data = compose_train([f"data={self._data_config(kind)}"]).data
-                if spec.get("path") and (OmegaConf.is_missing(cfg.data, "path") or not cfg.data.get("path")):
-                    product = self.product(spec.path)
-                    cfg.data.path = str(product.path)
-                    used.append(product)
+            action = self._data_action(cfg, kind)
+            if action == "replace":
+                cfg.data = compose_train([f"data={self._data_config(kind)}"]).data
+                action = self._data_action(cfg, kind)
+            if action == "path":
+                product = self.product(self.options.data_kinds[kind].path)
+                cfg.data.path = str(product.path)
+                used.append(product)
         return used
+
+    def _data_action(self, cfg: DictConfig, kind: str | None) -> str | None:
+        """`replace` the data (the pretraining corpus, where another kind is needed), fill its `path`, or None.
+
+        Only the pretraining corpus (`upstream.replaceable`, train.yaml's default) is replaced: other data of
+        the wrong kind was chosen by the user, and the stage refuses it with the data to use instead.
+        """
+        if kind is None:
+            return None
+        spec = self.options.data_kinds[kind]
+        if data_target(cfg) not in spec.targets:
+            replaceable = data_target(cfg) in self.options.data_kinds[self.options.replaceable].targets
+            return "replace" if replaceable else None
+        if spec.get("path") and (OmegaConf.is_missing(cfg.data, "path") or not cfg.data.get("path")):
+            return "path"
+        return None
 
     def _model_slots(self, cfg: DictConfig, needs: DictConfig) -> dict[str, str]:
         """The model slots `needs` names that apply to this config: {slot: config key}.
@@ -190,7 +206,8 @@ class Upstream:
         for name in self.run.data.get("tasks") or {}:
             if name in self.options.tasks:
                 return str(name)
-        return str(self.options.task_by_reward.get(self.run.stage.get("reward"), self.options.default_task))
+        reward = self.run.stage.get("reward")
+        return str((reward and self.options.task_by_reward.get(str(reward))) or self.options.default_task)
 
     def _data_config(self, kind: str) -> str:
         """The data config (a name under conf/data/) of `kind` for the chosen task."""
@@ -198,7 +215,8 @@ class Upstream:
         if not choice:
             raise ConfigError(
                 f"upstream.tasks.{self.task}.{kind} is not set, so there is no {kind} data for task {self.task}; "
-                f"add it to conf/upstream/default.yaml, choose upstream.task={list(self.options.tasks)}, or pass data=…."
+                f"add it to conf/upstream/default.yaml, set upstream.task to one of {list(self.options.tasks)}, "
+                "or pass data=…"
             )
         return str(choice)
 
@@ -244,7 +262,9 @@ class Upstream:
         key = options_key({"recipe": name, "sample_from": str(source.path), **options}, self.aliases)
         entry = self.cache_dir / f"{name}-{key}"
         summary = f"{options['n']} prompts × {options['k']} samples of task {self.task} from {source.name}"
-        return Product(name, entry / "pairs.jsonl", entry, partial(write_pairs, source.path, options), [source], summary)
+        return Product(
+            name, entry / "pairs.jsonl", entry, partial(write_pairs, source.path, options), [source], summary
+        )
 
     def _scale_steps(self, cfg: DictConfig) -> None:
         """Short-step mode: scale the recipe's steps, warm-up and validation interval; cap them at max_steps."""
@@ -302,6 +322,7 @@ def write_pairs(source: Path, options: dict[str, Any], folder: Path) -> None:
     if not pairs:
         raise ConfigError(
             f"the {options['k']} samples of {source} tied on all {options['n']} prompts of task {options['task']}, "
-            "so there are no preference pairs; raise upstream.recipes.pairs.k or set upstream.recipes.pairs.with_answer=true."
+            "so there are no preference pairs; raise upstream.recipes.pairs.k "
+            "or set upstream.recipes.pairs.with_answer=true"
         )
     atomic_write_text(folder / "pairs.jsonl", "".join(json.dumps(pair) + "\n" for pair in pairs))
