@@ -18,7 +18,7 @@ from rich.console import Console
 
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import resolve_model_folder
-from minigpt.pipeline import with_upstream
+from minigpt.pipeline.upstream import with_upstream
 from minigpt.scale.loggers import close_loggers, publish_model_folder
 from minigpt.scale.resume import resolve_ckpt_path
 from minigpt.scale.sharding import unshard_stage

@@ -1,5 +1,1 @@
-"""Pipelines across stages: the upstream models a stage needs, built and cached (`with_upstream`)."""
-
-from minigpt.pipeline.upstream import with_upstream
-
-__all__ = ["with_upstream"]
+"""Pipelines across stages: `upstream.with_upstream` builds and caches the models a stage needs and was not given."""
