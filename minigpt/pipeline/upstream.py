@@ -134,8 +134,8 @@ class Upstream:
         if action == "replace":
             self._say(
                 f"stage={stage} trains on {self.needs.data} data, not on this run's pretraining corpus: it uses "
-                f"data={self._data_config(self.needs.data)} (task {self.task}, chosen by stage.reward through "
-                "upstream.task_by_reward). Pass data=… to choose."
+                f"data={self._data_config(self.needs.data)} (task {self.task}: upstream.task, else by stage.reward). "
+                "Pass data=… to choose."
             )
         elif action == "path":
             self._say(
