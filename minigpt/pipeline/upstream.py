@@ -25,6 +25,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
@@ -69,6 +70,13 @@ def _compose_from_conf(overrides: tuple[str, ...]) -> DictConfig:
     """`train.yaml` composed from conf/, remembered: composing takes ~0.1 s and plans repeat the same recipes."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
+
+
+def command_line_overrides() -> list[str]:
+    """The overrides this Hydra run was started with (none outside a Hydra run)."""
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
 
 
 def data_target(cfg: DictConfig) -> str:
@@ -161,13 +169,29 @@ class Upstream:
             kind = needs.get("data")
             action = self._data_action(cfg, kind)
             if action == "replace":
-                cfg.data = compose_train([f"data={self._data_config(kind)}"]).data
+                cfg.data = self._replacement_data(kind)
                 action = self._data_action(cfg, kind)
             if action == "path":
                 product = self.product(self.options.data_kinds[kind].path)
                 cfg.data.path = str(product.path)
                 used.append(product)
         return used
+
+    def _replacement_data(self, kind: str) -> DictConfig:
+        """The data node of `kind` for the task, with the command line's `data.*` overrides that apply to it.
+
+        `python train.py stage=ppo data.batch_size=8` means the PPO prompts' batch size; an override the new
+        data lacks (`data.corpus.paths`) stays with the pretraining corpus, which feeds the pretrain step.
+        """
+        overrides = [f"data={self._data_config(kind)}"]
+        node = compose_train(overrides).data
+        absent = object()
+        for override in command_line_overrides():
+            override = override.lstrip("+")  # `+data.x=…` (added to the corpus) sets an existing key here
+            key = override.split("=", 1)[0]
+            if key.startswith("data.") and OmegaConf.select(node, key[len("data.") :], default=absent) is not absent:
+                overrides.append(override)
+        return compose_train(overrides).data
 
     def _data_action(self, cfg: DictConfig, kind: str | None) -> str | None:
         """`replace` the data (the pretraining corpus, where another kind is needed), fill its `path`, or None.

@@ -81,8 +81,9 @@ def test_cache_key_follows_the_model_and_recipes_not_the_run_settings(tmp_path):
 
 
 def test_each_stage_gets_the_data_and_models_it_needs(tmp_path):
-    ppo, products = planned(compose(tmp_path, "stage=ppo"))
+    ppo, products = planned(compose(tmp_path, "stage=ppo", "data.batch_size=8", "+data.num_val=8"))
     assert ppo.data._target_.endswith("PromptDataModule") and list(ppo.data.tasks) == ["sentiment"]
+    assert ppo.data.batch_size == 8 and ppo.data.num_val == 8  # the command line's data options that apply
     assert ppo.init_from == str(products["sft"] / "model")
     assert ppo.stage.reward_model == str(products["reward"] / "model")
 
