@@ -42,14 +42,15 @@ def folder_digest(folder: Path) -> str:
     return sha.hexdigest()[:KEY_LENGTH]
 
 
-def _drop(tree: dict[str, Any], dotted: str) -> None:
+def _drop(tree: dict[Any, Any], dotted: str) -> None:
     """Remove `a.b.c` from a nested dict, if it is there."""
     *parents, leaf = dotted.split(".")
+    node: Any = tree
     for part in parents:
-        tree = tree.get(part)
-        if not isinstance(tree, dict):
+        node = node.get(part)
+        if not isinstance(node, dict):
             return
-    tree.pop(leaf, None)
+    node.pop(leaf, None)
 
 
 def _rewrite(value: Any, aliases: Mapping[str, str]) -> Any:
