@@ -64,6 +64,9 @@ def test_cache_key_follows_the_model_and_recipes_not_the_run_settings(tmp_path):
                 "task_name=other", run="another_run")
     )  # fmt: skip
     assert same == base
+    # Nor does where the cache lives: a product enters its consumers' keys by its own key, not its path.
+    _, moved = planned(compose(tmp_path, "stage=ppo", f"upstream.cache_dir={tmp_path / 'moved'}"))
+    assert {name: entry.name for name, entry in moved.items()} == {name: entry.name for name, entry in base.items()}
 
     # The model config changes every product.
     _, wider = planned(compose(tmp_path, "stage=ppo", "model.n_embd=48"))
