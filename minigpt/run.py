@@ -18,6 +18,7 @@ from rich.console import Console
 
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import resolve_model_folder
+from minigpt.pipeline.upstream import with_upstream
 from minigpt.scale.loggers import close_loggers, publish_model_folder
 from minigpt.scale.resume import resolve_ckpt_path
 from minigpt.scale.sharding import unshard_stage
@@ -123,6 +124,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     The loggers are finalised whatever happens, so a crash in one job of a sweep does not leave a
     logger (W&B, MLflow) open for the next.
     """
+    cfg = with_upstream(cfg)  # a stage given no init_from / reward model / data gets them built (docs/pipeline.md)
     validate_config(cfg)
     strategy = build_strategy(cfg)  # refuses impossible strategies (DeepSpeed on a CPU) before any work
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.runs_dir)
