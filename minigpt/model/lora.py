@@ -10,7 +10,7 @@ the only part of the (possibly tied) embedding that changes, so merging stays ex
 shares the embedding matrix. `train_rows_from=0` (`lora.train_embedding`) trains every row instead, as
 peft's `modules_to_save` would. A pretrained embedding can be a poor basis for the fine-tuning data: in
 our Shakespeare char model the digits' rows are nearly parallel (cosine ≈ 0.93), and LoRA with them frozen
-stalled on arithmetic (README, SFT results). The whole embedding is vocab × n_embd parameters, a small share.
+stalled on arithmetic (docs/results.md, SFT). The whole embedding is vocab × n_embd parameters, a small share.
 
 Files: an adapter folder holds peft's `adapter_config.json` + `adapter_model.safetensors`, the new rows
 in `new_token_rows.safetensors`, and `tokenizer.json`; `load_adapter` rebuilds the model from a base
