@@ -35,6 +35,8 @@ class SampleGeneration(L.Callback):
         tokenizer = getattr(pl_module, "tokenizer", None)
         if tokenizer is None or trainer.sanity_checking or not trainer.is_global_zero or self.num_samples <= 0:
             return
+        if trainer.fast_dev_run:  # a rehearsal of the loop: it writes nothing into the run folder
+            return
         ids = tokenizer.encode(self.prompt, allow_special=True) or [tokenizer.eos_id or 0]
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         config = GenerationConfig(
@@ -44,7 +46,8 @@ class SampleGeneration(L.Callback):
             num_return_sequences=self.num_samples,
         )
         out = generate(pl_module.model, [ids], config, generator=generator)  # eval mode inside, then restored
-        self.last_samples = [tokenizer.decode(ids + row) for row in out.token_lists()]
+        # skip_special: padding and bos/eos markers are not text (a `<|pad|>` in a sample only confuses)
+        self.last_samples = [tokenizer.decode(ids + row, skip_special=True) for row in out.token_lists()]
         step = trainer.global_step
         console = Console()  # made here, not kept: it holds a lock, and ddp_spawn pickles the callbacks
         for i, text in enumerate(self.last_samples):

@@ -78,7 +78,8 @@ class TextDataModule(L.LightningDataModule):
     """Pretraining data: a corpus, tokenised once into a cached memmap, served as random windows.
 
     The tokenizer is attached by the training script (`attach_tokenizer`) because it may itself be
-    trained on this corpus first.
+    trained on this corpus first. The corpus is checked on construction (`Corpus.check`): empty, binary
+    or too-short files are refused, or skipped with a warning when `skip_bad_files` is set.
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class TextDataModule(L.LightningDataModule):
         num_proc: int = 1,
         seed: int = 1337,
         cache_dir: str | None = None,
+        skip_bad_files: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("max_val_windows", max_val_windows)):
@@ -99,6 +101,7 @@ class TextDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.{name}={value!r} must be a positive integer.")
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={val_fraction} must be between 0 and 1 (e.g. 0.1).")
+        corpus.check(min_chars=seq_len + 1, skip_bad_files=skip_bad_files)  # bad files fail here, not in fit
         self.corpus, self.seq_len, self.batch_size = corpus, seq_len, batch_size
         self.val_fraction, self.max_val_windows = val_fraction, max_val_windows
         self.num_workers, self.num_proc, self.seed, self.cache_dir = num_workers, num_proc, seed, cache_dir

@@ -40,7 +40,7 @@ def resolve_model_folder(path: str | Path) -> Path:
             return candidate
     raise ConfigError(
         f"{path} is not a model folder (no {WEIGHTS} + {CONFIG} in it or in its model/ subfolder); "
-        "pass the folder a finished run wrote, e.g. outputs/<date>/<time>/model."
+        "pass the folder a finished run wrote, e.g. outputs/<task_name>/<date>_<time>/model."
     )
 
 

@@ -1,0 +1,121 @@
+"""The resumable checkpoint: `last.ckpt` at a fixed step cadence and at the end, written atomically.
+
+Lightning's `ModelCheckpoint` mixes two jobs: keeping the best model by a metric, and keeping a
+checkpoint to resume from. Mixed, the second waits for the first: with a monitored metric, a
+step-cadence save is deferred until a validation has produced the metric, and the end of training is
+saved only if it falls on a validation. Here the resumable checkpoint is its own callback, driven by
+steps alone; the best-by-metric one stays Lightning's (`callbacks.best_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from minigpt.scale.resume import LAST
+from minigpt.utils.errors import ConfigError
+
+
+class ResumableCheckpoint(L.Callback):
+    """Save `dirpath/last.ckpt` every `every_n_train_steps` optimizer steps and at the final step.
+
+    The save happens at the end of the training batch that completes the step, before any validation
+    of that step: Lightning resumes such a checkpoint after that validation, whose metrics the loggers
+    already hold (they are flushed at every save and after every validation). A run killed at any
+    moment therefore leaves a `last.ckpt` no older than one cadence, and a metrics log that covers it.
+
+    Args:
+        dirpath: the run's `checkpoints/` folder.
+        every_n_train_steps: the cadence; null saves at the validation steps (`trainer.val_check_interval`).
+        save_top_k: besides `last.ckpt`, keep this many of the newest `step000100.ckpt`-style copies
+            (hard links, no extra disk); 0 keeps none, -1 keeps all.
+    """
+
+    def __init__(self, dirpath: str, every_n_train_steps: int | None = None, save_top_k: int = 0) -> None:
+        if every_n_train_steps is not None and (not isinstance(every_n_train_steps, int) or every_n_train_steps < 1):
+            raise ConfigError(
+                f"callbacks.model_checkpoint.every_n_train_steps={every_n_train_steps!r} must be a positive "
+                "integer (or null: at each validation), e.g. every_n_train_steps=500."
+            )
+        self.dirpath, self.every_n_train_steps, self.save_top_k = Path(dirpath), every_n_train_steps, save_top_k
+        self._saved_step = -1
+
+    def _cadence(self, trainer: L.Trainer) -> int | None:
+        if self.every_n_train_steps is not None:
+            return self.every_n_train_steps
+        interval = trainer.val_check_interval
+        return interval if isinstance(interval, int) and trainer.limit_val_batches != 0 else None
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Save on the cadence, and at the last step."""
+        step, cadence = trainer.global_step, self._cadence(trainer)
+        final = trainer.max_steps is not None and 0 < trainer.max_steps <= step
+        if step > 0 and (final or (cadence and step % cadence == 0)):
+            self.save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Put the validation's metrics on disk, so that the checkpoint before it is covered by the logs."""
+        if not trainer.sanity_checking:
+            for logger in trainer.loggers:
+                logger.save()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A run stopped early (max_time, early stopping) still leaves its last step."""
+        if trainer.global_step > 0:
+            self.save(trainer)
+
+    def save(self, trainer: L.Trainer) -> None:
+        """Write `last.ckpt` for the current step (once per step), then the kept step copies."""
+        if trainer.fast_dev_run or trainer.sanity_checking or trainer.global_step == self._saved_step:
+            return
+        for logger in trainer.loggers:  # the metrics up to this step reach the disk before the checkpoint does
+            logger.save()
+        tmp = self.dirpath / f".{LAST}.tmp"
+        trainer.save_checkpoint(tmp)  # every rank takes part: sharded strategies write one piece each
+        if trainer.is_global_zero:
+            _replace(tmp, self.dirpath / LAST)
+            if self.save_top_k:
+                self._keep_step_copy(trainer.global_step)
+        trainer.strategy.barrier("resumable_checkpoint")
+        self._saved_step = trainer.global_step
+
+    def _keep_step_copy(self, step: int) -> None:
+        last, copy = self.dirpath / LAST, self.dirpath / f"step{step:06d}.ckpt"
+        if copy.exists():
+            _remove(copy)
+        if last.is_dir():
+            shutil.copytree(last, copy)
+        else:
+            try:
+                os.link(last, copy)  # the next save renames a new file onto last.ckpt; this inode stays as it is
+            except OSError:  # a filesystem without hard links
+                shutil.copy2(last, copy)
+        if self.save_top_k > 0:
+            for old in sorted(self.dirpath.glob("step*.ckpt"))[: -self.save_top_k]:
+                _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _replace(src: Path, dst: Path) -> None:
+    """Move `src` onto `dst`: one atomic rename for a file; a sharded (folder) checkpoint swaps folders."""
+    if src.is_dir() and dst.exists():
+        old = dst.with_name(f".{dst.name}.old")
+        if old.exists():
+            _remove(old)
+        os.replace(dst, old)
+        os.replace(src, dst)
+        _remove(old)
+    else:
+        os.replace(src, dst)
