@@ -237,11 +237,12 @@ def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
             f"python -m minigpt.data.preferences run={model} task=arithmetic n=4000 out=prefs.jsonl   # then:",
             f"python train.py stage=dpo init_from={model} data=preferences data.path=prefs.jsonl",
         ],
-        "reward": [f"python train.py stage=ppo init_from=<sft model> stage.reward_model={model} data=prompts/sentiment"],
+        "reward": [f"python train.py stage=ppo init_from=<sft model> stage.reward_model={model} data=prompts/<task>"],
         "dpo": [f"python -m minigpt.chat run={run}"],
         "ppo": [f"python -m minigpt.chat run={run}"],
     }
-    longer = " ".join([*map(shlex.quote, this_run_overrides()), f"resume={run}", f"trainer.max_steps={2 * int(cfg.trainer.max_steps)}"])
+    steps = 2 * int(cfg.trainer.max_steps)
+    longer = " ".join([*map(shlex.quote, this_run_overrides()), f"resume={run}", f"trainer.max_steps={steps}"])
     return [evaluate, *following.get(kind, []), f"python train.py {longer}   # train on"]
 
 

@@ -14,8 +14,8 @@ import warnings
 
 from lightning.pytorch.callbacks import RichProgressBar
 
-NOISE = ("💡 Tip:",)
-LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")  # adverts for Lightning's cloud products, printed on every run
+NOISE = ("💡 Tip:",)  # adverts for Lightning's cloud products, printed on every run
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 
 
 class DropNoise(logging.Filter):

@@ -42,7 +42,7 @@ class Corpus(ABC):
             digest.update(b"\0")
         return digest.hexdigest()[:16]
 
-    def check(self, min_chars: int, skip_bad_files: bool = False) -> None:
+    def check(self, min_chars: int, skip_bad_files: bool = False) -> None:  # noqa: B027 (a no-op by default)
         """Refuse (or, with `skip_bad_files`, drop) documents that are not usable text; pinned corpora are."""
 
 

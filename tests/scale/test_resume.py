@@ -122,7 +122,8 @@ def test_killed_run_resumed_in_its_folder_has_the_uninterrupted_history(run_trai
     )
     assert killed.returncode == -signal.SIGKILL
     assert _ckpt_step(runs / "killed" / "checkpoints" / "last.ckpt") == 10
-    resumed = run_train(*COMMON, f"hydra.run.dir={runs / 'killed'}", f"ckpt_path={runs / 'killed/checkpoints/last.ckpt'}")
+    ckpt = runs / "killed" / "checkpoints" / "last.ckpt"
+    resumed = run_train(*COMMON, f"hydra.run.dir={runs / 'killed'}", f"ckpt_path={ckpt}")
     assert "resumed from step 10" in resumed.stdout + resumed.stderr
     _assert_same_history(runs / "killed", runs / "full")
     assert "resumed from step 10" in (runs / "killed" / "train.log").read_text()  # the resume is an event
@@ -131,7 +132,8 @@ def test_killed_run_resumed_in_its_folder_has_the_uninterrupted_history(run_trai
 @pytest.mark.slow
 def test_fdr_run_is_not_resumed_and_ckpt_last_continues_the_one_real_run(run_train, tmp_path):
     runs = tmp_path / "runs"
-    run_train("trainer.max_steps=30", "callbacks.model_checkpoint.every_n_train_steps=10")
+    every = ("trainer.log_every_n_steps=1", "callbacks.model_checkpoint.every_n_train_steps=10")
+    run_train("trainer.max_steps=30", *every)
     first = sorted(p for p in runs.iterdir() if p.is_dir())
     assert len(first) == 1
     run_train("debug=fdr", "callbacks.samples.num_samples=1", "callbacks.samples.max_new_tokens=4")
@@ -139,7 +141,7 @@ def test_fdr_run_is_not_resumed_and_ckpt_last_continues_the_one_real_run(run_tra
     assert len(fdr) == 1 and not (fdr[0] / "checkpoints").exists()  # fdr writes no checkpoint to mistake
     assert not (fdr[0] / "csv").exists() and not (fdr[0] / "samples.txt").exists()
 
-    resumed = run_train("trainer.max_steps=40", "ckpt_path=last", "callbacks.model_checkpoint.every_n_train_steps=10")
+    resumed = run_train("trainer.max_steps=40", "ckpt_path=last", *every)
     assert "resumed from step 30" in resumed.stdout + resumed.stderr
     assert _ckpt_step(first[0] / "checkpoints" / "last.ckpt") == 40  # it continued in that run's folder
     steps = [int(r["step"]) for r in _metrics_rows(first[0]) if r.get("train/loss")]
@@ -149,5 +151,46 @@ def test_fdr_run_is_not_resumed_and_ckpt_last_continues_the_one_real_run(run_tra
     ambiguous = run_train("ckpt_path=last", check=False)
     assert ambiguous.returncode != 0
     assert first[0].name in ambiguous.stderr + ambiguous.stdout and "resume=" in ambiguous.stderr + ambiguous.stdout
-    again = run_train("trainer.max_steps=50", f"resume={first[0]}", "callbacks.model_checkpoint.every_n_train_steps=10")
+    again = run_train("trainer.max_steps=50", f"resume={first[0]}", *every)
     assert "resumed from step 40" in again.stdout + again.stderr
+
+
+def _weights(run_folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(run_folder / "model" / "model.safetensors")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_kills_and_resumes_end_like_the_uninterrupted_run(run_train, tmp_path, seed):
+    """Fault injection: kill -9 at random steps, resume each time; weights and metrics end up the same."""
+    import random
+
+    runs, steps, cadence = tmp_path / "runs", 12, 3
+    common = (
+        f"trainer.max_steps={steps}",
+        "trainer.val_check_interval=6",
+        "trainer.log_every_n_steps=1",
+        f"callbacks.model_checkpoint.every_n_train_steps={cadence}",
+        "model.dropout=0.1",
+    )
+    run_train(*common, f"hydra.run.dir={runs / 'full'}")
+    folder, rng, done, kills = runs / "faulty", random.Random(seed), 0, []
+    for _ in range(2):  # two kills at random steps, each after the first checkpoint and the last resume
+        kill = rng.randint(max(done + 1, cadence), steps - 1)
+        resume = [f"resume={folder}"] if done else [f"hydra.run.dir={folder}"]
+        proc = run_train(
+            *common, *resume, f"+callbacks.kill._target_={__name__}.KillAt", f"+callbacks.kill.step={kill}",
+            env={"PYTHONPATH": os.path.dirname(__file__)}, check=False,
+        )  # fmt: skip
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        kills.append(kill)
+        done = _ckpt_step(folder / "checkpoints" / "last.ckpt")
+        assert done == kill // cadence * cadence  # the newest cadence checkpoint survived the kill
+    run_train(*common, f"resume={folder}")
+    _assert_same_history(folder, runs / "full")
+    full, faulty = _weights(runs / "full"), _weights(folder)
+    assert full.keys() == faulty.keys()
+    for name in full:
+        assert torch.equal(full[name], faulty[name]), (kills, name)
