@@ -23,10 +23,11 @@ from minigpt.utils.errors import ConfigError
 class ResumableCheckpoint(L.Callback):
     """Save `dirpath/last.ckpt` every `every_n_train_steps` optimizer steps and at the final step.
 
-    The save happens at the end of the training batch that completes the step, before any validation
-    of that step: Lightning resumes such a checkpoint after that validation, whose metrics the loggers
-    already hold (they are flushed at every save and after every validation). A run killed at any
-    moment therefore leaves a `last.ckpt` no older than one cadence, and a metrics log that covers it.
+    The save happens at the end of the training batch that completes the step or, when a validation
+    follows at that step, at the end of the validation: Lightning resumes a checkpoint after the
+    validation of its step, so a checkpoint taken before it would lose that validation to a kill. The
+    loggers are flushed at every save and after every validation, so a run killed at any moment leaves
+    a `last.ckpt` no older than one cadence and a metrics log that covers it.
 
     Args:
         dirpath: the run's `checkpoints/` folder.
@@ -43,6 +44,7 @@ class ResumableCheckpoint(L.Callback):
             )
         self.dirpath, self.every_n_train_steps, self.save_top_k = Path(dirpath), every_n_train_steps, save_top_k
         self._saved_step = -1
+        self._after_validation = -1
 
     def _cadence(self, trainer: L.Trainer) -> int | None:
         if self.every_n_train_steps is not None:
@@ -53,15 +55,22 @@ class ResumableCheckpoint(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Save on the cadence, and at the last step."""
+        """Save on the cadence and at the last step: now, or after this step's validation if one is due."""
         step, cadence = trainer.global_step, self._cadence(trainer)
         final = trainer.max_steps is not None and 0 < trainer.max_steps <= step
         if step > 0 and (final or (cadence and step % cadence == 0)):
-            self.save(trainer)
+            if _validation_due(trainer):
+                self._after_validation = step
+            else:
+                self.save(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Put the validation's metrics on disk, so that the checkpoint before it is covered by the logs."""
-        if not trainer.sanity_checking:
+        """Save the step deferred to after its validation; else just put the validation's metrics on disk."""
+        if trainer.sanity_checking:
+            return
+        if self._after_validation == trainer.global_step:
+            self.save(trainer)
+        else:
             for logger in trainer.loggers:
                 logger.save()
 
@@ -77,7 +86,7 @@ class ResumableCheckpoint(L.Callback):
         for logger in trainer.loggers:  # the metrics up to this step reach the disk before the checkpoint does
             logger.save()
         tmp = self.dirpath / f".{LAST}.tmp"
-        trainer.save_checkpoint(tmp)  # every rank takes part: sharded strategies write one piece each
+        trainer.save_checkpoint(tmp, weights_only=False)  # every rank takes part (sharded: one piece each)
         if trainer.is_global_zero:
             _replace(tmp, self.dirpath / LAST)
             if self.save_top_k:
@@ -99,6 +108,15 @@ class ResumableCheckpoint(L.Callback):
         if self.save_top_k > 0:
             for old in sorted(self.dirpath.glob("step*.ckpt"))[: -self.save_top_k]:
                 _remove(old)
+
+
+def _validation_due(trainer: L.Trainer) -> bool:
+    """Whether Lightning will validate right after this training batch (its own test, a private one)."""
+    loop = trainer.fit_loop
+    try:
+        return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
+    except AttributeError:  # another Lightning version: save before the validation, as Lightning's callback does
+        return False
 
 
 def _remove(path: Path) -> None:

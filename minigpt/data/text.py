@@ -62,7 +62,12 @@ class StridedWindows(Dataset):
 
 
 class ResumableSampler(Sampler[int]):
-    """Yields sample numbers `start, start+1, …, end-1`; `start` is where a resumed run left off."""
+    """Yields sample numbers `start, start+1, …, end-1`; `start` is where a resumed run left off.
+
+    Its length is the whole epoch's, `end`, not what is left: a resumed Lightning loop restores how many
+    batches of the epoch it has already seen and ends the epoch when that count reaches the loader's
+    length, so a length of what is left would end it early and start a second pass over the data.
+    """
 
     def __init__(self, start: int, end: int) -> None:
         self.start, self.end = start, end
@@ -71,7 +76,7 @@ class ResumableSampler(Sampler[int]):
         return iter(range(self.start, self.end))
 
     def __len__(self) -> int:
-        return max(self.end - self.start, 0)
+        return self.end
 
 
 class TextDataModule(L.LightningDataModule):
