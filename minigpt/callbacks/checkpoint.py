@@ -23,11 +23,13 @@ from minigpt.utils.errors import ConfigError
 class ResumableCheckpoint(L.Callback):
     """Save `dirpath/last.ckpt` every `every_n_train_steps` optimizer steps and at the final step.
 
-    The save happens at the end of the training batch that completes the step or, when a validation
-    follows at that step, at the end of the validation: Lightning resumes a checkpoint after the
-    validation of its step, so a checkpoint taken before it would lose that validation to a kill. The
-    loggers are flushed at every save and after every validation, so a run killed at any moment leaves
-    a `last.ckpt` no older than one cadence and a metrics log that covers it.
+    A save has two phases. The state is written (to a temporary name) at the end of the training batch
+    that completes the step or, when a validation follows at that step, at the end of the validation:
+    Lightning resumes a checkpoint *after* the validation of its step, so one taken before it would lose
+    that validation to a kill. It is published as `last.ckpt` at the next hook (the next batch's start,
+    or the end of training), after the loggers have written the step's own metrics, which Lightning
+    hands them only after the batch's callbacks. So `last.ckpt` never claims a step whose metrics are
+    not on disk, and a run killed at any moment resumes onto one continuous history.
 
     Args:
         dirpath: the run's `checkpoints/` folder.
@@ -43,7 +45,8 @@ class ResumableCheckpoint(L.Callback):
                 "integer (or null: at each validation), e.g. every_n_train_steps=500."
             )
         self.dirpath, self.every_n_train_steps, self.save_top_k = Path(dirpath), every_n_train_steps, save_top_k
-        self._saved_step = -1
+        self._written_step = -1  # the step of the state written last (published or pending)
+        self._pending = False  # written, not yet published
         self._after_validation = -1
 
     def _cadence(self, trainer: L.Trainer) -> int | None:
@@ -52,47 +55,58 @@ class ResumableCheckpoint(L.Callback):
         interval = trainer.val_check_interval
         return interval if isinstance(interval, int) and trainer.limit_val_batches != 0 else None
 
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Publish the state written at the previous step: its metrics are logged by now."""
+        self.publish(trainer)
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Save on the cadence and at the last step: now, or after this step's validation if one is due."""
+        """Write on the cadence and at the last step: now, or after this step's validation if one is due."""
         step, cadence = trainer.global_step, self._cadence(trainer)
         final = trainer.max_steps is not None and 0 < trainer.max_steps <= step
         if step > 0 and (final or (cadence and step % cadence == 0)):
             if _validation_due(trainer):
                 self._after_validation = step
             else:
-                self.save(trainer)
+                self.write(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Save the step deferred to after its validation; else just put the validation's metrics on disk."""
-        if trainer.sanity_checking:
-            return
-        if self._after_validation == trainer.global_step:
-            self.save(trainer)
-        else:
-            for logger in trainer.loggers:
-                logger.save()
+        """Write the step deferred to after its validation."""
+        if not trainer.sanity_checking and self._after_validation == trainer.global_step:
+            self.write(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """A run stopped early (max_time, early stopping) still leaves its last step."""
+        """Publish the final step; a run stopped early (max_time, early stopping) is written here first."""
         if trainer.global_step > 0:
-            self.save(trainer)
+            self.write(trainer)
+        self.publish(trainer)
 
-    def save(self, trainer: L.Trainer) -> None:
-        """Write `last.ckpt` for the current step (once per step), then the kept step copies."""
-        if trainer.fast_dev_run or trainer.sanity_checking or trainer.global_step == self._saved_step:
+    def write(self, trainer: L.Trainer) -> None:
+        """Write the current state under a temporary name (once per step); `publish` makes it `last.ckpt`."""
+        if trainer.fast_dev_run or trainer.sanity_checking or trainer.global_step == self._written_step:
+            return
+        trainer.save_checkpoint(self._tmp, weights_only=False)  # every rank takes part (sharded: one piece each)
+        self._written_step, self._pending = trainer.global_step, True
+
+    def publish(self, trainer: L.Trainer) -> None:
+        """Flush the loggers, then move the written state onto `last.ckpt` (and keep a step copy)."""
+        if not self._pending:
             return
         for logger in trainer.loggers:  # the metrics up to this step reach the disk before the checkpoint does
             logger.save()
-        tmp = self.dirpath / f".{LAST}.tmp"
-        trainer.save_checkpoint(tmp, weights_only=False)  # every rank takes part (sharded: one piece each)
         if trainer.is_global_zero:
-            _replace(tmp, self.dirpath / LAST)
+            _replace(self._tmp, self.dirpath / LAST)
             if self.save_top_k:
-                self._keep_step_copy(trainer.global_step)
+                self._keep_step_copy(self._written_step)
         trainer.strategy.barrier("resumable_checkpoint")
-        self._saved_step = trainer.global_step
+        self._pending = False
+
+    @property
+    def _tmp(self) -> Path:
+        return self.dirpath / f".{LAST}.tmp"
 
     def _keep_step_copy(self, step: int) -> None:
         last, copy = self.dirpath / LAST, self.dirpath / f"step{step:06d}.ckpt"
