@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 from omegaconf import DictConfig
 
 from minigpt.cli.command import command
 from minigpt.run import train
+from minigpt.run_config import check_group_choices
 
 
 @command("train")
@@ -16,4 +19,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_group_choices(sys.argv[1:])  # `data=nope`: list every option, the nested tasks/* and prompts/* too
     main()

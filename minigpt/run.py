@@ -6,6 +6,7 @@ Kept apart from `train.py` so that tests and sweeps call `train(cfg)` directly w
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from minigpt.callbacks.console import route_lightning_logs
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import resolve_model_folder
 from minigpt.pipeline.upstream import with_upstream
-from minigpt.scale.loggers import close_loggers, publish_model_folder
-from minigpt.scale.resume import resolve_ckpt_path
+from minigpt.run_config import check_types, missing_values_error
+from minigpt.scale.loggers import close_loggers, continue_logs, publish_model_folder
+from minigpt.scale.resume import checkpoint_step, resolve_ckpt_path
 from minigpt.scale.sharding import unshard_stage
 from minigpt.scale.strategy import build_strategy, distributed_job
 from minigpt.stages.base import Stage
@@ -33,6 +36,8 @@ log = logging.getLogger(__name__)
 
 def validate_config(cfg: DictConfig) -> None:
     """Check the settings that would otherwise fail late (or silently), each with a one-line fix."""
+    missing_values_error(cfg)
+    check_types(cfg)
     optim = cfg.optim
     if optim.lr is None or optim.lr <= 0:
         raise ConfigError(f"optim.lr={optim.lr} must be positive, e.g. optim.lr=1e-3.")
@@ -56,7 +61,7 @@ def validate_config(cfg: DictConfig) -> None:
         )
     if cfg.get("init_from"):
         resolve_model_folder(cfg.init_from, field="init_from")
-    resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.runs_dir)
+    resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir, cfg.paths.runs_dir, cfg.get("resume"))
 
 
 def build_datamodule(cfg: DictConfig) -> Any:
@@ -97,7 +102,7 @@ def build_model_config(cfg: DictConfig, tokenizer: Tokenizer) -> ModelConfig:
 def build_callbacks(cfg: DictConfig, stage: Stage | None = None) -> list[L.Callback]:
     """Instantiate every callback node under `callbacks` (a null entry switches one off).
 
-    The default checkpoint keeps the best `val/loss`; a stage without a validation loss (PPO) names the
+    The best checkpoint keeps the best `val/loss`; a stage without a validation loss (PPO) names the
     metric it is judged by in `Stage.checkpoint_monitor`. `trainer.enable_progress_bar=false` drops the
     progress-bar callback (Lightning refuses the two together).
     """
@@ -107,7 +112,7 @@ def build_callbacks(cfg: DictConfig, stage: Stage | None = None) -> list[L.Callb
         if not node or (bar_off and name == "progress_bar"):
             continue
         overrides = {}
-        if name == "model_checkpoint" and stage is not None and node.get("monitor") == "val/loss":
+        if stage is not None and node.get("monitor") == "val/loss":
             overrides = dict(zip(("monitor", "mode"), stage.checkpoint_monitor))
         callbacks.append(instantiate(node, **overrides))
     return callbacks
@@ -118,16 +123,30 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     return [instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
 
 
+def model_summary(stage: Stage) -> str:
+    """One line for the model: parameters (trained ones if fewer), depth, width, context, vocabulary."""
+    config = stage.model.config
+    total = sum(p.numel() for p in stage.model.parameters())
+    trained = sum(p.numel() for p in stage.model.parameters() if p.requires_grad)
+    share = "" if trained == total else f", {trained / 1e6:.3f}M trained"
+    return (
+        f"model: {total / 1e6:.3f}M parameters{share}; {config.n_layer} layers × {config.n_embd} wide, "
+        f"context {config.block_size}, vocabulary {config.vocab_size}"
+    )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by a composed `train.yaml` config; returns the final metrics.
 
     The loggers are finalised whatever happens, so a crash in one job of a sweep does not leave a
     logger (W&B, MLflow) open for the next.
     """
+    route_lightning_logs()
     cfg = with_upstream(cfg)  # a stage given no init_from / reward model / data gets them built (docs/pipeline.md)
     validate_config(cfg)
     strategy = build_strategy(cfg)  # refuses impossible strategies (DeepSpeed on a CPU) before any work
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.runs_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir, cfg.paths.runs_dir, cfg.get("resume"))
+    resume_step = checkpoint_step(ckpt_path) if ckpt_path else None
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     tokenizer = build_tokenizer(cfg, datamodule)
@@ -139,18 +158,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     stage.compile_model = bool(cfg.get("compile"))
     prepare_fit(stage, datamodule)  # data fitted to the model and handed to the stage; bad pairings fail here
+    if cfg.trainer.get("enable_model_summary"):
+        log.info(model_summary(stage))  # Lightning's table reports FLOPs it cannot count: one line instead
     loggers = build_loggers(cfg)
+    continue_logs(loggers, cfg.paths.output_dir, resume_step or 0)  # a resumed run continues its history
+    if ckpt_path:
+        log.info(f"resumed from step {resume_step if resume_step is not None else '?'}: {ckpt_path}")
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         strategy=strategy,
         callbacks=build_callbacks(cfg, stage),
         logger=loggers or False,
+        enable_model_summary=False,
         **stage.trainer_overrides,
     )
     status = "failed"
     with distributed_job():
         try:
-            for logger in loggers:
+            for logger in loggers if not cfg.trainer.get("fast_dev_run") else []:  # fdr promises no logs
                 logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
             trainer.fit(stage, datamodule=datamodule, ckpt_path=ckpt_path)
             metrics = {
@@ -162,28 +187,81 @@ def train(cfg: DictConfig) -> dict[str, float]:
             if trainer.is_global_zero and not cfg.trainer.get("fast_dev_run"):
                 folder = stage.save_model_folder(Path(cfg.paths.output_dir) / "model")
                 publish_model_folder(loggers, folder)
-                report(cfg, stage, folder, metrics)
+                report(cfg, stage, folder, metrics, datamodule)
             status = "success"
         finally:
             close_loggers(loggers, status)
     return metrics
 
 
-def report(cfg: DictConfig, stage: Stage, folder: Path, metrics: dict[str, float]) -> None:
-    """Print final samples, the metrics and where the run lives."""
+def report(cfg: DictConfig, stage: Stage, folder: Path, metrics: dict[str, float], datamodule: Any = None) -> None:
+    """Print final samples, then the run's numbers, where it lives and the next commands for it."""
+    if cfg.get("final_samples") and stage.tokenizer is not None:
+        print_final_samples(cfg, stage, datamodule)
+    shown = {k: round(v, 4) for k, v in sorted(metrics.items()) if k.startswith(("train/", "val/"))}
+    log.info("done: " + (", ".join(f"{k}={v}" for k, v in shown.items()) or "no metrics were logged"))
+    log.info(f"run folder: {cfg.paths.output_dir}")
+    log.info(f"model folder: {folder}")
+    log.info("next:")
+    for command in next_commands(cfg, Path(cfg.paths.output_dir), stage):
+        log.info(f"  {command}")
+
+
+def print_final_samples(cfg: DictConfig, stage: Stage, datamodule: Any) -> None:
+    """A chat model answers a few of its tasks' prompts; a language model continues a newline."""
     from minigpt.inference.generate import GenerationConfig, generate
 
     console = Console()
     tokenizer = stage.tokenizer
-    if cfg.get("final_samples") and tokenizer is not None:
-        stage.eval()
-        prompt = tokenizer.encode("\n")
-        generator = torch.Generator(device=stage.device).manual_seed(cfg.seed)
-        config = GenerationConfig(**OmegaConf.to_container(cfg.sampling), num_return_sequences=cfg.final_samples)
-        for row in generate(stage.model, [prompt], config, generator=generator, tokenizer=tokenizer).token_lists():
-            console.rule("sample")
-            console.print(tokenizer.decode(prompt + row, skip_special=True), markup=False)
-    shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("val/")}
-    console.rule("done")
-    console.print(f"metrics: {shown}")
-    console.print(f"run folder: {cfg.paths.output_dir}\nmodel folder: {folder}")
+    assert tokenizer is not None
+    stage.eval()
+    tasks = getattr(datamodule, "tasks", None)
+    if tasks:  # SFT on tasks: show what the run was trained to do, scored by the task's gold scorer
+        from minigpt.evaluation.tasks import task_results
+
+        for name, task in dict(tasks).items():
+            for prompt, reply, score in task_results(stage.model, tokenizer, task, split="val", n=cfg.final_samples):
+                console.rule(f"{name} (score {score:g})")
+                console.print(f"user: {prompt}\nassistant: {reply}", markup=False)
+        return
+    prompt = tokenizer.encode("\n")
+    generator = torch.Generator(device=stage.device).manual_seed(cfg.seed)
+    config = GenerationConfig(**OmegaConf.to_container(cfg.sampling), num_return_sequences=cfg.final_samples)
+    for row in generate(stage.model, [prompt], config, generator=generator, tokenizer=tokenizer).token_lists():
+        console.rule("sample")
+        console.print(tokenizer.decode(prompt + row, skip_special=True), markup=False)
+
+
+def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
+    """The two or three commands a user runs next on this run: evaluate it, use it, the next stage on it."""
+    kind = type(stage).__module__.rsplit(".", 1)[-1]  # pretrain, sft, reward, dpo, ppo, moe
+    model = run / "model"
+    evaluate = f"python evaluate.py run={run}" + (" eval=tasks" if kind in ("sft", "dpo", "ppo") else "")
+    following = {
+        "pretrain": [
+            f'python -m minigpt.cli.generate run={run} prompt="ROMEO:"',
+            f"python train.py stage=sft init_from={model} data=tasks/arithmetic",
+        ],
+        "moe": [f'python -m minigpt.cli.generate run={run} prompt="ROMEO:"'],
+        "sft": [
+            f"python -m minigpt.cli.chat run={run}",
+            f"python -m minigpt.cli.preference_pairs run={model} task=arithmetic n=4000 out=prefs.jsonl   # then:",
+            f"python train.py stage=dpo init_from={model} data=preferences data.path=prefs.jsonl",
+        ],
+        "reward": [f"python train.py stage=ppo init_from=<sft model> stage.reward_model={model} data=prompts/<task>"],
+        "dpo": [f"python -m minigpt.cli.chat run={run}"],
+        "ppo": [f"python -m minigpt.cli.chat run={run}"],
+    }
+    steps = 2 * int(cfg.trainer.max_steps)
+    longer = " ".join([*map(shlex.quote, this_run_overrides()), f"resume={run}", f"trainer.max_steps={steps}"])
+    return [evaluate, *following.get(kind, []), f"python train.py {longer}   # train on"]
+
+
+def this_run_overrides() -> list[str]:
+    """The command-line overrides this run was started with, less those that pick its folder or length."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    dropped = ("hydra.run.dir=", "ckpt_path=", "resume=", "trainer.max_steps=")
+    return [o for o in HydraConfig.get().overrides.task if not o.startswith(dropped)]

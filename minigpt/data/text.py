@@ -62,7 +62,12 @@ class StridedWindows(Dataset):
 
 
 class ResumableSampler(Sampler[int]):
-    """Yields sample numbers `start, start+1, …, end-1`; `start` is where a resumed run left off."""
+    """Yields sample numbers `start, start+1, …, end-1`; `start` is where a resumed run left off.
+
+    Its length is the whole epoch's, `end`, not what is left: a resumed Lightning loop restores how many
+    batches of the epoch it has already seen and ends the epoch when that count reaches the loader's
+    length, so a length of what is left would end it early and start a second pass over the data.
+    """
 
     def __init__(self, start: int, end: int) -> None:
         self.start, self.end = start, end
@@ -71,14 +76,15 @@ class ResumableSampler(Sampler[int]):
         return iter(range(self.start, self.end))
 
     def __len__(self) -> int:
-        return max(self.end - self.start, 0)
+        return self.end
 
 
 class TextDataModule(L.LightningDataModule):
     """Pretraining data: a corpus, tokenised once into a cached memmap, served as random windows.
 
     The tokenizer is attached by the training script (`attach_tokenizer`) because it may itself be
-    trained on this corpus first.
+    trained on this corpus first. The corpus is checked on construction (`Corpus.check`): empty, binary
+    or too-short files are refused, or skipped with a warning when `skip_bad_files` is set.
     """
 
     def __init__(
@@ -92,6 +98,7 @@ class TextDataModule(L.LightningDataModule):
         num_proc: int = 1,
         seed: int = 1337,
         cache_dir: str | None = None,
+        skip_bad_files: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("max_val_windows", max_val_windows)):
@@ -99,6 +106,7 @@ class TextDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.{name}={value!r} must be a positive integer.")
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={val_fraction} must be between 0 and 1 (e.g. 0.1).")
+        corpus.check(min_chars=seq_len + 1, skip_bad_files=skip_bad_files)  # bad files fail here, not in fit
         self.corpus, self.seq_len, self.batch_size = corpus, seq_len, batch_size
         self.val_fraction, self.max_val_windows = val_fraction, max_val_windows
         self.num_workers, self.num_proc, self.seed, self.cache_dir = num_workers, num_proc, seed, cache_dir

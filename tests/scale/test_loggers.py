@@ -56,3 +56,76 @@ def test_mlflow_logs_into_a_local_store(compose_train, tmp_path):
     metric_files = list((tmp_path / "runs" / "mlruns").glob("*/*/metrics/val/loss"))
     assert len(metric_files) == 1
     assert float(metric_files[0].read_text().split()[1]) > 0
+
+
+def _csv_steps(path) -> list[int]:
+    import csv
+
+    with open(path, newline="") as f:
+        return [int(row["step"]) for row in csv.DictReader(f)]
+
+
+def test_csv_logger_of_a_resumed_run_keeps_the_rows_before_the_checkpoint(tmp_path):
+    from minigpt.scale.loggers import CSVLogger, continue_logs
+
+    first = CSVLogger(save_dir=tmp_path, name="csv", version="")
+    for step in range(10):
+        first.log_metrics({"train/loss": float(step)}, step=step)
+    first.save()  # a run killed after step 9, its checkpoint at step 6
+    path = tmp_path / "csv" / "metrics.csv"
+    assert _csv_steps(path) == list(range(10))
+
+    resumed = CSVLogger(save_dir=tmp_path, name="csv", version="")
+    continue_logs([resumed], tmp_path, step=6)
+    for step in range(6, 12):
+        resumed.log_metrics({"train/loss": float(step), "val/loss": 1.0}, step=step)  # a new column too
+    resumed.save()
+    assert _csv_steps(path) == list(range(12))  # continued, nothing lost or repeated
+
+    fresh = CSVLogger(save_dir=tmp_path, name="csv", version="")
+    continue_logs([fresh], tmp_path, step=0)  # a new run from step 0 in the same folder starts afresh
+    fresh.log_metrics({"train/loss": 0.0}, step=0)
+    fresh.save()
+    assert _csv_steps(path) == [0]
+
+
+def test_tensorboard_of_a_resumed_run_drops_the_events_after_the_checkpoint(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from minigpt.scale.loggers import continue_logs
+
+    first = TensorBoardLogger(save_dir=tmp_path, name="tb", version="")
+    for step in range(10):
+        first.log_metrics({"loss": float(step)}, step=step)
+    first.finalize("failed")
+    resumed = TensorBoardLogger(save_dir=tmp_path, name="tb", version="")
+    continue_logs([resumed], tmp_path, step=6)
+    for step in range(6, 12):
+        resumed.log_metrics({"loss": 100.0 + step}, step=step)
+    resumed.finalize("success")
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    scalars = [(e.step, e.value) for e in events.Scalars("loss")]
+    assert scalars == [(s, float(s)) for s in range(6)] + [(s, 100.0 + s) for s in range(6, 12)]
+
+
+def test_a_resumed_run_logs_into_the_same_wandb_and_mlflow_runs(tmp_path):
+    from minigpt.scale.loggers import WandbLogger, continue_logs, mlflow_logger
+
+    ids = []
+    for _ in range(2):  # the run, then its resumption in the same folder
+        logger = WandbLogger(save_dir=str(tmp_path / "run"), project="minigpt", mode="offline")
+        continue_logs([logger], tmp_path / "run", step=0)
+        ids.append(logger.experiment.id)
+        logger.finish("success")
+    assert ids[0] == ids[1]
+    other = WandbLogger(save_dir=str(tmp_path / "other"), project="minigpt", mode="offline")
+    assert other._wandb_init["id"] != ids[0]  # another run folder, another W&B run
+
+    runs = []
+    for folder in ("run", "run", "other"):
+        logger = mlflow_logger(experiment_name="t", tracking_uri=f"file:{tmp_path / 'mlruns'}")
+        continue_logs([logger], tmp_path / folder, step=0)
+        runs.append(logger.run_id)
+        logger.finalize("success")
+    assert runs[0] == runs[1] != runs[2]
