@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 from omegaconf import DictConfig
 
 from minigpt.cli.command import command
 from minigpt.run import train
-from minigpt.run_config import check_group_choices
 
 
 @command("train")
@@ -19,5 +16,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    check_group_choices(sys.argv[1:])  # `data=nope`: list every option, the nested tasks/* and prompts/* too
     main()

@@ -18,10 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from minigpt.callbacks.console import route_lightning_logs
+from minigpt.cli.command import require_values
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import resolve_model_folder
 from minigpt.pipeline.upstream import with_upstream
-from minigpt.run_config import check_types, missing_values_error
+from minigpt.run_config import check_types
 from minigpt.scale.loggers import close_loggers, continue_logs, publish_model_folder
 from minigpt.scale.resume import checkpoint_step, resolve_ckpt_path
 from minigpt.scale.sharding import unshard_stage
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 def validate_config(cfg: DictConfig) -> None:
     """Check the settings that would otherwise fail late (or silently), each with a one-line fix."""
-    missing_values_error(cfg)
+    require_values(cfg)
     check_types(cfg)
     optim = cfg.optim
     if optim.lr is None or optim.lr <= 0:
@@ -142,8 +143,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     logger (W&B, MLflow) open for the next.
     """
     route_lightning_logs()
+    validate_config(cfg)  # the user's own mistakes fail before any upstream model is built …
     cfg = with_upstream(cfg)  # a stage given no init_from / reward model / data gets them built (docs/pipeline.md)
-    validate_config(cfg)
+    validate_config(cfg)  # … and the filled-in config is checked again
     strategy = build_strategy(cfg)  # refuses impossible strategies (DeepSpeed on a CPU) before any work
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir, cfg.paths.runs_dir, cfg.get("resume"))
     resume_step = checkpoint_step(ckpt_path) if ckpt_path else None

@@ -73,18 +73,55 @@ def missing_keys(cfg: DictConfig | ListConfig, prefix: str = "") -> list[str]:
     return found
 
 
+# What to write for a value left as `???`; other fields get `<field>=<value>`.
+MISSING_EXAMPLES: dict[str, str] = {
+    "data.path": "data.path=prefs.jsonl",
+    "data.corpus.paths": "data.corpus.paths='[notes/*.txt]'",
+}
+
+
 def require_values(cfg: DictConfig) -> None:
-    """Refuse a config whose required keys (`???` in conf/) were not given on the command line."""
+    """Refuse a config whose required keys (`???` in conf/) were not given, with an example of each."""
     missing = missing_keys(cfg)
     if missing:
-        given = " ".join(f"{key}=<value>" for key in missing)
-        raise ConfigError(f"{', '.join(missing)} must be given; add {given} to the command line.")
+        examples = " ".join(MISSING_EXAMPLES.get(key, f"{key}=<value>") for key in missing)
+        verb = "is" if len(missing) == 1 else "are"
+        raise ConfigError(f"{', '.join(missing)} {verb} not set; give it on the command line, e.g. {examples}.")
+
+
+def check_group_choices(args: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """Refuse a `group=option` argument whose option does not exist, listing every option, nested ones too.
+
+    Hydra's own message lists only the files directly in the group's folder, so `data=tasks/arithmetic`
+    and `data=prompts/sentiment` never appear in it. Sweeps (`model=a,b`) have each option checked.
+    """
+    for arg in args:
+        if arg.startswith(("-", "+", "~")) or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        group = conf_dir / key
+        if "." in key or "/" in key or not group.is_dir() or value == "null":
+            continue
+        for option in value.split(","):
+            if not (group / f"{option}.yaml").is_file():
+                options = sorted(str(p.relative_to(group).with_suffix("")) for p in group.rglob("*.yaml"))
+                raise ConfigError(f"{key}={option} is not an option of {key}/; choose one of: {', '.join(options)}.")
 
 
 def in_sweep() -> bool:
     """True in a job of a multirun (`-m`): there a failed job is the sweeper's to record (Optuna marks the
     trial failed and goes on), so the error is raised to Hydra rather than ending the whole process."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def exit_on_user_mistake(err: Exception) -> None:
+    """Print a user's mistake behind `err` alone and exit with status 2; re-raise anything else (a bug), and
+    everything under `HYDRA_FULL_ERROR=1` or inside a sweep."""
+    mistake = user_mistake(err)
+    if mistake is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or in_sweep():
+        raise err
+    print(f"error: {mistake}", file=sys.stderr)
+    raise SystemExit(USER_ERROR_STATUS) from None
 
 
 def report_user_mistakes(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
@@ -96,11 +133,8 @@ def report_user_mistakes(task: Callable[[DictConfig], T]) -> Callable[[DictConfi
             require_values(cfg)
             return task(cfg)
         except Exception as err:
-            mistake = user_mistake(err)
-            if mistake is None or os.environ.get("HYDRA_FULL_ERROR") == "1" or in_sweep():
-                raise
-            print(f"error: {mistake}", file=sys.stderr)
-            raise SystemExit(USER_ERROR_STATUS) from None
+            exit_on_user_mistake(err)
+            raise  # unreachable: exit_on_user_mistake always raises
 
     return guarded
 
@@ -113,8 +147,19 @@ def command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Callable[
     """
 
     def decorate(task: Callable[[DictConfig], T]) -> Callable[..., Any]:
-        return hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(
+        main = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(
             report_user_mistakes(task)
         )
+
+        @functools.wraps(main)
+        def entry(*args: Any) -> Any:
+            if not args:  # from the command line: refuse an unknown group option with the full list first
+                try:
+                    check_group_choices(sys.argv[1:])
+                except ConfigError as err:
+                    exit_on_user_mistake(err)
+            return main(*args)
+
+        return entry
 
     return decorate

@@ -18,5 +18,5 @@ def test_cli_trains_and_writes_both_files(play_file, tmp_path, compose_command):
     tok, path = train_tokenizer(cfg)
     assert path == tmp_path / "tok" / "tokenizer.json" and (tmp_path / "tok" / "tokenizer.tiktoken").exists()
     assert load_tokenizer(path).to_json() == tok.to_json() and tok.vocab_size == 300
-    with pytest.raises(ConfigError, match="out must be given"):
+    with pytest.raises(ConfigError, match="out is not set"):
         require_values(compose_command("train_tokenizer", "data=text_files", f"data.corpus.paths=[{play_file}]"))
