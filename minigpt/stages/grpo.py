@@ -1,0 +1,500 @@
+"""`stage=grpo`: the GRPO family — critic-free RL that compares G replies to the same prompt.
+
+One training step is one GRPO *iteration* (DeepSeekMath, Shao et al. 2024, Algorithm 1):
+
+1. **Rollout.** The policy samples G = `num_generations` replies to each prompt of the batch through the
+   shared rollout path (`minigpt.rl.rollout`): rows i·G … i·G + G − 1 answer prompt i.
+2. **Score.** A reward per reply (`minigpt.rl.rewards`: a task's gold scorer, a reward-model folder, or
+   a user function), plus DAPO's soft overlong penalty if asked. A NaN or infinite reward stops the run.
+3. **Filter (DAPO's dynamic sampling).** Groups whose rewards are all equal have zero advantage; with
+   `dynamic_sampling` they are dropped and the next batches of prompts refill the update, at most
+   `max_sampling_tries` rollout batches per update (then dropped groups top it up).
+4. **Advantages.** `group_advantages`: the group baseline (mean, or leave-one-out for RLOO) and a scale
+   (group std, batch whitening, or none).
+5. **Optimise.** `num_iterations` (μ) passes of `num_minibatches` optimiser steps of `grpo_loss`: the
+   clipped ratio [1 − ε, 1 + ε_high], one of four token normalisations, a k3 KL to the reference
+   weighted by β, and the MoE auxiliary loss for MoE policies.
+
+Two models instead of PPO's four: the policy and the reference; one when β = 0 (no reference is built)
+or with LoRA (the reference is the policy with its adapters switched off). No value model: the group
+is the baseline.
+
+Step counting: Lightning counts optimiser steps in manual optimisation, so one iteration advances
+`trainer.global_step` by num_iterations × num_minibatches; a batch that only fills the dynamic-sampling
+buffer advances nothing. Validation samples one reply per held-out prompt with a fixed seed and logs
+reward, gold score, KL, length and EOS rate, and a table of samples (as PPO does).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from minigpt.inference.config import GenerationConfig
+from minigpt.losses.grpo import (
+    ADVANTAGES,
+    LOSS_TYPES,
+    REWARD_SCALES,
+    group_advantages,
+    grpo_loss,
+    informative_groups,
+    overlong_penalty,
+)
+from minigpt.losses.ppo import entropy_from_logits, masked_mean
+from minigpt.rl.rewards import ModelReward, build_reward, check_finite
+from minigpt.rl.rollout import Rollout, concat_rollouts, frozen_logprobs, logprobs_of, response_logits, sample_rollout
+from minigpt.rl.samples import SampleTable
+from minigpt.stages.base import Stage
+from minigpt.stages.chat import prepare_chat_model
+from minigpt.utils.errors import ConfigError
+from minigpt.utils.timing import timed
+
+_VAL_METRICS = ("reward", "gold", "kl", "length", "eos")
+OVERLONG = ("none", "mask", "penalty")
+
+
+@dataclass
+class GRPOSettings:
+    """GRPO's hyperparameters; conf/stage/grpo.yaml shows each with its paper's default and meaning."""
+
+    num_generations: int = 8
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    compile_rollouts: bool = False
+    advantage: str = "grpo"
+    scale_rewards: str | None = None
+    loss_type: str = "grpo"
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    beta: float = 0.04
+    num_iterations: int = 1
+    num_minibatches: int = 1
+    micro_batch_size: int | None = None
+    max_grad_norm: float | None = 1.0
+    dynamic_sampling: bool = False
+    max_sampling_tries: int = 3
+    overlong: str = "none"
+    overlong_cache: int = 4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_generations, int) or self.num_generations < 2:
+            raise ConfigError(
+                f"stage.num_generations={self.num_generations!r}: GRPO compares the replies of a group, and a "
+                "group of one has nothing to compare; set stage.num_generations≥2 (e.g. 8)."
+            )
+        for name in ("max_new_tokens", "num_iterations", "num_minibatches", "max_sampling_tries"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"stage.{name}={value!r} must be an integer ≥ 1.")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ConfigError(f"stage.micro_batch_size={self.micro_batch_size} must be ≥ 1 (or null).")
+        for name, value, allowed in (
+            ("advantage", self.advantage, ADVANTAGES),
+            ("loss_type", self.loss_type, LOSS_TYPES),
+            ("overlong", self.overlong, OVERLONG),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"stage.{name}={value!r} is unknown; use one of {list(allowed)}.")
+        if self.scale_rewards is not None and self.scale_rewards not in REWARD_SCALES:
+            raise ConfigError(
+                f"stage.scale_rewards={self.scale_rewards!r} is unknown; use one of {list(REWARD_SCALES)} or null."
+            )
+        if not 0 < self.epsilon < 1:
+            raise ConfigError(f"stage.epsilon={self.epsilon} must be in (0, 1), e.g. 0.2.")
+        if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
+            raise ConfigError(
+                f"stage.epsilon_high={self.epsilon_high} is below stage.epsilon={self.epsilon}: clip-higher widens "
+                f"the upper bound only; set stage.epsilon_high≥{self.epsilon} (DAPO: 0.28) or null."
+            )
+        if self.beta < 0:
+            raise ConfigError(f"stage.beta={self.beta} must be ≥ 0 (0 = no KL and no reference model).")
+        if self.overlong == "penalty" and not 0 < self.overlong_cache <= self.max_new_tokens:
+            raise ConfigError(
+                f"stage.overlong_cache={self.overlong_cache} must be in (0, stage.max_new_tokens={self.max_new_tokens}]."
+            )
+
+    @property
+    def reuses_rollouts(self) -> bool:
+        """Whether the policy moves before the rollout is used up, so π_old must be computed and kept."""
+        return self.num_iterations > 1 or self.num_minibatches > 1
+
+    def generation(self) -> GenerationConfig:
+        """How rollouts sample."""
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            compile=self.compile_rollouts,
+        )
+
+
+@dataclass
+class Scored:
+    """A rollout with the reward of each row (N,), the gold score where known, and its informative groups."""
+
+    rollout: Rollout
+    rewards: Tensor
+    gold: Tensor | None
+
+    def groups(self, keep: Tensor, size: int) -> Scored:
+        """The rows of the groups where `keep` (N / G,) is True."""
+        rows = torch.nonzero(keep.repeat_interleave(size)).squeeze(1).to(self.rewards.device)
+        return Scored(
+            self.rollout.select(rows),
+            self.rewards[rows],
+            None if self.gold is None else self.gold[rows],
+        )
+
+
+def concat_scored(parts: list[Scored]) -> Scored:
+    """One batch from several scored rollouts (the buffer of dynamic sampling)."""
+    gold = [p.gold for p in parts]
+    return Scored(
+        concat_rollouts([p.rollout for p in parts]),
+        torch.cat([p.rewards for p in parts]),
+        None if any(g is None for g in gold) else torch.cat(gold),  # type: ignore[arg-type]
+    )
+
+
+class GRPOStage(Stage):
+    """GRPO, Dr. GRPO, DAPO, RLOO and REINFORCE++ as switches of one stage (see `GRPOSettings`).
+
+    Args (besides `Stage`'s; the GRPO hyperparameters are `GRPOSettings`' fields, passed as keywords):
+        reward: `task` (gold scorer), `model` (needs `reward_model`), `count` (toy: occurrences of
+            `count_text`), or a callable `fn(prompts, completions, tasks) -> scores` (a `_target_` node).
+        lora: the LoRA block (`r: 0` = full fine-tuning); with LoRA the reference is adapters-off.
+        num_shown: samples shown per validation in the table.
+    """
+
+    checkpoint_monitor = ("val/reward", "max")
+    # Manual optimisation clips its own gradients, and an iteration is costly enough to log every one.
+    trainer_overrides: ClassVar[dict[str, Any]] = {"gradient_clip_val": None, "log_every_n_steps": 1}
+
+    def __init__(
+        self,
+        *args: Any,
+        reward: str | Callable[..., Any] = "task",
+        reward_model: str | None = None,
+        count_text: str | None = None,
+        lora: dict[str, Any] | None = None,
+        num_shown: int = 8,
+        **kwargs: Any,
+    ) -> None:
+        names = {f.name for f in fields(GRPOSettings)}
+        self.grpo = GRPOSettings(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
+        super().__init__(*args, **kwargs)
+        self.automatic_optimization = False  # μ passes of minibatch steps per rollout, clipped by hand
+        self.lora = prepare_chat_model(self, lora, stage_name="grpo")
+        self.reward_kind, self.count_text = reward, count_text
+        self.reward_fn: Any = None
+        if reward == "model":
+            self.reward_fn = build_reward("model", reward_model, {}, None)
+            self.check_reward_tokenizer(reward_model)
+        elif callable(reward):
+            self.reward_fn = build_reward(reward, None, {}, None)
+        # The reference: none when β = 0; the policy itself with adapters off under LoRA; else a frozen copy.
+        self.reference: nn.Module | None = None
+        if self.grpo.beta > 0 and not self.lora:
+            self.reference = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.tasks: dict[str, Any] = {}
+        self.iteration = 0
+        self.pending: list[Scored] = []  # dynamic sampling: informative groups waiting for an update
+        self.dropped: list[Scored] = []  # … and the uninformative ones, to top up after the last try
+        self.tries = 0
+        self.sampling_stats: dict[str, list[float]] = {}
+        self.timings: dict[str, float] = {}
+        self.val_metrics = {name: MeanMetric() for name in _VAL_METRICS}
+        for name, metric in self.val_metrics.items():
+            self.add_module(f"val_{name}", metric)
+        self.samples = SampleTable("GRPO", num_shown)
+
+    def check_reward_tokenizer(self, reward_model: str | None) -> None:
+        """A reward model must share the policy's tokenizer: it was trained on this lineage's token ids."""
+        assert isinstance(self.reward_fn, ModelReward) and self.tokenizer is not None
+        theirs = self.reward_fn.scorer.tokenizer
+        if theirs.fingerprint() != self.tokenizer.fingerprint():
+            raise ConfigError(
+                f"stage.reward_model={reward_model} has another tokenizer than the policy "
+                f"({type(theirs).__name__}, {theirs.vocab_size} tokens vs {type(self.tokenizer).__name__}, "
+                f"{self.tokenizer.vocab_size}); train the reward model from the same SFT model (init_from)."
+            )
+
+    # --- setup -------------------------------------------------------------------------------------
+
+    def attach_tasks(self, tasks: dict[str, Any]) -> None:
+        """The tasks of the prompts (gold scorers): the task reward, and gold scores in the logs."""
+        self.tasks = dict(tasks)
+        if self.reward_fn is None:
+            self.reward_fn = build_reward(self.reward_kind, None, self.tasks, self.count_text)  # type: ignore[arg-type]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW on the policy's (or LoRA's) groups, the schedule stepped per optimiser step."""
+        return self.build_optimizer(self.param_groups(self.optim_cfg.weight_decay))
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Full fine-tuning: the model's groups; LoRA: the adapters (and new token rows)."""
+        if not self.lora:
+            return super().param_groups(weight_decay)
+        from minigpt.model.lora import lora_param_groups
+
+        return lora_param_groups(self.model, weight_decay)
+
+    # --- rollout and rewards -----------------------------------------------------------------------
+
+    def rollout(self, batch: dict[str, list[Any]], generations: int, generator: torch.Generator | None = None) -> Rollout:
+        """Sample `generations` replies per prompt of `batch` with the current policy."""
+        assert self.tokenizer is not None
+        return sample_rollout(
+            self.model, self.tokenizer, batch["prompt"], batch["prompt_ids"], self.grpo.generation(),
+            batch["task"], generator, num_generations=generations,
+        )  # fmt: skip
+
+    def score(self, rollout: Rollout) -> tuple[Tensor, Tensor | None]:
+        """The reward of each reply (N,), refused if not finite, and its gold score when every prompt has a task."""
+        rewards = self.reward_fn(rollout.prompts, rollout.completions, rollout.tasks)
+        rewards = torch.as_tensor(rewards, dtype=torch.float32).to(self.device)
+        check_finite(rewards, rollout.prompts, rollout.completions)
+        gold = None
+        if self.tasks and all(t in self.tasks for t in rollout.tasks):
+            gold = torch.tensor(
+                [self.tasks[t].score(p, c) for p, c, t in zip(rollout.prompts, rollout.completions, rollout.tasks)],
+                device=self.device,
+            )
+        return rewards, gold
+
+    def shaped(self, rollout: Rollout, rewards: Tensor) -> Tensor:
+        """The rewards the advantages see: with `overlong=penalty`, plus DAPO's soft length penalty (eq. 13)."""
+        if self.grpo.overlong != "penalty":
+            return rewards
+        lengths = rollout.mask.sum(dim=1) + rollout.finished.long()  # `<|end|>` counts: it is a token spent
+        return rewards + overlong_penalty(lengths, self.grpo.max_new_tokens, self.grpo.overlong_cache)
+
+    def loss_mask(self, rollout: Rollout) -> Tensor:
+        """The tokens that carry loss: real reply tokens, minus truncated replies with `overlong=mask` (DAPO §3.4)."""
+        mask = rollout.mask
+        if self.grpo.overlong == "mask":
+            mask = mask & rollout.finished.unsqueeze(1)
+        return mask
+
+    @contextmanager
+    def reference_model(self) -> Iterator[nn.Module]:
+        """The frozen reference: the copy, or under LoRA the policy with its adapters switched off."""
+        if self.reference is not None:
+            yield self.reference
+            return
+        from minigpt.model.lora import adapters_disabled
+
+        with adapters_disabled(self.model) as model:
+            yield model
+
+    def has_reference(self) -> bool:
+        """Whether a reference exists to measure KL against (a copy, or adapters-off under LoRA)."""
+        return self.reference is not None or self.lora
+
+    # --- dynamic sampling --------------------------------------------------------------------------
+
+    def collect(self, scored: Scored, target_groups: int) -> Scored | None:
+        """Add a rollout to the dynamic-sampling buffer; the batch to train on once it is full, else None.
+
+        Full means `target_groups` informative groups (DAPO §3.2), or `max_sampling_tries` rollout batches
+        drawn, after which the most recent dropped groups top the batch up (they carry no policy gradient
+        but keep the batch's size, so every DDP rank runs the same number of micro-batches). Ranks decide
+        together: an update waits until every rank is full.
+        """
+        g = self.grpo.num_generations
+        keep = informative_groups(self.shaped(scored.rollout, scored.rewards), g)
+        if bool(keep.any()):
+            self.pending.append(scored.groups(keep, g))
+        if not bool(keep.all()):
+            self.dropped.append(scored.groups(~keep, g))
+        self.tries += 1
+        have = sum(len(p.rewards) for p in self.pending) // g
+        ready = have >= target_groups or self.tries >= self.grpo.max_sampling_tries
+        flag = torch.tensor(float(ready), device=self.device)
+        if self.trainer.world_size > 1:
+            flag = self.all_gather(flag).min()
+        if not bool(flag):
+            return None
+        parts, rows = [], 0
+        for part in self.pending + list(reversed(self.dropped)):
+            take = min(len(part.rewards), (target_groups * g) - rows)
+            if take <= 0:
+                break
+            whole = len(part.rewards) // g
+            parts.append(part if take == len(part.rewards) else part.groups(torch.arange(whole) < take // g, g))
+            rows += take
+        self.sampling_stats.setdefault("sampling_tries", []).append(float(self.tries))
+        self.pending, self.dropped, self.tries = [], [], 0
+        return concat_scored(parts)
+
+    # --- optimisation ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def experience(self, rollout: Rollout) -> dict[str, Tensor]:
+        """π_old's log-probs (when the policy moves before the rollout is used up) and the reference's (β > 0)."""
+        out: dict[str, Tensor] = {}
+        if self.grpo.reuses_rollouts:
+            out["old_logprobs"] = frozen_logprobs(self.model, rollout)
+        if self.grpo.beta > 0:
+            with self.reference_model() as reference:
+                out["ref_logprobs"] = frozen_logprobs(reference, rollout)
+        return out
+
+    def optimise(self, rollout: Rollout, advantages: Tensor, exp: dict[str, Tensor]) -> dict[str, float]:
+        """μ passes of `num_minibatches` steps of `grpo_loss`; the mean of each statistic over the steps."""
+        opt = self.optimizers()
+        sched = self.lr_schedulers()
+        s = self.grpo
+        loss_mask = self.loss_mask(rollout)
+        n = len(rollout)
+        minibatch = math.ceil(n / s.num_minibatches)
+        micro = s.micro_batch_size or minibatch
+        totals: dict[str, float] = {}
+        steps = 0
+        for _ in range(s.num_iterations):
+            order = torch.randperm(n, device=self.device) if s.num_minibatches > 1 else torch.arange(n, device=self.device)
+            for start in range(0, n, minibatch):
+                rows = order[start : start + minibatch]
+                num_tokens = float(loss_mask[rows].sum().clamp(min=1))  # DAPO: tokens of the accumulated batch
+                for part in rows.split(micro):
+                    sub = rollout.select(part)
+                    width = sub.response.shape[1]
+                    logits, aux = response_logits(self.model, sub)
+                    logprobs = logprobs_of(logits, sub)
+                    old = exp["old_logprobs"][part, :width] if "old_logprobs" in exp else logprobs.detach()
+                    ref = exp["ref_logprobs"][part, :width] if "ref_logprobs" in exp else None
+                    mask = loss_mask[part, :width]
+                    out = grpo_loss(
+                        logprobs, old, advantages[part], mask, s.epsilon, s.epsilon_high, s.beta, ref,
+                        s.loss_type, s.max_new_tokens, num_tokens,  # type: ignore[arg-type]
+                    )  # fmt: skip
+                    share = len(part) / len(rows)
+                    weight = 1.0 if s.loss_type == "dapo" else share  # dapo's normaliser already spans the rows
+                    self.manual_backward(out.loss * weight + self.aux_loss(aux) * share)
+                    with torch.no_grad():
+                        entropy = masked_mean(entropy_from_logits(logits), sub.mask)
+                    for key, value in (("loss", out.loss), ("policy_loss", out.policy_loss), ("kl", out.kl),
+                                       ("clip_low", out.clip_low), ("clip_high", out.clip_high),
+                                       ("entropy", entropy)):  # fmt: skip
+                        totals[key] = totals.get(key, 0.0) + float(value) * share
+                if s.max_grad_norm:
+                    self.clip_gradients(opt, gradient_clip_val=s.max_grad_norm, gradient_clip_algorithm="norm")
+                opt.step()
+                if sched is not None:
+                    sched.step()  # type: ignore[union-attr]
+                opt.zero_grad(set_to_none=True)
+                steps += 1
+        return {key: value / steps for key, value in totals.items()}
+
+    def training_step(self, batch: dict[str, list[Any]], batch_idx: int) -> None:
+        """One GRPO iteration: rollout → score → (filter) → advantages → optimise; logs what it measured."""
+        g = self.grpo.num_generations
+        start = time.perf_counter()
+        with timed(self.timings, "generate"):
+            rollout = self.rollout(batch, g)
+        with timed(self.timings, "score"):
+            rewards, gold = self.score(rollout)
+        shaped = self.shaped(rollout, rewards)
+        self.sampling_stats.setdefault("frac_reward_zero_std", []).append(
+            1.0 - float(informative_groups(shaped, g).float().mean())
+        )
+        self.sampling_stats.setdefault("reward", []).extend(rewards.tolist())
+        scored = Scored(rollout, rewards, gold)
+        if self.grpo.dynamic_sampling:
+            ready = self.collect(scored, target_groups=len(batch["prompt"]))
+            if ready is None:
+                self.timings["other"] = self.timings.get("other", 0.0) + time.perf_counter() - start
+                return
+            scored = ready
+        rollout, rewards, gold = scored.rollout, scored.rewards, scored.gold
+        with timed(self.timings, "optimise"):
+            advantages = group_advantages(self.shaped(rollout, rewards), g, self.grpo.advantage, self.grpo.scale_rewards)  # type: ignore[arg-type]
+            stats = self.optimise(rollout, advantages, self.experience(rollout))
+        self.iteration += 1
+        self.log_iteration(rollout, rewards, gold, stats)
+
+    def log_iteration(self, rollout: Rollout, rewards: Tensor, gold: Tensor | None, stats: dict[str, float]) -> None:
+        """Log the iteration: rewards of everything sampled, the trained batch's lengths, losses and timings."""
+        sampled = torch.tensor(self.sampling_stats.pop("reward"))
+        lengths = rollout.mask.sum(dim=1).float()
+        metrics: dict[str, Any] = {
+            "reward": sampled.mean(), "reward_std": sampled.std() if sampled.numel() > 1 else torch.zeros(()),
+            "response_length": lengths.mean(), "eos_rate": rollout.finished.float().mean(),
+            "iteration": float(self.iteration), **stats,
+        }  # fmt: skip
+        for key, values in self.sampling_stats.items():
+            metrics[key] = sum(values) / len(values)
+        self.sampling_stats = {}
+        if gold is not None:
+            metrics["gold"] = gold.float().mean()
+            wrong = gold < 1.0
+            if bool(wrong.any()):
+                metrics["response_length_wrong"] = lengths[wrong.to(lengths.device)].mean()
+        total = sum(self.timings.values())
+        metrics["tokens_per_s"] = float(lengths.sum()) / max(total, 1e-9)
+        self.log_dict({f"train/{k}": v for k, v in metrics.items() if k not in ("reward", "gold")})
+        self.log_dict({f"train/{k}": metrics[k] for k in ("reward", "gold") if k in metrics}, prog_bar=True)
+        self.log_dict({f"time/{k}": v for k, v in self.timings.items()})
+        self.timings = {}
+
+    # --- validation --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate_batch(self, batch: dict[str, list[Any]], generator: torch.Generator) -> tuple[dict[str, Tensor], Rollout]:
+        """Reward, gold, KL to the reference (Σ over each reply), length and EOS rate of one reply per prompt."""
+        rollout = self.rollout(batch, 1, generator)
+        rewards, gold = self.score(rollout)
+        mask = rollout.mask.float()
+        out = {"reward": rewards, "length": mask.sum(dim=1), "eos": rollout.finished.float()}
+        if self.has_reference():
+            with self.reference_model() as reference:
+                ref = frozen_logprobs(reference, rollout)
+            out["kl"] = ((frozen_logprobs(self.model, rollout) - ref) * mask).sum(dim=1)
+        if gold is not None:
+            out["gold"] = gold
+        return out, rollout
+
+    def on_validation_epoch_start(self) -> None:
+        """Fixed-seed sampling at every validation: the curves compare like with like."""
+        self.val_generator = torch.Generator(device=self.device).manual_seed(0)
+        self.samples.clear()
+
+    def validation_step(self, batch: dict[str, list[Any]], batch_idx: int) -> None:
+        """Accumulate the validation metrics of replies to held-out prompts, and the samples to show."""
+        out, rollout = self.evaluate_batch(batch, self.val_generator)
+        for name, values in out.items():
+            self.val_metrics[name].update(values)
+        self.samples.add(rollout, out)
+
+    def on_validation_epoch_end(self) -> None:
+        """Log `val/reward`, `val/gold`, `val/kl`, `val/length`, `val/eos` and show the samples table."""
+        for name, metric in self.val_metrics.items():
+            if metric.update_count:
+                self.log(f"val/{name}", metric.compute(), prog_bar=name in ("reward", "gold"), sync_dist=True)
+            metric.reset()
+        if not self.trainer.sanity_checking:
+            self.samples.show(self, self.iteration)
+
+    # --- checkpoints -------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the state outside the weights: the iteration count (a partial dynamic-sampling buffer is resampled)."""
+        checkpoint["grpo"] = {"iteration": self.iteration}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore what `on_save_checkpoint` saved."""
+        state = checkpoint.get("grpo")
+        if state:
+            self.iteration = state["iteration"]
