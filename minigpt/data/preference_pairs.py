@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
-from minigpt.evaluation.gold import sample_replies
 from minigpt.evaluation.tasks import with_chat_tokens
+from minigpt.inference.config import GenerationConfig
 from minigpt.model.folder import load_model_folder
+from minigpt.rl.rollout import sample_rollouts
 from minigpt.tasks.base import Task, get_task
 from minigpt.utils.errors import ConfigError
 from minigpt.utils.io import atomic_write_text
@@ -60,10 +61,13 @@ def make_pairs(
     examples = task.examples("train", n)
     generator = torch.Generator().manual_seed(seed)
     prompts = [ex.prompt for ex in examples]
-    groups = sample_replies(model, tokenizer, prompts, k, temperature, max_new_tokens, generator)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature)
+    # Rows are prompt-major: the k samples of prompt i are replies[i·k : (i+1)·k].
+    rollouts = sample_rollouts(model, tokenizer, prompts, config, k, generator)
+    replies = [reply for rollout in rollouts for reply in rollout.completions]
     pairs = []
-    for ex, group in zip(examples, groups):
-        candidates = [r.text for r in group] + ([ex.answer] if with_answer else [])
+    for i, ex in enumerate(examples):
+        candidates = replies[i * k : (i + 1) * k] + ([ex.answer] if with_answer else [])
         pair = best_worst_pair(ex.prompt, candidates, task)
         if pair is not None:
             pairs.append(pair)

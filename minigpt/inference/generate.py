@@ -21,6 +21,7 @@ from minigpt.inference.sampling import process_logits, sample_from
 from minigpt.model.transformer import Transformer
 from minigpt.tokenizer.base import Tokenizer
 from minigpt.utils.errors import ConfigError
+from minigpt.utils.modes import eval_mode
 
 __all__ = ["Generation", "GenerationConfig", "generate"]
 
@@ -139,18 +140,13 @@ def generate(
     if config.stop_strings and tokenizer is None:
         raise ConfigError("stop_strings need the tokenizer: pass tokenizer=... to generate().")
     stop_strings = _StopStrings(tokenizer, config.stop_strings) if config.stop_strings else None
-    was_training = model.training
-    model.eval()
-    try:
-        # inference_mode skips autograd bookkeeping (version counters, view tracking): less per-op overhead.
-        with torch.inference_mode():
-            decoder = BatchDecoder(model, _as_prompt_lists(prompts), config.max_new_tokens, compile=config.compile)
-            if config.strategy == "beam":
-                out = beam_search(decoder, config, pad_id)
-            else:
-                out = _sample(decoder, config, pad_id, stop_strings, generator, on_token)
-    finally:
-        model.train(was_training)
+    # inference_mode skips autograd bookkeeping (version counters, view tracking): less per-op overhead.
+    with eval_mode(model), torch.inference_mode():
+        decoder = BatchDecoder(model, _as_prompt_lists(prompts), config.max_new_tokens, compile=config.compile)
+        if config.strategy == "beam":
+            out = beam_search(decoder, config, pad_id)
+        else:
+            out = _sample(decoder, config, pad_id, stop_strings, generator, on_token)
     # Copies made outside inference mode are ordinary tensors, usable in a training step (RL stages).
     tensors = {"tokens": out.tokens, "logprobs": out.logprobs, "lengths": out.lengths, "scores": out.scores}
     return dataclasses.replace(out, **{k: v.clone() for k, v in tensors.items() if v is not None})

@@ -12,6 +12,7 @@ from minigpt.model.config import MoEConfig
 from minigpt.model.moe import MoELayer
 from minigpt.model.transformer import Transformer
 from minigpt.utils.errors import ConfigError
+from minigpt.utils.modes import eval_mode
 
 
 def _moe_layers(model: Transformer) -> list[MoELayer]:
@@ -61,15 +62,13 @@ def expert_load(model: Transformer, batches: Iterable[Tensor]) -> Tensor:
 
     Token choice: share of routing assignments; expert choice: share of gate weight (see `MoELayer`).
     """
-    was_training = model.training
-    model.eval()
     total, tokens = None, 0
-    for idx in batches:
-        _, aux = model(idx)
-        load = torch.stack([stats["load"] for stats in aux["moe"]]) * idx.numel()
-        total = load if total is None else total + load
-        tokens += idx.numel()
-    model.train(was_training)
+    with eval_mode(model):
+        for idx in batches:
+            _, aux = model(idx)
+            load = torch.stack([stats["load"] for stats in aux["moe"]]) * idx.numel()
+            total = load if total is None else total + load
+            tokens += idx.numel()
     if total is None:
         raise ConfigError("expert_load got no batches; give it some text to route.")
     return total / tokens

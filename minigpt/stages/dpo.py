@@ -33,8 +33,10 @@ from torchmetrics import MeanMetric
 from minigpt.losses.dpo import LOSS_TYPES, DPOLossType, DPOOutput, dpo_loss
 from minigpt.losses.logprobs import completion_targets, sequence_logprobs
 from minigpt.model.transformer import Transformer
+from minigpt.rl.rollout import Rollout, frozen_logprobs
 from minigpt.stages.sft import SFTStage
 from minigpt.utils.errors import ConfigError
+from minigpt.utils.modes import eval_mode
 
 _METRICS = ("loss", "chosen_reward", "rejected_reward", "margin", "accuracy")
 
@@ -112,13 +114,8 @@ class DPOStage(SFTStage):
     def reference_model(self) -> Iterator[nn.Module]:
         """The frozen reference, in eval mode (Lightning's `train()` on the stage would reach a copy)."""
         if self.reference is None:
-            with adapters_disabled(self.model) as model:
-                was_training = model.training
-                model.eval()
-                try:
-                    yield model
-                finally:
-                    model.train(was_training)
+            with adapters_disabled(self.model) as model, eval_mode(model):
+                yield model
         else:
             yield self.reference.eval()
 
@@ -176,7 +173,7 @@ class DPOStage(SFTStage):
 
     def gold_scores(self, prefix: str) -> dict[str, float]:
         """Gold score and KL to the reference of sampled replies, per task of the datamodule."""
-        from minigpt.evaluation.gold import Reply, gold_eval, reference_logprobs
+        from minigpt.evaluation.gold import gold_eval
 
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
         tasks = getattr(datamodule, "tasks", None)
@@ -184,11 +181,10 @@ class DPOStage(SFTStage):
             return {}
         assert self.tokenizer is not None
         out: dict[str, float] = {}
-        pad = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
 
-        def reference(replies: list[Reply]) -> Tensor:
+        def reference(rollout: Rollout) -> Tensor:
             with self.reference_model() as model:
-                return reference_logprobs(model, replies, pad)
+                return frozen_logprobs(model, rollout)
 
         for name, task in tasks.items():
             prompts = [ex.prompt for ex in task.examples("val", datamodule.num_eval)]

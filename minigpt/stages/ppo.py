@@ -65,10 +65,11 @@ from minigpt.losses.ppo import (
 )
 from minigpt.model.heads import ScalarHead, ValueModel
 from minigpt.rl.rewards import ModelReward, build_reward
-from minigpt.rl.rollout import Rollout, frozen_logprobs, gather_logprobs, response_hidden, sample_rollout
+from minigpt.rl.rollout import Rollout, frozen_logprobs, logprobs_of, response_hidden, sample_rollout
 from minigpt.stages.sft import SFTStage
 from minigpt.utils.errors import ConfigError
 from minigpt.utils.io import atomic_write_text
+from minigpt.utils.modes import eval_mode
 
 _VAL_METRICS = ("reward", "gold", "kl", "length", "eos")
 
@@ -293,12 +294,10 @@ class PPOStage(SFTStage):
     def experience(self, rollout: Rollout, scores: Tensor) -> dict[str, Tensor]:
         """Old and reference log-probs, values, KL, per-token rewards, advantages and returns, all (B, L)."""
         mask = rollout.mask.float()
-        was_training = self.training
-        self.eval()
-        hidden, _ = response_hidden(self.model, rollout)  # one pass gives π_old and, if shared, the values
-        old_logprobs = gather_logprobs(self.model.lm_head(hidden), rollout.response) * mask
-        values = self.values(rollout, hidden) * mask
-        self.train(was_training)
+        with eval_mode(self):
+            hidden, _ = response_hidden(self.model, rollout)  # one pass gives π_old and, if shared, the values
+            old_logprobs = logprobs_of(self.model.lm_head(hidden), rollout)
+            values = self.values(rollout, hidden) * mask
         ref_logprobs = frozen_logprobs(self.reference, rollout)
         scores = scores + self.ppo.missing_eos_penalty * (~rollout.finished).float()
         if self.ppo.normalize_reward:
@@ -319,7 +318,7 @@ class PPOStage(SFTStage):
         mask = rollout.mask.float()
         hidden, aux = response_hidden(self.model, rollout)
         logits = self.model.lm_head(hidden)
-        logprobs = gather_logprobs(logits, rollout.response)
+        logprobs = logprobs_of(logits, rollout)
         values = self.values(rollout, hidden if self.share_trunk else None)
         policy = policy_loss(logprobs, exp["old_logprobs"], exp["advantages"], mask, self.ppo.clip_range)
         v_loss, v_clip = value_loss(values, exp["values"], exp["returns"], mask, self.ppo.value_clip)
