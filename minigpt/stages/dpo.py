@@ -41,21 +41,6 @@ from minigpt.utils.modes import eval_mode
 _METRICS = ("loss", "chosen_reward", "rejected_reward", "margin", "accuracy")
 
 
-@contextlib.contextmanager
-def adapters_disabled(model: nn.Module) -> Iterator[nn.Module]:
-    """`model` with every LoRA adapter switched off (the base model) inside the block."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
-    for layer in layers:
-        layer.enable_adapters(False)
-    try:
-        yield model
-    finally:
-        for layer in layers:
-            layer.enable_adapters(True)
-
-
 def completion_logprobs(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Any]]:
     """Σ log π over each row's reply tokens (2B,), and the model's aux dict."""
     inputs, targets = completion_targets(batch["input_ids"], batch["completion_mask"])
@@ -114,6 +99,8 @@ class DPOStage(SFTStage):
     def reference_model(self) -> Iterator[nn.Module]:
         """The frozen reference, in eval mode (Lightning's `train()` on the stage would reach a copy)."""
         if self.reference is None:
+            from minigpt.model.lora import adapters_disabled
+
             with adapters_disabled(self.model) as model, eval_mode(model):
                 yield model
         else:

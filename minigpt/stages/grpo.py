@@ -54,7 +54,7 @@ from minigpt.rl.rewards import ModelReward, build_reward, check_finite
 from minigpt.rl.rollout import Rollout, concat_rollouts, frozen_logprobs, logprobs_of, response_logits, sample_rollout
 from minigpt.rl.samples import SampleTable
 from minigpt.stages.base import Stage
-from minigpt.stages.chat import prepare_chat_model
+from minigpt.tokenizer.chat import add_chat_tokens
 from minigpt.utils.errors import ConfigError
 from minigpt.utils.timing import timed
 
@@ -121,7 +121,8 @@ class GRPOSettings:
             raise ConfigError(f"stage.beta={self.beta} must be ≥ 0 (0 = no KL and no reference model).")
         if self.overlong == "penalty" and not 0 < self.overlong_cache <= self.max_new_tokens:
             raise ConfigError(
-                f"stage.overlong_cache={self.overlong_cache} must be in (0, stage.max_new_tokens={self.max_new_tokens}]."
+                f"stage.overlong_cache={self.overlong_cache} must be in "
+                f"(0, stage.max_new_tokens={self.max_new_tokens}]."
             )
 
     @property
@@ -158,11 +159,11 @@ class Scored:
         )
 
 
-def concat_scored(parts: list[Scored]) -> Scored:
+def concat_scored(parts: list[Scored], pad_id: int) -> Scored:
     """One batch from several scored rollouts (the buffer of dynamic sampling)."""
     gold = [p.gold for p in parts]
     return Scored(
-        concat_rollouts([p.rollout for p in parts]),
+        concat_rollouts([p.rollout for p in parts], pad_id),
         torch.cat([p.rewards for p in parts]),
         None if any(g is None for g in gold) else torch.cat(gold),  # type: ignore[arg-type]
     )
@@ -196,7 +197,7 @@ class GRPOStage(Stage):
         self.grpo = GRPOSettings(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
         super().__init__(*args, **kwargs)
         self.automatic_optimization = False  # μ passes of minibatch steps per rollout, clipped by hand
-        self.lora = prepare_chat_model(self, lora, stage_name="grpo")
+        self.lora = self.prepare_chat_model(lora)
         self.reward_kind, self.count_text = reward, count_text
         self.reward_fn: Any = None
         if reward == "model":
@@ -220,6 +221,22 @@ class GRPOStage(Stage):
             self.add_module(f"val_{name}", metric)
         self.samples = SampleTable("GRPO", num_shown)
 
+    def prepare_chat_model(self, lora: dict[str, Any] | None) -> bool:
+        """Add the chat tokens (growing the embedding) and, with `lora.r > 0`, the adapters; whether LoRA is on."""
+        if self.tokenizer is None:
+            raise ConfigError("stage=grpo has no tokenizer; set init_from=<sft model folder>.")
+        old_vocab = self.model.config.vocab_size
+        add_chat_tokens(self.tokenizer)
+        if self.tokenizer.vocab_size > old_vocab:
+            self.model.resize_vocab(self.tokenizer.vocab_size)
+        if not (lora and lora.get("r", 0)):
+            return False
+        from minigpt.model.lora import apply_lora, lora_config
+
+        config = lora_config(lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"], "none")
+        apply_lora(self.model, config, train_rows_from=None)  # nothing outside the adapters: adapters-off is π_ref
+        return True
+
     def check_reward_tokenizer(self, reward_model: str | None) -> None:
         """A reward model must share the policy's tokenizer: it was trained on this lineage's token ids."""
         assert isinstance(self.reward_fn, ModelReward) and self.tokenizer is not None
@@ -239,6 +256,13 @@ class GRPOStage(Stage):
         if self.reward_fn is None:
             self.reward_fn = build_reward(self.reward_kind, None, self.tasks, self.count_text)  # type: ignore[arg-type]
 
+    def setup(self, stage: str) -> None:
+        """Take the prompts' tasks from the datamodule (until the task wrapper hands them over)."""
+        if self._trainer is not None and self.trainer.datamodule is not None:
+            self.attach_tasks(getattr(self.trainer.datamodule, "tasks", {}) or {})
+        elif self.reward_fn is None:
+            self.attach_tasks({})
+
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW on the policy's (or LoRA's) groups, the schedule stepped per optimiser step."""
         return self.build_optimizer(self.param_groups(self.optim_cfg.weight_decay))
@@ -253,7 +277,9 @@ class GRPOStage(Stage):
 
     # --- rollout and rewards -----------------------------------------------------------------------
 
-    def rollout(self, batch: dict[str, list[Any]], generations: int, generator: torch.Generator | None = None) -> Rollout:
+    def rollout(
+        self, batch: dict[str, list[Any]], generations: int, generator: torch.Generator | None = None
+    ) -> Rollout:
         """Sample `generations` replies per prompt of `batch` with the current policy."""
         assert self.tokenizer is not None
         return sample_rollout(
@@ -323,7 +349,7 @@ class GRPOStage(Stage):
         have = sum(len(p.rewards) for p in self.pending) // g
         ready = have >= target_groups or self.tries >= self.grpo.max_sampling_tries
         flag = torch.tensor(float(ready), device=self.device)
-        if self.trainer.world_size > 1:
+        if self._trainer is not None and self.trainer.world_size > 1:
             flag = self.all_gather(flag).min()
         if not bool(flag):
             return None
@@ -337,7 +363,8 @@ class GRPOStage(Stage):
             rows += take
         self.sampling_stats.setdefault("sampling_tries", []).append(float(self.tries))
         self.pending, self.dropped, self.tries = [], [], 0
-        return concat_scored(parts)
+        assert self.tokenizer is not None
+        return concat_scored(parts, self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0)
 
     # --- optimisation ------------------------------------------------------------------------------
 
@@ -364,7 +391,9 @@ class GRPOStage(Stage):
         totals: dict[str, float] = {}
         steps = 0
         for _ in range(s.num_iterations):
-            order = torch.randperm(n, device=self.device) if s.num_minibatches > 1 else torch.arange(n, device=self.device)
+            order = (
+                torch.randperm(n, device=self.device) if s.num_minibatches > 1 else torch.arange(n, device=self.device)
+            )
             for start in range(0, n, minibatch):
                 rows = order[start : start + minibatch]
                 num_tokens = float(loss_mask[rows].sum().clamp(min=1))  # DAPO: tokens of the accumulated batch
@@ -388,7 +417,7 @@ class GRPOStage(Stage):
                     for key, value in (("loss", out.loss), ("policy_loss", out.policy_loss), ("kl", out.kl),
                                        ("clip_low", out.clip_low), ("clip_high", out.clip_high),
                                        ("entropy", entropy)):  # fmt: skip
-                        totals[key] = totals.get(key, 0.0) + float(value) * share
+                        totals[key] = totals.get(key, 0.0) + float(value.detach()) * share
                 if s.max_grad_norm:
                     self.clip_gradients(opt, gradient_clip_val=s.max_grad_norm, gradient_clip_algorithm="norm")
                 opt.step()
@@ -420,7 +449,9 @@ class GRPOStage(Stage):
             scored = ready
         rollout, rewards, gold = scored.rollout, scored.rewards, scored.gold
         with timed(self.timings, "optimise"):
-            advantages = group_advantages(self.shaped(rollout, rewards), g, self.grpo.advantage, self.grpo.scale_rewards)  # type: ignore[arg-type]
+            advantages = group_advantages(
+                self.shaped(rollout, rewards), g, self.grpo.advantage, self.grpo.scale_rewards
+            )  # type: ignore[arg-type]
             stats = self.optimise(rollout, advantages, self.experience(rollout))
         self.iteration += 1
         self.log_iteration(rollout, rewards, gold, stats)
@@ -452,7 +483,9 @@ class GRPOStage(Stage):
     # --- validation --------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def evaluate_batch(self, batch: dict[str, list[Any]], generator: torch.Generator) -> tuple[dict[str, Tensor], Rollout]:
+    def evaluate_batch(
+        self, batch: dict[str, list[Any]], generator: torch.Generator
+    ) -> tuple[dict[str, Tensor], Rollout]:
         """Reward, gold, KL to the reference (Σ over each reply), length and EOS rate of one reply per prompt."""
         rollout = self.rollout(batch, 1, generator)
         rewards, gold = self.score(rollout)
@@ -486,6 +519,20 @@ class GRPOStage(Stage):
             metric.reset()
         if not self.trainer.sanity_checking:
             self.samples.show(self, self.iteration)
+
+    def on_train_start(self) -> None:
+        """Measure the starting policy on the validation prompts once: `val/<metric>_init`."""
+        datamodule = self.trainer.datamodule
+        if datamodule is None:
+            return
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        totals: dict[str, list[Tensor]] = {}
+        for batch in datamodule.val_dataloader():
+            out, _ = self.evaluate_batch(batch, generator)
+            for name, values in out.items():
+                totals.setdefault(name, []).append(values)
+        init = {f"val/{k}_init": torch.cat(v).float().mean() for k, v in totals.items() if k != "kl"}
+        self.log_dict(init, sync_dist=True)
 
     # --- checkpoints -------------------------------------------------------------------------------
 
