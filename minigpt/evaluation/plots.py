@@ -41,11 +41,17 @@ def plot_loss_curves(series: Series, out: Path, title: str = "") -> Path | None:
 
 # Panels of an RL run: (title, metric name suffixes drawn in it). Train curves are per iteration, `val/`
 # ones per validation; the `_init` values (the starting model) are drawn as dashed horizontal lines.
-RL_PANELS = (("reward", ("reward",)), ("gold score", ("gold",)), ("KL to reference (nats / reply)", ("kl",)))
+RL_PANELS = (
+    ("reward", ("reward",)),
+    ("gold score", ("gold",)),
+    ("KL to reference (nats / reply)", ("kl",)),
+    # GRPO also logs the length of its wrong replies (Dr. GRPO's length bias shows there).
+    ("reply length (tokens)", ("response_length", "response_length_wrong")),
+)
 
 
 def plot_rl_curves(series: Series, out: Path, title: str = "") -> Path | None:
-    """Reward, gold score and KL of an RL run (PPO) against step, train and validation, side by side."""
+    """Reward, gold score, KL and reply length of an RL run (PPO, GRPO) against step, train and validation."""
     if "train/reward" not in series:
         return None
     panels = [(name, keys) for name, keys in RL_PANELS if any(f"train/{k}" in series for k in keys)]

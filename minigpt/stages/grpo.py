@@ -414,10 +414,12 @@ class GRPOStage(Stage):
                     self.manual_backward(out.loss * weight + self.aux_loss(aux) * share)
                     with torch.no_grad():
                         entropy = masked_mean(entropy_from_logits(logits), sub.mask)
-                    for key, value in (("loss", out.loss), ("policy_loss", out.policy_loss), ("kl", out.kl),
-                                       ("clip_low", out.clip_low), ("clip_high", out.clip_high),
-                                       ("entropy", entropy)):  # fmt: skip
-                        totals[key] = totals.get(key, 0.0) + float(value.detach()) * share
+                        kl = out.kl * mask.sum() / len(part)  # Σ over each reply's tokens, as PPO logs it
+                    parts = {"loss": out.loss * weight, "policy_loss": out.policy_loss * weight}  # the minibatch's
+                    parts |= {"clip_low": out.clip_low * share, "clip_high": out.clip_high * share}
+                    parts |= {"entropy": entropy * share, **({"kl": kl * share} if s.beta > 0 else {})}
+                    for key, value in parts.items():
+                        totals[key] = totals.get(key, 0.0) + float(value.detach())
                 if s.max_grad_norm:
                     self.clip_gradients(opt, gradient_clip_val=s.max_grad_norm, gradient_clip_algorithm="norm")
                 opt.step()
