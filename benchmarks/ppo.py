@@ -31,6 +31,7 @@ from minigpt.data.prompts import PromptDataModule
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import save_model_folder
 from minigpt.model.transformer import Transformer
+from minigpt.stages.inputs import prepare_fit
 from minigpt.stages.ppo import PPOStage
 from minigpt.tasks import get_task
 from minigpt.tokenizer.char import CharTokenizer
@@ -71,6 +72,7 @@ def run(
     stage = PPOStage(model_config=None, optim=OPTIM, init_from=str(folder / shape), reward="task",
                      share_trunk=critic == "shared", max_new_tokens=max_new_tokens,
                      compile_rollouts=rollouts == "compiled")  # fmt: skip
+    prepare_fit(stage, datamodule)
     times = PhaseTimes()
     steps = iterations * 2 * stage.ppo.ppo_epochs * stage.ppo.num_minibatches
     trainer = L.Trainer(max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,

@@ -23,6 +23,7 @@ from minigpt.scale.resume import resolve_ckpt_path
 from minigpt.scale.sharding import unshard_stage
 from minigpt.scale.strategy import build_strategy, distributed_job
 from minigpt.stages.base import Stage
+from minigpt.stages.inputs import prepare_fit
 from minigpt.tokenizer.base import Tokenizer, load_tokenizer
 from minigpt.utils.errors import ConfigError
 
@@ -128,6 +129,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         model_config=model_config, optim=cfg.optim, tokenizer=tokenizer, init_from=cfg.init_from
     )
     stage.compile_model = bool(cfg.get("compile"))
+    prepare_fit(stage, datamodule)  # data fitted to the model and handed to the stage; bad pairings fail here
     loggers = build_loggers(cfg)
     trainer: L.Trainer = instantiate(
         cfg.trainer,

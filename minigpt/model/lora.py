@@ -19,10 +19,9 @@ model folder and it. `merge_lora` folds the adapters into plain `nn.Linear` weig
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,10 @@ import torch
 try:
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
     from peft.tuners.lora import LoraLayer
-    from peft.tuners.tuners_utils import BaseTunerLayer
 except ImportError as err:  # peft is the optional `lora` extra
     raise ImportError("lora.r > 0 needs peft: pip install -e '.[lora]' (the dev extra includes it).") from err
 from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from torch import Tensor
 
 from minigpt.model.transformer import Transformer
 from minigpt.tokenizer.base import Tokenizer
@@ -165,15 +163,3 @@ def load_adapter(model: Transformer, folder: str | Path) -> Transformer:
     set_peft_model_state_dict(model, load_file(str(folder / ADAPTER_WEIGHTS)))
     return model
 
-
-@contextlib.contextmanager
-def adapters_disabled(model: nn.Module) -> Iterator[nn.Module]:
-    """`model` with every LoRA adapter switched off (the base model) inside the block."""
-    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
-    for layer in layers:
-        layer.enable_adapters(False)
-    try:
-        yield model
-    finally:
-        for layer in layers:
-            layer.enable_adapters(True)

@@ -1,7 +1,11 @@
 """`Stage`: what every training stage shares — the model, its optimizer and schedule, init and export.
 
 A stage is glue: it takes the shared `Transformer`, a loss from `minigpt.losses` and a batch, and logs.
-Subclasses implement `training_step` / `validation_step`; everything else lives here once.
+Every stage stands on this class directly (never on another stage) and composes the small helpers it
+needs: `chat_model.ChatModel` (chat tokens, LoRA, a reference model), `task_scoring` (task scores at
+validation), `lm_steps.NextTokenSteps` (the pretraining objective), `minigpt.rl.rollout` (sampling).
+What a stage takes from its data besides batches arrives through `attach_data` (see `stages.inputs`),
+called by the task wrapper before `fit`. See docs/stages.md.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from minigpt.model.folder import load_model_folder, save_model_folder
 from minigpt.model.moe import moe_metrics
 from minigpt.model.transformer import Transformer
 from minigpt.scale.sharding import compile_blocks, shard_stage
+from minigpt.stages.inputs import StageInputs
 from minigpt.tokenizer.base import Tokenizer
 from minigpt.utils.errors import ConfigError
 
@@ -49,12 +54,22 @@ class Stage(L.LightningModule):
     ) -> None:
         super().__init__()
         self.optim_cfg = OmegaConf.create(optim) if isinstance(optim, dict) else optim
-        self.tokenizer = tokenizer
+        self.model, folder_tokenizer = self.build_model(model_config, init_from)
+        self.tokenizer = tokenizer or folder_tokenizer
+        self.inputs = StageInputs()  # replaced by `attach_data` before fit
+
+    def build_model(self, model_config: ModelConfig, init_from: str | None) -> tuple[Transformer, Tokenizer | None]:
+        """The model to train and its folder's tokenizer: `init_from`'s, else a fresh `Transformer(model_config)`."""
         if init_from:
-            self.model, folder_tokenizer = load_model_folder(init_from)
-            self.tokenizer = tokenizer or folder_tokenizer
-        else:
-            self.model = Transformer(model_config)
+            return load_model_folder(init_from)
+        return Transformer(model_config), None
+
+    def attach_data(self, inputs: StageInputs) -> None:
+        """Keep what the stage needs from its data (tasks, prompt lengths, loaders) and refuse data its model
+        cannot use, with a `ConfigError`. Called by the task wrapper (`stages.inputs.prepare_fit`) before fit;
+        a stage that checks or derives something from its data extends it (calling this first).
+        """
+        self.inputs = inputs
 
     @property
     def model_config(self) -> ModelConfig:

@@ -22,8 +22,8 @@ model are logged once at the start of training (`val/gold_init/<task>`).
 from __future__ import annotations
 
 import contextlib
-import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,11 +32,11 @@ from torchmetrics import MeanMetric
 
 from minigpt.losses.dpo import LOSS_TYPES, DPOLossType, DPOOutput, dpo_loss
 from minigpt.losses.logprobs import completion_targets, sequence_logprobs
-from minigpt.model.transformer import Transformer
 from minigpt.rl.rollout import Rollout, frozen_logprobs
-from minigpt.stages.sft import SFTStage
+from minigpt.stages.base import Stage
+from minigpt.stages.chat_model import ChatModel
+from minigpt.stages.task_scoring import log_task_scores, sampled_task_scores
 from minigpt.utils.errors import ConfigError
-from minigpt.utils.modes import eval_mode
 
 _METRICS = ("loss", "chosen_reward", "rejected_reward", "margin", "accuracy")
 
@@ -48,10 +48,12 @@ def completion_logprobs(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Ten
     return sequence_logprobs(logits, targets), aux
 
 
-class DPOStage(SFTStage):
+class DPOStage(Stage):
     """DPO and its variants.
 
-    Args (besides `SFTStage`'s `lora` and `eval_tasks`):
+    Args (besides `Stage`'s):
+        lora: LoRA adapters, as `SFTStage`'s; the reference is then the policy with its adapters off.
+        eval_tasks: log the gold score and KL of sampled replies at each validation (needs tasks).
         loss: `sigmoid`, `ipo`, `hinge` or `robust`.
         beta: β (IPO's τ): how far the policy may move from the reference; smaller = further.
         label_smoothing: ε, the assumed rate of flipped labels (`sigmoid` → cDPO, `robust`).
@@ -63,6 +65,8 @@ class DPOStage(SFTStage):
     def __init__(
         self,
         *args: Any,
+        lora: Mapping[str, Any] | None = None,
+        eval_tasks: bool = True,
         loss: DPOLossType = "sigmoid",
         beta: float = 0.1,
         label_smoothing: float = 0.0,
@@ -71,13 +75,14 @@ class DPOStage(SFTStage):
         max_new_tokens: int = 32,
         **kwargs: Any,
     ) -> None:
-        lora = kwargs.get("lora") or {}
-        if lora.get("train_embedding", False) or lora.get("bias", "none") != "none":
+        if lora and (lora.get("train_embedding", False) or lora.get("bias", "none") != "none"):
             raise ConfigError(
                 "lora.train_embedding=true or lora.bias!=none with stage=dpo: the LoRA reference (adapters off) "
                 "would share the trained embedding/biases and drift with the policy; set them false/none."
             )
         super().__init__(*args, **kwargs)
+        self.chat = ChatModel.prepare(self.model, self.tokenizer, lora, "dpo")
+        self.eval_tasks = eval_tasks
         if loss not in LOSS_TYPES:
             raise ConfigError(f"stage.loss={loss!r} is unknown; use one of {list(LOSS_TYPES)}.")
         if beta <= 0:
@@ -87,24 +92,25 @@ class DPOStage(SFTStage):
         self.loss_type, self.beta, self.label_smoothing = loss, beta, label_smoothing
         self.precompute_ref, self.num_samples, self.max_new_tokens = precompute_ref, num_samples, max_new_tokens
         # Full fine-tuning keeps a frozen copy; with LoRA the reference is the policy, adapters off.
-        self.reference: Transformer | None = None
-        if not self.lora:
-            self.reference = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.reference = self.chat.frozen_reference(self.model)
         self.ref_cache: dict[str, Tensor] = {}
         self.val_metrics = {name: MeanMetric() for name in _METRICS}
         for name, metric in self.val_metrics.items():
             self.add_module(f"val_{name}", metric)
 
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """Full fine-tuning: the model's groups; LoRA: adapters (decayed) and new token rows (not)."""
+        return self.chat.param_groups(self.model, weight_decay)
+
+    def save_model_folder(self, folder: str | Path) -> Path:
+        """The model folder; with LoRA, the merged model there and the adapter alone in `../adapter`."""
+        return self.chat.save(folder, self.model, self.tokenizer)
+
     @contextlib.contextmanager
     def reference_model(self) -> Iterator[nn.Module]:
-        """The frozen reference, in eval mode (Lightning's `train()` on the stage would reach a copy)."""
-        if self.reference is None:
-            from minigpt.model.lora import adapters_disabled
-
-            with adapters_disabled(self.model) as model, eval_mode(model):
-                yield model
-        else:
-            yield self.reference.eval()
+        """The frozen reference in eval mode: the kept copy, or the policy with its adapters off."""
+        with self.chat.reference(self.model, self.reference) as reference:
+            yield reference
 
     @torch.no_grad()
     def reference_logprobs(self, batch: dict[str, Tensor], split: str) -> Tensor:
@@ -119,14 +125,19 @@ class DPOStage(SFTStage):
         """With `precompute_ref`, run the reference once over every pair of both splits."""
         if not self.precompute_ref:
             return
-        datamodule = self.trainer.datamodule
+        pair_batches = self.inputs.pair_batches
+        if pair_batches is None:
+            source = self.inputs.source or "no data"
+            raise ConfigError(f"stage.precompute_ref=true needs preference pairs (data=preferences), not {source}.")
         for split in ("train", "val"):
-            n = len(datamodule.prepare()[split])
-            cache = torch.zeros(n, 2, device=self.device)
-            for batch in datamodule.dataloader(split):
+            indices, logps = [], []
+            for batch in pair_batches(split):
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                logps = self.reference_logprobs(batch, split)
-                cache[batch["index"]] = torch.stack(logps.chunk(2), dim=1)
+                indices.append(batch["index"])
+                logps.append(torch.stack(self.reference_logprobs(batch, split).chunk(2), dim=1))
+            index = torch.cat(indices)
+            cache = torch.zeros(len(index), 2, device=self.device)  # row i: pair i of the split
+            cache[index] = torch.cat(logps)
             self.ref_cache[split] = cache
 
     def _step(self, batch: dict[str, Tensor], split: str) -> tuple[DPOOutput, dict[str, Any]]:
@@ -158,33 +169,24 @@ class DPOStage(SFTStage):
         for name, value in self._metrics(out).items():
             self.val_metrics[name].update(value, weight=batch["margin"].shape[0])
 
-    def gold_scores(self, prefix: str) -> dict[str, float]:
-        """Gold score and KL to the reference of sampled replies, per task of the datamodule."""
-        from minigpt.evaluation.gold import gold_eval
-
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        tasks = getattr(datamodule, "tasks", None)
-        if not (self.eval_tasks and tasks):
-            return {}
+    def gold_scores(self) -> tuple[dict[str, float], dict[str, float]]:
+        """({task: gold score}, {task: KL to the reference}) of sampled replies; empty without tasks."""
+        if not (self.eval_tasks and self.inputs.tasks):
+            return {}, {}
         assert self.tokenizer is not None
-        out: dict[str, float] = {}
 
         def reference(rollout: Rollout) -> Tensor:
             with self.reference_model() as model:
                 return frozen_logprobs(model, rollout)
 
-        for name, task in tasks.items():
-            prompts = [ex.prompt for ex in task.examples("val", datamodule.num_eval)]
-            result = gold_eval(
-                self.model, self.tokenizer, task, prompts, reference, self.num_samples, self.max_new_tokens
-            )
-            out[f"{prefix}/gold/{name}"], out[f"{prefix}/kl/{name}"] = result["score"], result["kl"]
-        return out
+        return sampled_task_scores(
+            self.model, self.tokenizer, self.inputs, reference, self.num_samples, self.max_new_tokens
+        )
 
     def on_train_start(self) -> None:
         """Log the starting model's gold score (KL 0 by definition) for comparison."""
-        scores = self.gold_scores("val")
-        self.log_dict({k.replace("/gold/", "/gold_init/"): v for k, v in scores.items() if "/gold/" in k})
+        gold, _ = self.gold_scores()
+        self.log_dict({f"val/gold_init/{task}": value for task, value in gold.items()})
 
     def on_validation_epoch_end(self) -> None:
         """Log the pair metrics and, with tasks, gold scores and KL of sampled replies."""
@@ -193,8 +195,7 @@ class DPOStage(SFTStage):
             metric.reset()
         if self.trainer.sanity_checking:
             return
-        scores = self.gold_scores("val")
-        if scores:
-            self.log_dict(scores, sync_dist=True)
-            gold = [v for k, v in scores.items() if "/gold/" in k]
-            self.log("val/gold", sum(gold) / len(gold), prog_bar=True, sync_dist=True)
+        gold, kl = self.gold_scores()
+        if gold:
+            self.log_dict({f"val/kl/{task}": value for task, value in kl.items()}, sync_dist=True)
+            log_task_scores(self, gold, "val/gold")

@@ -27,12 +27,12 @@ reward, gold score, KL, length and EOS rate, and a table of samples (as PPO does
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -54,7 +54,8 @@ from minigpt.rl.rewards import ModelReward, build_reward, check_finite
 from minigpt.rl.rollout import Rollout, concat_rollouts, frozen_logprobs, logprobs_of, response_logits, sample_rollout
 from minigpt.rl.samples import SampleTable
 from minigpt.stages.base import Stage
-from minigpt.tokenizer.chat import add_chat_tokens
+from minigpt.stages.chat_model import ChatModel
+from minigpt.stages.inputs import StageInputs
 from minigpt.utils.errors import ConfigError
 from minigpt.utils.timing import timed
 
@@ -195,9 +196,16 @@ class GRPOStage(Stage):
     ) -> None:
         names = {f.name for f in fields(GRPOSettings)}
         self.grpo = GRPOSettings(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
+        if lora and lora.get("r", 0) and self.grpo.beta > 0:
+            if lora.get("train_embedding", False) or lora.get("bias", "none") != "none":
+                raise ConfigError(
+                    "stage.lora.train_embedding=true or stage.lora.bias!=none with stage.beta>0: the LoRA reference "
+                    "(adapters off) would share the trained embedding/biases and drift with the policy; set them "
+                    "false/none, or stage.beta=0."
+                )
         super().__init__(*args, **kwargs)
         self.automatic_optimization = False  # μ passes of minibatch steps per rollout, clipped by hand
-        self.lora = self.prepare_chat_model(lora)
+        self.chat = ChatModel.prepare(self.model, self.tokenizer, lora, "grpo")
         self.reward_kind, self.count_text = reward, count_text
         self.reward_fn: Any = None
         if reward == "model":
@@ -206,10 +214,7 @@ class GRPOStage(Stage):
         elif callable(reward):
             self.reward_fn = build_reward(reward, None, {}, None)
         # The reference: none when β = 0; the policy itself with adapters off under LoRA; else a frozen copy.
-        self.reference: nn.Module | None = None
-        if self.grpo.beta > 0 and not self.lora:
-            self.reference = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.tasks: dict[str, Any] = {}
+        self.reference = self.chat.frozen_reference(self.model) if self.grpo.beta > 0 else None
         self.iteration = 0
         self.pending: list[Scored] = []  # dynamic sampling: informative groups waiting for an update
         self.dropped: list[Scored] = []  # … and the uninformative ones, to top up after the last try
@@ -220,22 +225,6 @@ class GRPOStage(Stage):
         for name, metric in self.val_metrics.items():
             self.add_module(f"val_{name}", metric)
         self.samples = SampleTable("GRPO", num_shown)
-
-    def prepare_chat_model(self, lora: dict[str, Any] | None) -> bool:
-        """Add the chat tokens (growing the embedding) and, with `lora.r > 0`, the adapters; whether LoRA is on."""
-        if self.tokenizer is None:
-            raise ConfigError("stage=grpo has no tokenizer; set init_from=<sft model folder>.")
-        old_vocab = self.model.config.vocab_size
-        add_chat_tokens(self.tokenizer)
-        if self.tokenizer.vocab_size > old_vocab:
-            self.model.resize_vocab(self.tokenizer.vocab_size)
-        if not (lora and lora.get("r", 0)):
-            return False
-        from minigpt.model.lora import apply_lora, lora_config
-
-        config = lora_config(lora["r"], lora["alpha"], lora["dropout"], lora["target_modules"], "none")
-        apply_lora(self.model, config, train_rows_from=None)  # nothing outside the adapters: adapters-off is π_ref
-        return True
 
     def check_reward_tokenizer(self, reward_model: str | None) -> None:
         """A reward model must share the policy's tokenizer: it was trained on this lineage's token ids."""
@@ -250,18 +239,25 @@ class GRPOStage(Stage):
 
     # --- setup -------------------------------------------------------------------------------------
 
-    def attach_tasks(self, tasks: dict[str, Any]) -> None:
-        """The tasks of the prompts (gold scorers): the task reward, and gold scores in the logs."""
-        self.tasks = dict(tasks)
+    def attach_data(self, inputs: StageInputs) -> None:
+        """Refuse data without prompts, or prompts whose reply would not fit the context; build the task reward."""
+        super().attach_data(inputs)
+        if inputs.longest_prompt is None:
+            raise ConfigError(
+                f"stage=grpo samples its own replies and needs prompts, not {inputs.source} batches: "
+                "use data=prompts/<task> (e.g. data=prompts/arithmetic) or data=prompts data.path=<prompts.jsonl>."
+            )
+        longest, text = inputs.longest_prompt
+        block = self.model.config.block_size
+        # One slot more than prompt + reply: a reward model scores an unfinished reply with `<|end|>` appended.
+        if longest + self.grpo.max_new_tokens + 1 > block:
+            raise ConfigError(
+                f"The prompt {text[:40]!r} takes {longest} tokens; with stage.max_new_tokens="
+                f"{self.grpo.max_new_tokens} and a closing <|end|> that exceeds the model's context "
+                f"block_size={block}. Set stage.max_new_tokens≤{block - longest - 1}."
+            )
         if self.reward_fn is None:
-            self.reward_fn = build_reward(self.reward_kind, None, self.tasks, self.count_text)  # type: ignore[arg-type]
-
-    def setup(self, stage: str) -> None:
-        """Take the prompts' tasks from the datamodule (until the task wrapper hands them over)."""
-        if self._trainer is not None and self.trainer.datamodule is not None:
-            self.attach_tasks(getattr(self.trainer.datamodule, "tasks", {}) or {})
-        elif self.reward_fn is None:
-            self.attach_tasks({})
+            self.reward_fn = build_reward(self.reward_kind, None, inputs.tasks, self.count_text)  # type: ignore[arg-type]
 
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW on the policy's (or LoRA's) groups, the schedule stepped per optimiser step."""
@@ -269,11 +265,7 @@ class GRPOStage(Stage):
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """Full fine-tuning: the model's groups; LoRA: the adapters (and new token rows)."""
-        if not self.lora:
-            return super().param_groups(weight_decay)
-        from minigpt.model.lora import lora_param_groups
-
-        return lora_param_groups(self.model, weight_decay)
+        return self.chat.param_groups(self.model, weight_decay)
 
     # --- rollout and rewards -----------------------------------------------------------------------
 
@@ -293,9 +285,10 @@ class GRPOStage(Stage):
         rewards = torch.as_tensor(rewards, dtype=torch.float32).to(self.device)
         check_finite(rewards, rollout.prompts, rollout.completions)
         gold = None
-        if self.tasks and all(t in self.tasks for t in rollout.tasks):
+        tasks = self.inputs.tasks
+        if tasks and all(t in tasks for t in rollout.tasks):
             gold = torch.tensor(
-                [self.tasks[t].score(p, c) for p, c, t in zip(rollout.prompts, rollout.completions, rollout.tasks)],
+                [tasks[t].score(p, c) for p, c, t in zip(rollout.prompts, rollout.completions, rollout.tasks)],
                 device=self.device,
             )
         return rewards, gold
@@ -317,17 +310,12 @@ class GRPOStage(Stage):
     @contextmanager
     def reference_model(self) -> Iterator[nn.Module]:
         """The frozen reference: the copy, or under LoRA the policy with its adapters switched off."""
-        if self.reference is not None:
-            yield self.reference
-            return
-        from minigpt.model.lora import adapters_disabled
-
-        with adapters_disabled(self.model) as model:
-            yield model
+        with self.chat.reference(self.model, self.reference) as reference:
+            yield reference
 
     def has_reference(self) -> bool:
         """Whether a reference exists to measure KL against (a copy, or adapters-off under LoRA)."""
-        return self.reference is not None or self.lora
+        return self.reference is not None or self.chat.lora
 
     # --- dynamic sampling --------------------------------------------------------------------------
 
@@ -524,12 +512,11 @@ class GRPOStage(Stage):
 
     def on_train_start(self) -> None:
         """Measure the starting policy on the validation prompts once: `val/<metric>_init`."""
-        datamodule = self.trainer.datamodule
-        if datamodule is None:
+        if self.inputs.val_batches is None:
             return
         generator = torch.Generator(device=self.device).manual_seed(0)
         totals: dict[str, list[Tensor]] = {}
-        for batch in datamodule.val_dataloader():
+        for batch in self.inputs.val_batches():
             out, _ = self.evaluate_batch(batch, generator)
             for name, values in out.items():
                 totals.setdefault(name, []).append(values)
@@ -537,6 +524,10 @@ class GRPOStage(Stage):
         self.log_dict(init, sync_dist=True)
 
     # --- checkpoints -------------------------------------------------------------------------------
+
+    def save_model_folder(self, folder: str | Path) -> Path:
+        """The policy's model folder; with LoRA, the merged model there and the adapter alone in `../adapter`."""
+        return self.chat.save(folder, self.model, self.tokenizer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Save the state outside the weights: the iteration count (a partial dynamic-sampling buffer is resampled)."""

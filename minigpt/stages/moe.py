@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-from omegaconf import DictConfig
 
 from minigpt.model.config import ModelConfig
 from minigpt.model.moe_surgery import upcycle
-from minigpt.stages.pretrain import PretrainStage
+from minigpt.model.transformer import Transformer
+from minigpt.stages.base import Stage
+from minigpt.stages.lm_steps import NextTokenSteps
 from minigpt.tokenizer.base import Tokenizer
 from minigpt.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-class UpcycleStage(PretrainStage):
+class UpcycleStage(NextTokenSteps, Stage):
     """Sparse upcycling (Komatsuzaki et al. 2022): a dense parent's MLPs become experts, then pretraining
     continues on the same LM objective (plus the routers' balancing and z-losses).
 
@@ -26,13 +25,8 @@ class UpcycleStage(PretrainStage):
     now runs k full-width MLPs, k× the dense FFN compute.
     """
 
-    def __init__(
-        self,
-        model_config: ModelConfig,
-        optim: DictConfig | dict[str, Any],
-        tokenizer: Tokenizer | None = None,
-        init_from: str | None = None,
-    ) -> None:
+    def build_model(self, model_config: ModelConfig, init_from: str | None) -> tuple[Transformer, Tokenizer | None]:
+        """The dense `init_from` model with its MLPs upcycled to the experts `model_config.moe` describes."""
         if not init_from:
             raise ConfigError(
                 "stage=moe upcycles a dense model: set init_from=outputs/<dense run>/model "
@@ -43,10 +37,11 @@ class UpcycleStage(PretrainStage):
                 "stage=moe needs the experts to create, but model.moe is null; add model=moe_8x "
                 "(its trunk is ignored: the dense parent's is used) or +model.moe.num_experts=8."
             )
-        super().__init__(model_config, optim, tokenizer=tokenizer, init_from=init_from)
-        self.model = upcycle(self.model, model_config.moe)
-        moe = self.model.config.moe
+        dense, tokenizer = super().build_model(model_config, init_from)
+        model = upcycle(dense, model_config.moe)
+        moe = model.config.moe
         log.info(
             "Upcycled %s: %d experts of width %d (router %s, top_k %d) every %d layer(s).",
-            init_from, moe.num_experts, self.model.config.mlp_hidden, moe.router, moe.top_k, moe.every_n_layers,
-        )
+            init_from, moe.num_experts, model.config.mlp_hidden, moe.router, moe.top_k, moe.every_n_layers,
+        )  # fmt: skip
+        return model, tokenizer

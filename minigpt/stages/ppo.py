@@ -32,14 +32,15 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from minigpt.data.prompts import PromptDataModule
 from minigpt.inference.config import GenerationConfig
 from minigpt.losses.lm import lm_loss
 from minigpt.losses.ppo import (
@@ -59,7 +60,9 @@ from minigpt.model.heads import ScalarHead, ValueModel
 from minigpt.rl.rewards import ModelReward, build_reward
 from minigpt.rl.rollout import Rollout, frozen_logprobs, logprobs_of, response_hidden, sample_rollout
 from minigpt.rl.samples import SampleTable
-from minigpt.stages.sft import SFTStage
+from minigpt.stages.base import Stage
+from minigpt.stages.chat_model import ChatModel, frozen_copy
+from minigpt.stages.inputs import StageInputs
 from minigpt.utils.errors import ConfigError
 from minigpt.utils.modes import eval_mode
 from minigpt.utils.timing import timed
@@ -122,10 +125,11 @@ class PPOSettings:
         )
 
 
-class PPOStage(SFTStage):
+class PPOStage(Stage):
     """PPO with a KL-penalised reward, GAE, clipped losses and the PPO-max stabilisers.
 
     Args (besides `Stage`'s; the PPO hyperparameters are `PPOSettings`' fields, passed as keywords):
+        lora: LoRA adapters on the policy, as `SFTStage`'s (none by default: every weight trains).
         reward: `model` (needs `reward_model`), `task` (gold scorer) or `count` (toy: occurrences of
             `count_text`).
         critic_init: `reward` (the reward model's trunk and head), `policy` (a copy of the policy's
@@ -143,6 +147,7 @@ class PPOStage(SFTStage):
     def __init__(
         self,
         *args: Any,
+        lora: Mapping[str, Any] | None = None,
         reward: str = "model",
         reward_model: str | None = None,
         count_text: str | None = None,
@@ -154,7 +159,8 @@ class PPOStage(SFTStage):
     ) -> None:
         names = {f.name for f in fields(PPOSettings)}
         settings = PPOSettings(**{k: kwargs.pop(k) for k in list(kwargs) if k in names})
-        super().__init__(*args, eval_tasks=False, **kwargs)
+        super().__init__(*args, **kwargs)
+        self.chat = ChatModel.prepare(self.model, self.tokenizer, lora, "ppo")
         self.ppo = settings
         self.automatic_optimization = False  # two optimisers, several steps per batch of experience
         if critic_init not in ("auto", "reward", "policy"):
@@ -165,12 +171,10 @@ class PPOStage(SFTStage):
         self.reward_moments = RunningMoments()
         self.iteration = 0
 
-        self.reference = copy.deepcopy(self.model).requires_grad_(False).eval()
-        # The reward needs the datamodule's tasks (a gold scorer); it is built in `setup`, except a reward
-        # model, which is loaded now so that the critic can start from it.
-        self.reward_fn: Any = None
-        if reward == "model":
-            self.reward_fn = build_reward("model", reward_model, {}, None)
+        self.reference = frozen_copy(self.model)
+        # A task reward needs the data's tasks (gold scorers): it is built in `attach_data`. The others are
+        # built now, a reward model so that the critic can start from it.
+        self.reward_fn: Any = None if reward == "task" else build_reward(reward, reward_model, {}, count_text)
         has_reward_model = isinstance(self.reward_fn, ModelReward)
         if critic_init == "reward" and (share_trunk or not has_reward_model):
             raise ConfigError(
@@ -198,29 +202,47 @@ class PPOStage(SFTStage):
 
     # --- setup -------------------------------------------------------------------------------------
 
-    def setup(self, stage: str) -> None:
-        """Build the task reward and PPO-ptx demonstrations from the datamodule; check replies fit the context."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        tasks = getattr(datamodule, "tasks", {}) or {}
-        if self.reward_fn is None:
-            self.reward_fn = build_reward(self.reward_kind, None, tasks, self.count_text)
-        if datamodule is not None and not isinstance(datamodule, PromptDataModule):
+    def attach_data(self, inputs: StageInputs) -> None:
+        """Refuse data without prompts or with prompts whose reply would not fit the context; build the task
+        reward and the PPO-ptx demonstrations from the data's tasks."""
+        super().attach_data(inputs)
+        if inputs.longest_prompt is None:
             raise ConfigError(
-                f"stage=ppo samples its own replies and needs prompts, not {type(datamodule).__name__} batches: "
+                f"stage=ppo samples its own replies and needs prompts, not {inputs.source} batches: "
                 "use data=prompts/<task> (e.g. data=prompts/arithmetic) or data=prompts data.path=<prompts.jsonl>."
             )
-        if datamodule is not None:
-            longest, text = datamodule.longest_prompt()
-            block = self.model.config.block_size
-            # One slot more than prompt + reply: a reward model scores an unfinished reply with `<|end|>` appended.
-            if longest + self.ppo.max_new_tokens + 1 > block:
-                raise ConfigError(
-                    f"The prompt {text[:40]!r} takes {longest} tokens; with stage.max_new_tokens="
-                    f"{self.ppo.max_new_tokens} and a closing <|end|> that exceeds the model's context "
-                    f"block_size={block}. Set stage.max_new_tokens≤{block - longest - 1}."
-                )
-            if self.ppo.ptx_coef > 0 and self.demos is None:
-                self.demos = datamodule.demonstrations(datamodule.batch_size)
+        longest, text = inputs.longest_prompt
+        block = self.model.config.block_size
+        # One slot more than prompt + reply: a reward model scores an unfinished reply with `<|end|>` appended.
+        if longest + self.ppo.max_new_tokens + 1 > block:
+            raise ConfigError(
+                f"The prompt {text[:40]!r} takes {longest} tokens; with stage.max_new_tokens="
+                f"{self.ppo.max_new_tokens} and a closing <|end|> that exceeds the model's context "
+                f"block_size={block}. Set stage.max_new_tokens≤{block - longest - 1}."
+            )
+        if self.reward_kind == "task":
+            self.reward_fn = build_reward("task", None, inputs.tasks, None)
+        if self.ppo.ptx_coef > 0 and not (inputs.tasks and inputs.demonstrations):
+            raise ConfigError(
+                f"stage.ptx_coef={self.ppo.ptx_coef} needs task prompts (data=prompts/<task>): their answers "
+                "are the demonstrations; set stage.ptx_coef=0 for prompts from a file."
+            )
+
+    def setup(self, stage: str) -> None:
+        """Start the PPO-ptx demonstrations (here, in each process: an iterator does not pickle for ddp_spawn);
+        refuse to train before the data was handed over (a task reward and PPO-ptx need its tasks)."""
+        if self.reward_fn is None or (self.ppo.ptx_coef > 0 and self.inputs.demonstrations is None):
+            raise ConfigError(
+                "stage=ppo got no data before fit: call minigpt.stages.inputs.prepare_fit(stage, datamodule) "
+                "(train.py does) so that stage.reward=task and stage.ptx_coef find the prompts' tasks."
+            )
+        if self.ppo.ptx_coef > 0 and self.demos is None:
+            assert self.inputs.demonstrations is not None
+            self.demos = self.inputs.demonstrations()
+
+    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """The policy's groups: all of it, or its LoRA adapters and new token rows."""
+        return self.chat.param_groups(self.model, weight_decay)
 
     def critic_param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """The critic's trunk (decay on matrices) and head (no decay); the head alone with a shared trunk."""
@@ -267,7 +289,7 @@ class PPOStage(SFTStage):
     def score(self, rollout: Rollout) -> tuple[Tensor, Tensor | None]:
         """The reward of each reply (B,), and its gold score when every prompt comes from a task."""
         scores = self.reward_fn(rollout.prompts, rollout.completions, rollout.tasks).to(self.device).float()
-        tasks = getattr(self.trainer.datamodule, "tasks", {}) if self._trainer is not None else {}
+        tasks = self.inputs.tasks
         gold = None
         if tasks and all(t in tasks for t in rollout.tasks):
             gold = torch.tensor(
@@ -424,12 +446,11 @@ class PPOStage(SFTStage):
 
     def on_train_start(self) -> None:
         """Measure the starting policy on the validation prompts once: `val/<metric>_init` (KL 0)."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
+        if self.inputs.val_batches is None:
             return
         generator = torch.Generator(device=self.device).manual_seed(0)
         totals: dict[str, list[Tensor]] = {}
-        for batch in datamodule.val_dataloader():
+        for batch in self.inputs.val_batches():
             out, _ = self.evaluate_batch(batch, generator)
             for name, values in out.items():
                 totals.setdefault(name, []).append(values)
@@ -437,6 +458,10 @@ class PPOStage(SFTStage):
         self.log_dict(init, sync_dist=True)
 
     # --- checkpoints -------------------------------------------------------------------------------
+
+    def save_model_folder(self, folder: str | Path) -> Path:
+        """The policy's model folder; with LoRA, the merged model there and the adapter alone in `../adapter`."""
+        return self.chat.save(folder, self.model, self.tokenizer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Save the state outside the weights: iteration, reward moments, KL coefficient."""

@@ -12,6 +12,7 @@ from minigpt.data.preferences import PreferenceDataModule
 from minigpt.model.folder import load_model_folder
 from minigpt.run import train
 from minigpt.stages.dpo import DPOStage
+from minigpt.stages.inputs import prepare_fit
 from minigpt.utils.errors import ConfigError
 
 
@@ -26,6 +27,7 @@ def fit_dpo(tmp_path: Path, steps: int, **options) -> tuple[DPOStage, dict, L.Tr
     torch.manual_seed(0)
     stage = DPOStage(model_config=None, optim=OPTIM, tokenizer=tokenizer, init_from=str(folder),
                      num_samples=4, max_new_tokens=6, **options)  # fmt: skip
+    prepare_fit(stage, dm)
     trainer = L.Trainer(
         max_steps=steps, val_check_interval=steps, check_val_every_n_epoch=None, max_epochs=-1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,

@@ -20,6 +20,7 @@ from minigpt.rl.rewards import RewardError
 from minigpt.rl.rollout import frozen_logprobs
 from minigpt.run import train
 from minigpt.stages.grpo import GRPOStage, Scored
+from minigpt.stages.inputs import prepare_fit
 from minigpt.tokenizer.char import CharTokenizer
 from minigpt.utils.errors import ConfigError
 
@@ -47,6 +48,7 @@ def fit_grpo(
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, default_root_dir=str(tmp_path / "run"),
     )  # fmt: skip
+    prepare_fit(stage, dm)
     trainer.fit(stage, datamodule=dm)
     return stage, {k: float(v) for k, v in trainer.callback_metrics.items()}
 
@@ -83,7 +85,8 @@ def test_lora_policy_uses_adapters_off_as_its_reference(tmp_path):
         ref = frozen_logprobs(reference, rollout)
     # The adapters moved the policy; switched off, the model is the base model: the same as zeroing them.
     assert not torch.allclose(policy, ref)
-    assert all("lora_" in n for n, p in stage.model.named_parameters() if p.requires_grad)
+    # Only the adapters train (and the embedding rows of the chat tokens this base model lacked).
+    assert all("lora_" in n or n == "tok_emb.weight" for n, p in stage.model.named_parameters() if p.requires_grad)
     zeroed = copy.deepcopy(stage.model)
     with torch.no_grad():
         for name, param in zeroed.named_parameters():

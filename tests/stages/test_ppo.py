@@ -17,6 +17,7 @@ from minigpt.model.folder import load_model_folder
 from minigpt.model.heads import load_reward_model
 from minigpt.rl.rewards import ModelReward, build_reward
 from minigpt.run import train
+from minigpt.stages.inputs import prepare_fit
 from minigpt.stages.ppo import PPOStage
 from minigpt.utils.errors import ConfigError
 
@@ -52,6 +53,7 @@ def fit_ppo(
     stage = PPOStage(
         model_config=None, optim=OPTIM, tokenizer=tokenizer, init_from=str(folder), **{**defaults, **options}
     )
+    prepare_fit(stage, dm)
     # Lightning counts every optimiser step: actor and critic per minibatch, the critic alone in warm-up.
     minibatch_steps = stage.ppo.ppo_epochs * stage.ppo.num_minibatches
     warmup = min(stage.ppo.critic_warmup, iterations)

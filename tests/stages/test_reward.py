@@ -10,6 +10,7 @@ from minigpt.data.preferences import PreferenceDataModule
 from minigpt.model.folder import load_model_folder
 from minigpt.model.heads import load_reward_model
 from minigpt.run import train
+from minigpt.stages.inputs import prepare_fit
 from minigpt.stages.reward import RewardStage
 from minigpt.utils.errors import ConfigError
 
@@ -29,6 +30,7 @@ def test_reward_model_beats_chance_on_held_out_pairs(tmp_path):
     dm.attach_tokenizer(tokenizer)
     torch.manual_seed(0)
     stage = RewardStage(model_config=None, optim=OPTIM, tokenizer=tokenizer, init_from=str(folder), center_coef=0.01)
+    prepare_fit(stage, dm)  # data.seq_len: null → the model's context
     trainer = quiet_trainer(60)
     before = trainer.validate(stage, datamodule=dm, verbose=False)[0]
     trainer.fit(stage, datamodule=dm)
