@@ -65,6 +65,7 @@ def measure(stage_name: str, args: argparse.Namespace, folder: Path) -> dict[str
     from minigpt.model.folder import save_model_folder
     from minigpt.model.heads import RewardModel, ScalarHead, save_reward_model
     from minigpt.model.transformer import Transformer
+    from minigpt.stages.inputs import prepare_fit
     from minigpt.tasks import get_task
     from minigpt.tokenizer.char import CharTokenizer
     from minigpt.tokenizer.chat import add_chat_tokens
@@ -116,6 +117,7 @@ def measure(stage_name: str, args: argparse.Namespace, folder: Path) -> dict[str
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[IterationTimes()], default_root_dir=str(folder / "run"),
                         accelerator="gpu" if cuda else "cpu", devices=1)  # fmt: skip
+    prepare_fit(stage, datamodule)
     trainer.fit(stage, datamodule=datamodule)
     if cuda:
         peak_mib = (torch.cuda.max_memory_allocated() - base) / 2**20

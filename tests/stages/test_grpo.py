@@ -200,3 +200,40 @@ def test_grpo_experiment_recipe_composes(compose_train):
     cfg = compose_train("experiment=grpo_arithmetic", toy_data=False)
     assert cfg.stage._target_ == "minigpt.stages.grpo.GRPOStage" and cfg.stage.reward == "task"
     assert cfg.data._target_ == "minigpt.data.prompts.PromptDataModule"
+
+
+class RankRecord(L.Callback):
+    """Each rank writes its first batch's prompts and its flattened parameters before and after training."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder, self.prompts, self.start = folder, None, None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = torch.cat([p.detach().flatten() for p in pl_module.model.parameters()])
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, *args) -> None:
+        self.prompts = self.prompts or list(batch["prompt"])
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        flat = torch.cat([p.detach().flatten() for p in pl_module.model.parameters()])
+        record = {"prompts": self.prompts, "start": self.start, "weights": flat}
+        torch.save(record, Path(self.folder) / f"rank{trainer.global_rank}.pt")
+
+
+@pytest.mark.slow
+def test_grpo_under_ddp_spawn_samples_different_prompts_and_keeps_ranks_identical(compose_train, tmp_path):
+    folder = base_model_folder(tmp_path / "base")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"say: {w}"}) + "\n" for w in ["ab", "cd", "dab", "bad"] * 10))
+    cfg = compose_train(
+        "stage=grpo", f"init_from={folder}", "data=prompts", f"data.path={prompts}", "data.batch_size=2",
+        "stage.reward=count", "stage.count_text=a", "stage.max_new_tokens=4", "stage.num_generations=4",
+        "stage.dynamic_sampling=true", "strategy=ddp_spawn", "trainer.devices=2", "trainer.max_steps=3",
+        "trainer.val_check_interval=2", f"+callbacks.ranks._target_={__name__}.RankRecord",
+        f"+callbacks.ranks.folder={tmp_path}", toy_data=False,
+    )  # fmt: skip
+    train(cfg)
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert rank0["prompts"] != rank1["prompts"]  # the distributed sampler split the prompts
+    assert not torch.equal(rank0["weights"], rank0["start"])  # it trained
+    assert torch.equal(rank0["weights"], rank1["weights"])  # gradients all-reduced; updates taken together
