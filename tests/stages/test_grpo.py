@@ -196,9 +196,11 @@ def test_grpo_run_composes_trains_resumes_and_plots(tmp_path, compose_train, com
     assert any(p.endswith("rl_curves.png") for p in results["plots"])
 
 
-def test_grpo_experiment_recipe_composes(compose_train):
-    cfg = compose_train("experiment=grpo_arithmetic", toy_data=False)
+@pytest.mark.parametrize("experiment, loss_type", [("grpo_arithmetic", "grpo"), ("grpo_dapo_arithmetic", "dapo")])
+def test_grpo_experiment_recipes_compose(compose_train, experiment, loss_type):
+    cfg = compose_train(f"experiment={experiment}", toy_data=False)
     assert cfg.stage._target_ == "minigpt.stages.grpo.GRPOStage" and cfg.stage.reward == "task"
+    assert cfg.stage.loss_type == loss_type and cfg.stage.num_generations == 8
     assert cfg.data._target_ == "minigpt.data.prompts.PromptDataModule"
 
 
