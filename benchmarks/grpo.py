@@ -1,17 +1,18 @@
 """GRPO against PPO: seconds per iteration and peak memory on the same prompts and the same number of replies.
 
     OMP_NUM_THREADS=1 python benchmarks/grpo.py [--iterations 6] [--replies 64] [--generations 8]
-        [--max-new-tokens 16] [--shape nano] [--reward task] [--micro-batch 32]
+        [--max-new-tokens 16] [--shape nano] [--reward task] [--micro-batch 32] [--beta 0.04]
 
 Both stages train a random model of the same shape on reversal prompts, each iteration sampling
 `--replies` replies: PPO one reply to each of `replies` prompts, GRPO `generations` replies to each of
 `replies / generations` prompts, drawn from the same prompt pool. Each stage runs with its own defaults
-(PPO: 2 epochs × 2 minibatches of actor and critic steps; GRPO: one step, β = 0.04 so that it keeps a
-reference, as PPO does). `--reward task` scores with the task's gold scorer, so PPO holds three networks
-(policy, reference, critic) and GRPO two (policy, reference); `--reward model` adds a reward model to
-both (PPO's four against GRPO's three). Both run at most `--micro-batch` rows per forward/backward pass
-(PPO's minibatch of 64 replies is 32 rows; GRPO accumulates gradients over micro-batches of as many rows
-for its one update), so activation memory compares like with like.
+(PPO: 2 epochs × 2 minibatches of actor and critic steps; GRPO: one step, `--beta` 0.04 so that it
+keeps a reference, as PPO does; `--beta 0` builds none). `--reward task` scores with the task's gold
+scorer, so PPO holds three networks (policy, reference, critic) and GRPO two (policy, reference);
+`--reward model` adds a reward model to both (PPO's four against GRPO's three). Both run at most
+`--micro-batch` rows per forward/backward pass (PPO's minibatch of 64 replies is 32 rows; GRPO
+accumulates gradients over micro-batches of as many rows for its one update), so activation memory
+compares like with like.
 
 Each configuration runs in a fresh process. Time: the median wall time of a training batch (one
 iteration), the first one left out. Memory: on a GPU, `torch.cuda.max_memory_allocated`; on the CPU,
@@ -101,7 +102,7 @@ def measure(stage_name: str, args: argparse.Namespace, folder: Path) -> dict[str
     else:
         from minigpt.stages.grpo import GRPOStage
 
-        stage = GRPOStage(**common, num_generations=args.generations, micro_batch_size=args.micro_batch)
+        stage = GRPOStage(**common, num_generations=args.generations, micro_batch_size=args.micro_batch, beta=args.beta)
         steps_per_iteration = stage.grpo.num_iterations * stage.grpo.num_minibatches
     networks = sum(isinstance(m, Transformer) for m in stage.modules())
     times: list[float] = []
@@ -140,6 +141,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--shape", default="nano", choices=sorted(SHAPES))
     parser.add_argument("--reward", default="task", choices=["task", "model"])
+    parser.add_argument("--beta", type=float, default=0.04, help="GRPO's KL weight; 0 = no reference model")
     parser.add_argument("--micro-batch", type=int, default=32, help="rows per forward/backward pass (both stages)")
     parser.add_argument("--one", choices=["ppo", "grpo"], help=argparse.SUPPRESS)  # a child process's job
     args = parser.parse_args()
@@ -161,7 +163,8 @@ def main() -> None:
     ppo, grpo = results["ppo"], results["grpo"]
     table = Table(title=f"{args.shape}, {args.replies} replies × ≤{args.max_new_tokens} tokens per iteration "
                         f"(GRPO: {args.replies // args.generations} prompts × {args.generations}), "
-                        f"reward={args.reward}, ≤{args.micro_batch} rows per pass, {ppo['threads']} thread(s), "
+                        f"reward={args.reward}, GRPO β={args.beta}, ≤{args.micro_batch} rows per pass, "
+                        f"{ppo['threads']} thread(s), "
                         f"{ppo['memory']}")  # fmt: skip
     for column in ("stage", "networks", "s / iteration", "peak MiB"):
         table.add_column(column, justify="right")

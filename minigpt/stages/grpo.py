@@ -429,7 +429,7 @@ class GRPOStage(Stage):
         self.sampling_stats.setdefault("frac_reward_zero_std", []).append(
             1.0 - float(informative_groups(shaped, g).float().mean())
         )
-        self.sampling_stats.setdefault("reward", []).extend(rewards.tolist())
+        self.record_sampled(rollout, rewards, gold)
         scored = Scored(rollout, rewards, gold)
         if self.grpo.dynamic_sampling:
             ready = self.collect(scored, target_groups=len(batch["prompt"]))
@@ -437,34 +437,44 @@ class GRPOStage(Stage):
                 self.timings["other"] = self.timings.get("other", 0.0) + time.perf_counter() - start
                 return
             scored = ready
-        rollout, rewards, gold = scored.rollout, scored.rewards, scored.gold
+        rollout, rewards = scored.rollout, scored.rewards
         with timed(self.timings, "optimise"):
             advantages = group_advantages(
                 self.shaped(rollout, rewards), g, self.grpo.advantage, self.grpo.scale_rewards
             )  # type: ignore[arg-type]
             stats = self.optimise(rollout, advantages, self.experience(rollout))
         self.iteration += 1
-        self.log_iteration(rollout, rewards, gold, stats)
+        self.log_iteration(stats)
 
-    def log_iteration(self, rollout: Rollout, rewards: Tensor, gold: Tensor | None, stats: dict[str, float]) -> None:
-        """Log the iteration: rewards of everything sampled, the trained batch's lengths, losses and timings."""
-        sampled = torch.tensor(self.sampling_stats.pop("reward"))
+    def record_sampled(self, rollout: Rollout, rewards: Tensor, gold: Tensor | None) -> None:
+        """Keep the reward, gold score, length and end of every sampled reply until the next update logs them
+        (with dynamic sampling, dropped groups included: the logs describe the policy, not the filter)."""
+        stats = self.sampling_stats
         lengths = rollout.mask.sum(dim=1).float()
+        stats.setdefault("reward", []).extend(rewards.tolist())
+        stats.setdefault("length", []).extend(lengths.tolist())
+        stats.setdefault("eos", []).extend(rollout.finished.float().tolist())
+        if gold is not None:
+            stats.setdefault("gold", []).extend(gold.float().tolist())
+            stats.setdefault("length_wrong", []).extend(lengths[gold.to(lengths.device) < 1.0].tolist())
+
+    def log_iteration(self, stats: dict[str, float]) -> None:
+        """Log the iteration: rewards, gold scores and lengths of every reply sampled for it, losses, timings."""
+        sampled = {key: torch.tensor(values) for key, values in self.sampling_stats.items()}
+        self.sampling_stats = {}
+        reward, lengths = sampled.pop("reward"), sampled.pop("length")
         metrics: dict[str, Any] = {
-            "reward": sampled.mean(), "reward_std": sampled.std() if sampled.numel() > 1 else torch.zeros(()),
-            "response_length": lengths.mean(), "eos_rate": rollout.finished.float().mean(),
+            "reward": reward.mean(), "reward_std": reward.std() if reward.numel() > 1 else torch.zeros(()),
+            "response_length": lengths.mean(), "eos_rate": sampled.pop("eos").mean(),
             "iteration": float(self.iteration), **stats,
         }  # fmt: skip
-        for key, values in self.sampling_stats.items():
-            metrics[key] = sum(values) / len(values)
-        self.sampling_stats = {}
-        if gold is not None:
-            metrics["gold"] = gold.float().mean()
-            wrong = gold < 1.0
-            if bool(wrong.any()):
-                metrics["response_length_wrong"] = lengths[wrong.to(lengths.device)].mean()
+        wrong = sampled.pop("length_wrong", torch.zeros(0))
+        if wrong.numel():
+            metrics["response_length_wrong"] = wrong.mean()
+        for key, values in sampled.items():  # gold, frac_reward_zero_std, sampling_tries
+            metrics[key] = values.mean()
         total = sum(self.timings.values())
-        metrics["tokens_per_s"] = float(lengths.sum()) / max(total, 1e-9)
+        metrics["tokens_per_s"] = float(lengths.sum()) / max(total, 1e-9)  # sampled tokens / iteration time
         self.log_dict({f"train/{k}": v for k, v in metrics.items() if k not in ("reward", "gold")})
         self.log_dict({f"train/{k}": metrics[k] for k in ("reward", "gold") if k in metrics}, prog_bar=True)
         self.log_dict({f"time/{k}": v for k, v in self.timings.items()})
