@@ -90,7 +90,9 @@ class ChatModel:
         apply_lora(model, config, train_rows_from=rows_from)
         base = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
         trained = trainable_parameters(model)
-        rank_zero_info(f"LoRA r={config.r}: {trained:,} trained parameters, {100 * trained / base:.2f}% of {base:,}.")
+        rank_zero_info(
+            f"LoRA r={config.r}: {trained:,} trained parameters, {100 * trained / base:.2f}% of the model's {base:,}."
+        )
         return cls(lora=True, trainable_fraction=trained / base)
 
     def param_groups(self, model: Transformer, weight_decay: float) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ comparable across tokenizers).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -17,8 +17,13 @@ from torchmetrics import MeanMetric
 
 from minigpt.losses.lm import bits_per_byte, lm_loss
 
+if TYPE_CHECKING:  # the type checker sees the `Stage` attributes the mixin uses; at run time it is a plain class
+    from minigpt.stages.base import Stage as _MixedInto
+else:
+    _MixedInto = object
 
-class NextTokenSteps:
+
+class NextTokenSteps(_MixedInto):
     """Training, validation and logging of the next-token objective on (inputs, targets) batches.
 
     A mixin, not a stage: a stage lists it before `Stage` (`class PretrainStage(NextTokenSteps, Stage)`)

@@ -40,6 +40,7 @@ class UpcycleStage(NextTokenSteps, Stage):
         dense, tokenizer = super().build_model(model_config, init_from)
         model = upcycle(dense, model_config.moe)
         moe = model.config.moe
+        assert moe is not None  # upcycle made it
         log.info(
             "Upcycled %s: %d experts of width %d (router %s, top_k %d) every %d layer(s).",
             init_from, moe.num_experts, model.config.mlp_hidden, moe.router, moe.top_k, moe.every_n_layers,
