@@ -44,6 +44,9 @@ from minigpt.losses.grpo import (
     ADVANTAGES,
     LOSS_TYPES,
     REWARD_SCALES,
+    AdvantageKind,
+    LossType,
+    RewardScale,
     group_advantages,
     grpo_loss,
     informative_groups,
@@ -73,9 +76,9 @@ class GRPOSettings:
     top_k: int | None = None
     top_p: float | None = None
     compile_rollouts: bool = False
-    advantage: str = "grpo"
-    scale_rewards: str | None = None
-    loss_type: str = "grpo"
+    advantage: AdvantageKind = "grpo"
+    scale_rewards: RewardScale | None = None
+    loss_type: LossType = "grpo"
     epsilon: float = 0.2
     epsilon_high: float | None = None
     beta: float = 0.04
@@ -259,10 +262,6 @@ class GRPOStage(Stage):
         if self.reward_fn is None:
             self.reward_fn = build_reward(self.reward_kind, None, inputs.tasks, self.count_text)  # type: ignore[arg-type]
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW on the policy's (or LoRA's) groups, the schedule stepped per optimiser step."""
-        return self.build_optimizer(self.param_groups(self.optim_cfg.weight_decay))
-
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """Full fine-tuning: the model's groups; LoRA: the adapters (and new token rows)."""
         return self.chat.param_groups(self.model, weight_decay)
@@ -288,7 +287,7 @@ class GRPOStage(Stage):
         tasks = self.inputs.tasks
         if tasks and all(t in tasks for t in rollout.tasks):
             gold = torch.tensor(
-                [tasks[t].score(p, c) for p, c, t in zip(rollout.prompts, rollout.completions, rollout.tasks)],
+                [tasks[str(t)].score(p, c) for p, c, t in zip(rollout.prompts, rollout.completions, rollout.tasks)],
                 device=self.device,
             )
         return rewards, gold
@@ -338,7 +337,9 @@ class GRPOStage(Stage):
         ready = have >= target_groups or self.tries >= self.grpo.max_sampling_tries
         flag = torch.tensor(float(ready), device=self.device)
         if self._trainer is not None and self.trainer.world_size > 1:
-            flag = self.all_gather(flag).min()
+            gathered = self.all_gather(flag)
+            assert isinstance(gathered, Tensor)
+            flag = gathered.min()
         if not bool(flag):
             return None
         parts, rows = [], 0
@@ -370,6 +371,7 @@ class GRPOStage(Stage):
     def optimise(self, rollout: Rollout, advantages: Tensor, exp: dict[str, Tensor]) -> dict[str, float]:
         """μ passes of `num_minibatches` steps of `grpo_loss`; the mean of each statistic over the steps."""
         opt = self.optimizers()
+        assert not isinstance(opt, list)  # one optimiser
         sched = self.lr_schedulers()
         s = self.grpo
         loss_mask = self.loss_mask(rollout)
@@ -395,7 +397,7 @@ class GRPOStage(Stage):
                     mask = loss_mask[part, :width]
                     out = grpo_loss(
                         logprobs, old, advantages[part], mask, s.epsilon, s.epsilon_high, s.beta, ref,
-                        s.loss_type, s.max_new_tokens, num_tokens,  # type: ignore[arg-type]
+                        s.loss_type, s.max_new_tokens, num_tokens,
                     )  # fmt: skip
                     share = len(part) / len(rows)
                     weight = 1.0 if s.loss_type == "dapo" else share  # dapo's normaliser already spans the rows
@@ -409,7 +411,7 @@ class GRPOStage(Stage):
                     for key, value in parts.items():
                         totals[key] = totals.get(key, 0.0) + float(value.detach())
                 if s.max_grad_norm:
-                    self.clip_gradients(opt, gradient_clip_val=s.max_grad_norm, gradient_clip_algorithm="norm")
+                    self.clip_gradients(opt, gradient_clip_val=s.max_grad_norm, gradient_clip_algorithm="norm")  # type: ignore[arg-type]
                 opt.step()
                 if sched is not None:
                     sched.step()  # type: ignore[union-attr]
@@ -441,7 +443,7 @@ class GRPOStage(Stage):
         with timed(self.timings, "optimise"):
             advantages = group_advantages(
                 self.shaped(rollout, rewards), g, self.grpo.advantage, self.grpo.scale_rewards
-            )  # type: ignore[arg-type]
+            )
             stats = self.optimise(rollout, advantages, self.experience(rollout))
         self.iteration += 1
         self.log_iteration(stats)
