@@ -164,6 +164,16 @@ def test_bad_grpo_options_are_refused_before_training(tmp_path):
         GRPOStage(**{**common, "reward": "model"}, reward_model=str(rm))
 
 
+def test_a_reward_model_scores_the_groups_and_never_changes(tmp_path):
+    rm = reward_model_folder(tmp_path / "rm", base_model_folder(tmp_path / "base"))
+    stage, metrics = fit_grpo(tmp_path, 2, reward="model", reward_model=str(rm))
+    assert metrics["train/iteration"] == 2 and "val/reward" in metrics and "val/gold" in metrics
+    assert sum(isinstance(m, Transformer) for m in stage.modules()) == 3  # policy, reference, reward model
+    saved = load_model_folder(rm)[0].state_dict()
+    for name, value in stage.reward_fn.model.trunk.state_dict().items():
+        torch.testing.assert_close(value, saved[name], rtol=0, atol=0)
+
+
 def nan_for_b(prompts: list[str], completions: list[str], tasks: list) -> list[float]:
     return [float("nan") if "b" in c else 1.0 for c in completions]
 
