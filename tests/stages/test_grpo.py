@@ -107,11 +107,21 @@ def test_dynamic_sampling_drops_groups_whose_rewards_are_equal(tmp_path):
     stage = GRPOStage(model_config=None, optim=OPTIM, init_from=folder, reward="count", count_text="a",
                       num_generations=4, max_new_tokens=4, dynamic_sampling=True, max_sampling_tries=3)  # fmt: skip
     # Batch 1: group 0 all equal (dropped), group 1 informative. One group of the two wanted: wait.
-    assert stage.collect(scored_batch(stage, [1, 1, 1, 1, 0, 1, 0, 0]), target_groups=2) is None
+    first = scored_batch(stage, [1, 1, 1, 1, 0, 1, 0, 0])
+    assert stage.collect(first, target_groups=2) is None
     # Batch 2: group 0 informative, group 1 all equal: two informative groups, the update goes ahead.
-    ready = stage.collect(scored_batch(stage, [2, 0, 0, 0, 3, 3, 3, 3]), target_groups=2)
+    second = scored_batch(stage, [2, 0, 0, 0, 3, 3, 3, 3])
+    ready = stage.collect(second, target_groups=2)
     assert ready is not None and ready.rewards.tolist() == [0, 1, 0, 0, 2, 0, 0, 0]
     assert len(ready.rollout) == 8 and stage.pending == [] and stage.tries == 0
+    # The merged batch is laid out again: each row scores as it did in its own batch.
+    assert ready.rollout.completions == first.rollout.completions[4:] + second.rollout.completions[:4]
+
+    def reply_logprob(rollout):
+        return frozen_logprobs(stage.model, rollout).sum(dim=1)
+
+    expected = torch.cat([reply_logprob(first.rollout)[4:], reply_logprob(second.rollout)[:4]])
+    torch.testing.assert_close(reply_logprob(ready.rollout), expected, rtol=1e-4, atol=1e-4)
     # Tries run out with one informative group: the most recent dropped group tops the batch up.
     assert stage.collect(scored_batch(stage, [1, 1, 1, 1, 5, 5, 5, 5]), target_groups=2) is None
     assert stage.collect(scored_batch(stage, [7, 7, 7, 7, 8, 8, 8, 8]), target_groups=2) is None
