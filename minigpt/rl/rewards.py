@@ -3,16 +3,19 @@
 * `ModelReward`: a reward model trained by `stage=reward` (the RLHF recipe: a learned proxy of
   preferences, which a policy can over-optimise — Gao et al. 2022);
 * `TaskReward`: a task's gold scorer as a *verifiable* reward (exact-match arithmetic, VADER sentiment);
-* `CountReward`: +1 per occurrence of a string — a toy reward whose optimum is obvious, for tests.
+* `CountReward`: +1 per occurrence of a string — a toy reward whose optimum is obvious, for tests;
+* `FunctionReward`: a user's function `fn(prompts, completions, tasks) -> scores`, given in the config
+  as a `_target_` node (`stage.reward={_target_: my.module.fn, _partial_: true}`).
 
-`build_reward(kind, ...)` picks one from the `stage.reward` setting.
+`build_reward(kind, ...)` picks one from the `stage.reward` setting. `check_finite` stops a run on a NaN
+or infinite reward, naming the prompt and the reply that produced it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -80,10 +83,48 @@ class CountReward:
         return torch.tensor([float(c.count(self.text)) for c in completions])
 
 
+class FunctionReward:
+    """A user's reward function, called on the whole batch; its scores come back as a float tensor (B,)."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str], tasks: Sequence[str | None]) -> Tensor:
+        """`fn(prompts, completions, tasks)`, one score per row."""
+        scores = torch.as_tensor(self.fn(list(prompts), list(completions), list(tasks)), dtype=torch.float32)
+        if scores.shape != (len(completions),):
+            name = getattr(self.fn, "__name__", repr(self.fn))
+            raise ValueError(
+                f"The reward function {name} returned shape {tuple(scores.shape)} for {len(completions)} replies; "
+                "it must return one number per reply."
+            )
+        return scores
+
+
+class RewardError(RuntimeError):
+    """A reward that cannot be trained on (NaN or infinite): the run stops, naming the prompt and reply."""
+
+
+def check_finite(rewards: Tensor, prompts: Sequence[str], completions: Sequence[str]) -> None:
+    """Raise `RewardError` on the first NaN or infinite reward, naming its prompt and reply."""
+    bad = torch.nonzero(~torch.isfinite(rewards))
+    if len(bad):
+        i = int(bad[0, 0])
+        raise RewardError(
+            f"The reward of the reply {completions[i]!r} to the prompt {prompts[i]!r} is {float(rewards[i])}; "
+            "a reward must be a finite number: fix the reward function or reward model."
+        )
+
+
 def build_reward(
-    kind: str, reward_model: str | Path | None, tasks: Mapping[str, Task], count_text: str | None
+    kind: str | Callable[..., Any],
+    reward_model: str | Path | None,
+    tasks: Mapping[str, Task],
+    count_text: str | None,
 ) -> RewardFunction:
-    """The reward `stage.reward` names: `model` (needs `stage.reward_model`), `task` or `count`."""
+    """The reward `stage.reward` names: `model` (needs `stage.reward_model`), `task`, `count`, or a callable."""
+    if callable(kind):
+        return FunctionReward(kind)
     if kind not in REWARD_KINDS:
         raise ConfigError(f"stage.reward={kind!r} is unknown; use one of {list(REWARD_KINDS)}.")
     if kind == "model":

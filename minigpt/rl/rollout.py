@@ -194,6 +194,41 @@ def sample_rollouts(
         yield sample_rollout(policy, tokenizer, chunk, None, config, chunk_tasks, generator, num_generations)
 
 
+def concat_rollouts(rollouts: Sequence[Rollout], pad_id: int) -> Rollout:
+    """One rollout of the rows of several (GRPO's dynamic-sampling buffer), laid out again as one batch.
+
+    Each row's prompt is read back from its left-padded columns (its last prompt token's position + 1
+    is its length), so the batches may differ in prompt width and reply length. Group size: the common
+    one if all agree, else 1.
+    """
+    prompt_ids: list[list[int]] = []
+    replies: list[list[int]] = []
+    for part in rollouts:
+        width = part.prompt_width
+        lengths = (part.positions[:, width - 1] + 1).tolist()
+        for i, n in enumerate(lengths):
+            prompt_ids.append(part.input_ids[i, width - n : width].tolist())
+            replies.append(part.response[i, part.mask[i]].tolist())
+    device = rollouts[0].input_ids.device
+    tensors = {k: (v.to(device) if v is not None else None) for k, v in layout(prompt_ids, replies, pad_id).items()}
+    mask = tensors["mask"]
+    sampled = None
+    if all(r.sampled_logprobs is not None for r in rollouts):
+        sampled = torch.zeros(mask.shape, device=device)
+        row = 0
+        for part in rollouts:
+            assert part.sampled_logprobs is not None
+            sampled[row : row + len(part), : part.mask.shape[1]] = part.sampled_logprobs
+            row += len(part)
+    sizes = {r.group_size for r in rollouts}
+    return Rollout(
+        [p for r in rollouts for p in r.prompts], [c for r in rollouts for c in r.completions],
+        [t for r in rollouts for t in r.tasks], tensors["input_ids"], tensors["positions"], tensors["attn_mask"],
+        max(len(p) for p in prompt_ids), tensors["response"], mask, torch.cat([r.finished for r in rollouts]),
+        sampled, sizes.pop() if len(sizes) == 1 else 1,
+    )  # fmt: skip
+
+
 def response_hidden(trunk: Transformer, rollout: Rollout) -> tuple[Tensor, dict]:
     """The trunk's hidden states at the columns that predict each reply token: (B, L, C), and its aux dict.
 

@@ -30,20 +30,14 @@ table of samples (console, `samples/` in the run folder, a W&B table with `logge
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import json
 import math
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from lightning.pytorch.utilities import rank_zero_only
-from rich.console import Console
-from rich.table import Table
 from torch import Tensor
 from torchmetrics import MeanMetric
 
@@ -65,22 +59,15 @@ from minigpt.losses.ppo import (
 from minigpt.model.heads import ScalarHead, ValueModel
 from minigpt.rl.rewards import ModelReward, build_reward
 from minigpt.rl.rollout import Rollout, frozen_logprobs, logprobs_of, response_hidden, sample_rollout
+from minigpt.rl.samples import SampleTable
 from minigpt.stages.base import Stage
 from minigpt.stages.chat_model import ChatModel, frozen_copy
 from minigpt.stages.inputs import StageInputs
 from minigpt.utils.errors import ConfigError
-from minigpt.utils.io import atomic_write_text
 from minigpt.utils.modes import eval_mode
+from minigpt.utils.timing import timed
 
 _VAL_METRICS = ("reward", "gold", "kl", "length", "eos")
-
-
-@contextlib.contextmanager
-def timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    """Add the block's wall time in seconds to `timings[name]`."""
-    start = time.perf_counter()
-    yield
-    timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
 @dataclass
@@ -178,7 +165,7 @@ class PPOStage(Stage):
         self.automatic_optimization = False  # two optimisers, several steps per batch of experience
         if critic_init not in ("auto", "reward", "policy"):
             raise ConfigError(f"stage.critic_init={critic_init!r} is unknown; use auto, reward or policy.")
-        self.critic_lr, self.num_shown = critic_lr, num_shown
+        self.critic_lr = critic_lr
         self.reward_kind, self.count_text = reward, count_text
         self.kl_controller = AdaptiveKLController(self.ppo.kl_coef, self.ppo.kl_target, self.ppo.kl_horizon)
         self.reward_moments = RunningMoments()
@@ -210,7 +197,7 @@ class PPOStage(Stage):
         self.val_metrics = {name: MeanMetric() for name in _VAL_METRICS}
         for name, metric in self.val_metrics.items():
             self.add_module(f"val_{name}", metric)
-        self.shown: list[dict[str, Any]] = []
+        self.samples = SampleTable("PPO", num_shown)
         self.demos: Any = None
 
     # --- setup -------------------------------------------------------------------------------------
@@ -439,17 +426,14 @@ class PPOStage(Stage):
     def on_validation_epoch_start(self) -> None:
         """Fixed-seed sampling at every validation: the curves compare like with like."""
         self.val_generator = torch.Generator(device=self.device).manual_seed(0)
-        self.shown = []
+        self.samples.clear()
 
     def validation_step(self, batch: dict[str, list[Any]], batch_idx: int) -> None:
         """Accumulate the reward, gold, KL, length and EOS rate of replies to held-out prompts."""
         out, rollout = self.evaluate_batch(batch, self.val_generator)
         for name, values in out.items():
             self.val_metrics[name].update(values)
-        for i in range(min(len(rollout), self.num_shown - len(self.shown))):
-            self.shown.append({"prompt": rollout.prompts[i], "reply": rollout.completions[i],
-                               "reward": round(float(out["reward"][i]), 4),
-                               **({"gold": round(float(out["gold"][i]), 4)} if "gold" in out else {})})  # fmt: skip
+        self.samples.add(rollout, out)
 
     def on_validation_epoch_end(self) -> None:
         """Log `val/reward`, `val/gold`, `val/kl`, `val/length`, `val/eos` and show the samples table."""
@@ -458,27 +442,7 @@ class PPOStage(Stage):
                 self.log(f"val/{name}", metric.compute(), prog_bar=name in ("reward", "gold"), sync_dist=True)
             metric.reset()
         if not self.trainer.sanity_checking:
-            self.show_samples()
-
-    @rank_zero_only
-    def show_samples(self) -> None:
-        """The validation samples as a table: console, `samples/step_N.json`, and a W&B table if logging there."""
-        if not self.shown:
-            return
-        step = self.trainer.global_step
-        columns = list(self.shown[0])
-        table = Table(title=f"PPO samples at step {step} (iteration {self.iteration})")
-        for column in columns:
-            table.add_column(column)
-        for row in self.shown:
-            table.add_row(*(str(row[c]) for c in columns))
-        Console().print(table)
-        folder = Path(self.trainer.default_root_dir) / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / f"step_{step:06d}.json", json.dumps(self.shown, indent=1))
-        for logger in self.loggers:
-            if hasattr(logger, "log_table"):  # WandbLogger
-                logger.log_table(key="val/samples", columns=columns, data=[[r[c] for c in columns] for r in self.shown])
+            self.samples.show(self, self.iteration)
 
     def on_train_start(self) -> None:
         """Measure the starting policy on the validation prompts once: `val/<metric>_init` (KL 0)."""
