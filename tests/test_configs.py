@@ -291,7 +291,14 @@ def build_train(cfg: DictConfig) -> None:
 
 
 def build_nothing(cfg: DictConfig) -> None:
-    """export_hf.yaml: two paths; the export itself is tested in tests/export."""
+    """export_hf.yaml and moe_prune.yaml: paths and counts; the commands are tested in tests/export, tests/cli."""
+
+
+def build_preference_pairs(cfg: DictConfig) -> None:
+    """preference_pairs.yaml: the task whose prompts are sampled and whose gold scorer labels the pairs."""
+    task = instantiate(cfg.task)
+    example = task.examples("train", 1)[0]
+    assert task.score(example.prompt, example.answer) == 1.0
 
 
 COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
@@ -301,6 +308,8 @@ COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "chat": build_generate,
     "export_hf": build_nothing,
     "train_tokenizer": build_train_tokenizer,
+    "moe_prune": build_nothing,
+    "preference_pairs": build_preference_pairs,
 }
 # train_tokenizer reads only its data node's corpus; the rest of that node (seq_len: ${model.block_size})
 # belongs to training and does not resolve without a model.
@@ -308,6 +317,8 @@ COMMAND_READS = {"train_tokenizer": ["data.corpus", "tokenizer", "paths", "out"]
 COMMAND_REQUIRED: dict[str, Callable[[Path], str]] = {
     "run": lambda workdir: str(model_folder(workdir)),
     "out": lambda workdir: str(workdir / "out"),
+    "keep": lambda workdir: "2",
+    "n": lambda workdir: "4",
 }
 
 
@@ -343,7 +354,8 @@ def leaf_keys(node: Any, path: str = "") -> Iterator[str]:
 def test_experiment_files_state_only_what_they_change(name: str, workdir: Path) -> None:
     """Every group an experiment picks and every value it sets differ from what the config had without it."""
     raw = OmegaConf.load(CONF / "experiment" / f"{name}.yaml") or OmegaConf.create()
-    picks = {str(k).split("/")[-1]: v for entry in raw.get("defaults", []) for k, v in entry.items()}
+    entries = [e for e in raw.get("defaults", []) if not isinstance(e, str)]  # a plain name: the file it extends
+    picks = {str(k).split("/")[-1]: v for entry in entries for k, v in entry.items()}
     defaults = train_defaults()
     for group, option in picks.items():
         assert defaults.get(group) != option, f"experiment={name} picks {group}={option}, the default already"

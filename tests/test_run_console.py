@@ -28,7 +28,7 @@ def test_console_is_quiet_and_the_run_ends_with_numbers_and_next_commands(tiny_o
         "trainer.max_steps=12", "trainer.val_check_interval=10",
         "trainer.enable_progress_bar=true", "trainer.enable_model_summary=true",
         "callbacks.progress_bar={_target_:minigpt.callbacks.console.StepProgressBar}",
-        "callbacks.samples.num_samples=1", "callbacks.samples.max_new_tokens=8",
+        "callbacks.samples.num_samples=1", "sampling.max_new_tokens=8",
         "callbacks.samples.prompt='<|pad|>ANNA'", "final_samples=1",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}

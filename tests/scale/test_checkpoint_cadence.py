@@ -44,7 +44,7 @@ def test_last_holds_the_final_step_and_the_best_checkpoint_is_separate(compose_t
 
 
 def test_fast_dev_run_writes_no_checkpoint_log_or_samples(compose_train, tmp_path):
-    cfg = compose_train("debug=fdr", "callbacks.samples.num_samples=1", "callbacks.samples.max_new_tokens=4")
+    cfg = compose_train("debug=fdr", "callbacks.samples.num_samples=1", "sampling.max_new_tokens=4")
     train(cfg)
     run = tmp_path / "run"
     assert not (run / "checkpoints").exists()

@@ -136,7 +136,7 @@ def test_fdr_run_is_not_resumed_and_ckpt_last_continues_the_one_real_run(run_tra
     run_train("trainer.max_steps=30", *every)
     first = sorted(p for p in runs.iterdir() if p.is_dir())
     assert len(first) == 1
-    run_train("debug=fdr", "callbacks.samples.num_samples=1", "callbacks.samples.max_new_tokens=4")
+    run_train("debug=fdr", "callbacks.samples.num_samples=1", "sampling.max_new_tokens=4")
     fdr = [p for p in runs.iterdir() if p.is_dir() and p not in first]
     assert len(fdr) == 1 and not (fdr[0] / "checkpoints").exists()  # fdr writes no checkpoint to mistake
     assert not (fdr[0] / "csv").exists() and not (fdr[0] / "samples.txt").exists()
