@@ -202,7 +202,7 @@ class GRPOStage(Stage):
         if lora and lora.get("r", 0) and self.grpo.beta > 0:
             if lora.get("train_embedding", False) or lora.get("bias", "none") != "none":
                 raise ConfigError(
-                    "stage.lora.train_embedding=true or stage.lora.bias!=none with stage.beta>0: the LoRA reference "
+                    "lora.train_embedding=true or lora.bias!=none with stage.beta>0: the LoRA reference "
                     "(adapters off) would share the trained embedding/biases and drift with the policy; set them "
                     "false/none, or stage.beta=0."
                 )
