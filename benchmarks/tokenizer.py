@@ -52,12 +52,14 @@ def pure_encoder(tok: BPETokenizer) -> Callable[[str], list[int]]:
 
 def tiktoken_encoder(tok: BPETokenizer) -> Callable[[str], list[int]]:
     """tiktoken itself, given our ranks and pattern."""
-    return tiktoken.Encoding("reference", pat_str=tok.pattern, mergeable_ranks=tok.ranks,
-                             special_tokens={}).encode_ordinary
+    return tiktoken.Encoding(
+        "reference", pat_str=tok.pattern, mergeable_ranks=tok.ranks, special_tokens={}
+    ).encode_ordinary
 
 
-def best_of(rounds: int, encoders: dict[str, Callable[[], Callable[[str], list[int]]]], docs: list[str]
-            ) -> dict[str, tuple[float, list[list[int]]]]:
+def best_of(
+    rounds: int, encoders: dict[str, Callable[[], Callable[[str], list[int]]]], docs: list[str]
+) -> dict[str, tuple[float, list[list[int]]]]:
     """Each encoder's fastest time over `rounds` interleaved rounds (a fresh encoder per round)."""
     best: dict[str, tuple[float, list[list[int]]]] = {}
     for _ in range(rounds):
@@ -84,16 +86,15 @@ def main() -> None:
     ours_s, ours = timed(lambda: BPETokenizer.train(docs, args.vocab_size, show_progress=False))
     hf = ByteLevelBPETokenizer()
     n_hf = args.vocab_size - len(DEFAULT_SPECIAL_TOKENS)  # the same number of ordinary tokens
-    hf_s, _ = timed(lambda: hf.train_from_iterator(docs, vocab_size=n_hf, min_frequency=2,
-                                                   show_progress=False))
+    hf_s, _ = timed(lambda: hf.train_from_iterator(docs, vocab_size=n_hf, min_frequency=2, show_progress=False))
     n_ours = sum(len(ours.encode_ordinary(d)) for d in docs)
     n_hf_tokens = sum(len(hf.encode(d).ids) for d in docs)
-    table = Table(title=f"BPE training, {mb:.2f} MB, {ours.n_base} ordinary tokens "
-                        f"(HF threads {threads}, {os.cpu_count()} CPUs)")
+    table = Table(
+        title=f"BPE training, {mb:.2f} MB, {ours.n_base} ordinary tokens (HF threads {threads}, {os.cpu_count()} CPUs)"
+    )
     for column in ("trainer", "seconds", "bytes/token", "ours / HF time"):
         table.add_column(column, justify="right")
-    table.add_row("MiniGPT BPETokenizer.train", f"{ours_s:.2f}", f"{mb * 1e6 / n_ours:.3f}",
-                  f"{ours_s / hf_s:.2f}×")
+    table.add_row("MiniGPT BPETokenizer.train", f"{ours_s:.2f}", f"{mb * 1e6 / n_ours:.3f}", f"{ours_s / hf_s:.2f}×")
     table.add_row("HF ByteLevelBPETokenizer", f"{hf_s:.2f}", f"{mb * 1e6 / n_hf_tokens:.3f}", "")
     console.print(table)
 
@@ -103,10 +104,17 @@ def main() -> None:
         f"trained {ours.n_base}": ours,
         "gpt2 50257": BPETokenizer.from_tiktoken(gpt2_ranks, "gpt2", ["<|endoftext|>"]),
     }
-    table = Table(title=f"encoding MB/s, {mb:.2f} MB, one document at a time, one thread, "
-                        f"best of {args.rounds}")
-    for column in ("vocabulary", "ours pure", "ours fast", "tiktoken", "HF tokenizers",
-                   "pure / tiktoken", "fast / tiktoken", "fast / HF"):
+    table = Table(title=f"encoding MB/s, {mb:.2f} MB, one document at a time, one thread, best of {args.rounds}")
+    for column in (
+        "vocabulary",
+        "ours pure",
+        "ours fast",
+        "tiktoken",
+        "HF tokenizers",
+        "pure / tiktoken",
+        "fast / tiktoken",
+        "fast / HF",
+    ):
         table.add_column(column, justify="right")
     for name, tok in vocabularies.items():
         encoders = {
@@ -115,15 +123,23 @@ def main() -> None:
             "tiktoken": partial(tiktoken_encoder, tok),
         }
         if tok is ours:
-            encoders["hf"] = lambda: (lambda d: hf.encode(d).ids)
+            encoders["hf"] = lambda: lambda d: hf.encode(d).ids
         best = best_of(args.rounds, encoders, docs)
         (pure_s, pure_ids), (fast_s, fast_ids), (tt_s, tt_ids) = best["pure"], best["fast"], best["tiktoken"]
         assert pure_ids == fast_ids == tt_ids, f"{name}: our ids differ from tiktoken's"
         hf_cell, hf_ratio = "—", "—"
         if "hf" in best:
             hf_cell, hf_ratio = f"{mb / best['hf'][0]:.2f}", f"{best['hf'][0] / fast_s:.2f}×"
-        table.add_row(name, f"{mb / pure_s:.2f}", f"{mb / fast_s:.2f}", f"{mb / tt_s:.2f}", hf_cell,
-                      f"{tt_s / pure_s:.2f}×", f"{tt_s / fast_s:.2f}×", hf_ratio)
+        table.add_row(
+            name,
+            f"{mb / pure_s:.2f}",
+            f"{mb / fast_s:.2f}",
+            f"{mb / tt_s:.2f}",
+            hf_cell,
+            f"{tt_s / pure_s:.2f}×",
+            f"{tt_s / fast_s:.2f}×",
+            hf_ratio,
+        )
     console.print(table)
 
 

@@ -48,10 +48,17 @@ def compose_cfg(shape: dict, precision: str, steps: int, out: Path):
     """The `train.py` config for this shape (no validation, no checkpoint: the plain loop has neither)."""
     m = shape["model"]
     overrides = [
-        f"model.n_layer={m['n_layer']}", f"model.n_head={m['n_head']}", f"model.n_embd={m['n_embd']}",
-        f"model.block_size={m['block_size']}", "model.dropout=0.0", f"data.batch_size={shape['batch']}",
-        f"trainer.max_steps={steps}", f"trainer.precision={precision}", "callbacks.model_checkpoint=null",
-        "callbacks.samples=null", f"paths.output_dir={out}",
+        f"model.n_layer={m['n_layer']}",
+        f"model.n_head={m['n_head']}",
+        f"model.n_embd={m['n_embd']}",
+        f"model.block_size={m['block_size']}",
+        "model.dropout=0.0",
+        f"data.batch_size={shape['batch']}",
+        f"trainer.max_steps={steps}",
+        f"trainer.precision={precision}",
+        "callbacks.model_checkpoint=null",
+        "callbacks.samples=null",
+        f"paths.output_dir={out}",
     ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
@@ -73,14 +80,27 @@ def main() -> None:
     args = parser.parse_args()
 
     console = Console(width=200)
-    console.print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-                  f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
-    peaks = {name: measure_matmul_flops(dtype, size=1024, seconds=1.0)
-             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    console.print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
+    )
+    peaks = {
+        name: measure_matmul_flops(dtype, size=1024, seconds=1.0)
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    }
     console.print("matmul peak: " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
     table = Table(title="training throughput: MiniGPT stage vs plain PyTorch loop")
-    for col in ("shape", "precision", "plain tok/s", "stage tok/s", "stage/plain", "plain MFU", "stage MFU",
-                "loss plain", "loss stage"):
+    for col in (
+        "shape",
+        "precision",
+        "plain tok/s",
+        "stage tok/s",
+        "stage/plain",
+        "plain MFU",
+        "stage MFU",
+        "loss plain",
+        "loss stage",
+    ):
         table.add_column(col, justify="right")
 
     for name in args.shapes:
@@ -98,17 +118,30 @@ def main() -> None:
             cfg = compose_cfg(shape, lightning_precision, args.steps, Path(args.out) / f"{name}-{precision}")
             optim = cfg.optim
             plain_losses, plain_times = plain_train(
-                copy.deepcopy(model), batches, optim.lr, optim.weight_decay, tuple(optim.optimizer.betas),
-                optim.warmup_steps, optim.min_lr_ratio, cfg.trainer.gradient_clip_val, bf16=precision == "bf16",
+                copy.deepcopy(model),
+                batches,
+                optim.lr,
+                optim.weight_decay,
+                tuple(optim.optimizer.betas),
+                optim.warmup_steps,
+                optim.min_lr_ratio,
+                cfg.trainer.gradient_clip_val,
+                bf16=precision == "bf16",
             )
             stage_losses, stage_times = stage_train(cfg, copy.deepcopy(model), batches)
             plain_rate = tokens_per_s(plain_times, tokens, args.skip)
             stage_rate = tokens_per_s(stage_times, tokens, args.skip)
             peak = peaks[precision]
             table.add_row(
-                name, precision, f"{plain_rate:,.0f}", f"{stage_rate:,.0f}", f"{stage_rate / plain_rate:.3f}",
-                f"{plain_rate * flops_per_token / peak:.1%}", f"{stage_rate * flops_per_token / peak:.1%}",
-                f"{plain_losses[-1]:.5f}", f"{stage_losses[-1]:.5f}",
+                name,
+                precision,
+                f"{plain_rate:,.0f}",
+                f"{stage_rate:,.0f}",
+                f"{stage_rate / plain_rate:.3f}",
+                f"{plain_rate * flops_per_token / peak:.1%}",
+                f"{stage_rate * flops_per_token / peak:.1%}",
+                f"{plain_losses[-1]:.5f}",
+                f"{stage_losses[-1]:.5f}",
             )
     console.print(table)
 

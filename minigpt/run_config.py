@@ -35,6 +35,7 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "final_samples": (INTEGER, "2"),
 }
 
+
 def _fits(value: object, expected: str) -> bool:
     if isinstance(value, bool):  # a bool is an int to Python, never to a user
         return False

@@ -25,9 +25,7 @@ class Throughput(L.Callback):
         cache_dir: where a measured CPU peak is cached between runs.
     """
 
-    def __init__(
-        self, peak_flops: float | None = None, window: int = 10, cache_dir: str | None = None
-    ) -> None:
+    def __init__(self, peak_flops: float | None = None, window: int = 10, cache_dir: str | None = None) -> None:
         self.peak_flops, self.window, self.cache_dir = peak_flops, window, cache_dir
         self._t0: float | None = None
         self._tokens = 0

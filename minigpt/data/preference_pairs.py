@@ -65,4 +65,3 @@ def make_pairs(
         if pair is not None:
             pairs.append(pair)
     return pairs
-

@@ -122,9 +122,7 @@ class TextDataModule(L.LightningDataModule):
         if self.splits is None:
             if self.tokenizer is None:
                 raise RuntimeError("TextDataModule needs attach_tokenizer(...) before use.")
-            self.splits = token_splits(
-                self.corpus, self.tokenizer, self.val_fraction, self.cache_dir, self.num_proc
-            )
+            self.splits = token_splits(self.corpus, self.tokenizer, self.val_fraction, self.cache_dir, self.num_proc)
         return self.splits
 
     def setup(self, stage: str | None = None) -> None:

@@ -78,9 +78,11 @@ def evaluate_tasks(
 
     `tasks`: task names (built with default options), Task objects, or a {name: Task} mapping.
     """
-    named = dict(tasks) if isinstance(tasks, Mapping) else {
-        (t if isinstance(t, str) else t.name): (get_task(t) if isinstance(t, str) else t) for t in tasks
-    }
+    named = (
+        dict(tasks)
+        if isinstance(tasks, Mapping)
+        else {(t if isinstance(t, str) else t.name): (get_task(t) if isinstance(t, str) else t) for t in tasks}
+    )
     return {
         name: sum(score for *_, score in task_results(model, tokenizer, task, split, n)) / n
         for name, task in named.items()

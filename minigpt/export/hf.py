@@ -138,14 +138,10 @@ def to_hf_state_dict(model: Transformer) -> dict[str, Tensor]:
             tensor = ours[key]
             parts = tensor.split(_qkv_sizes(config)) if len(rule.theirs) > 1 else (tensor,)
             for name, part in zip(rule.theirs, parts):
-                out[f"{name}.{suffix}"] = (
-                    part.t() if rule.transpose and part.dim() == 2 else part
-                ).contiguous()
+                out[f"{name}.{suffix}"] = (part.t() if rule.transpose and part.dim() == 2 else part).contiguous()
     unmapped = sorted(set(ours) - used)
     if unmapped:
-        raise ConfigError(
-            f"Parameters {unmapped[:4]} have no Hugging Face counterpart; this model cannot be exported."
-        )
+        raise ConfigError(f"Parameters {unmapped[:4]} have no Hugging Face counterpart; this model cannot be exported.")
     return out
 
 
@@ -158,9 +154,7 @@ def from_hf_state_dict(state: dict[str, Tensor], config: ModelConfig) -> dict[st
             if not all(name in state for name in names):
                 continue
             parts = [state[n].t() if rule.transpose and state[n].dim() == 2 else state[n] for n in names]
-            out[f"{rule.ours}.{suffix}"] = (
-                torch.cat(parts).contiguous() if len(parts) > 1 else parts[0].contiguous()
-            )
+            out[f"{rule.ours}.{suffix}"] = torch.cat(parts).contiguous() if len(parts) > 1 else parts[0].contiguous()
     return out
 
 
@@ -218,9 +212,7 @@ def from_hf_config(hf: PretrainedConfig) -> ModelConfig:
     if hf.model_type == "gpt2":
         activations = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
         if hf.activation_function not in activations:
-            raise ConfigError(
-                f"HF activation_function={hf.activation_function!r} is not supported; use gelu_new."
-            )
+            raise ConfigError(f"HF activation_function={hf.activation_function!r} is not supported; use gelu_new.")
         return ModelConfig(
             n_layer=hf.n_layer,
             n_head=hf.n_head,
@@ -289,9 +281,7 @@ def from_hf(source: str | Path | PreTrainedModel) -> tuple[Transformer, Tokenize
 
         folder = Path(source)
         if not (folder / "config.json").exists():
-            raise ConfigError(
-                f"{folder} has no config.json; point at a folder written by save_pretrained / export."
-            )
+            raise ConfigError(f"{folder} has no config.json; point at a folder written by save_pretrained / export.")
         source = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
         if (folder / TOKENIZER_FILE).exists():
             tokenizer = load_tokenizer(folder / TOKENIZER_FILE)
@@ -320,4 +310,3 @@ def export_hf(model: Transformer, tokenizer: Tokenizer | None, out: str | Path) 
     else:
         tmp.rename(out)
     return out
-

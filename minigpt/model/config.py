@@ -52,15 +52,11 @@ class MoEConfig:
     def validate(self, n_layer: int) -> None:
         """Raise `ConfigError` (field, value, fix) for an inconsistent MoE setting."""
         if self.router not in ("topk", "switch", "expert_choice"):
-            raise ConfigError(
-                f"model.moe.router={self.router!r} is unknown; use 'topk', 'switch' or 'expert_choice'."
-            )
+            raise ConfigError(f"model.moe.router={self.router!r} is unknown; use 'topk', 'switch' or 'expert_choice'.")
         if not isinstance(self.num_experts, int) or self.num_experts < 2:
             raise ConfigError(f"model.moe.num_experts={self.num_experts!r} must be an integer ≥ 2.")
         if not isinstance(self.top_k, int) or not 1 <= self.top_k <= self.num_experts:
-            raise ConfigError(
-                f"model.moe.top_k={self.top_k!r} must be between 1 and num_experts={self.num_experts}."
-            )
+            raise ConfigError(f"model.moe.top_k={self.top_k!r} must be between 1 and num_experts={self.num_experts}.")
         if self.router == "switch" and self.top_k != 1:
             raise ConfigError(f"model.moe.top_k={self.top_k} but router=switch routes to one expert; set top_k=1.")
         if self.router != "topk" and self.capacity_factor is None:
@@ -164,9 +160,7 @@ class ModelConfig:
         if self.norm not in ("layernorm", "rmsnorm"):
             raise ConfigError(f"model.norm={self.norm!r} is unknown; use 'layernorm' or 'rmsnorm'.")
         if self.activation not in ("gelu", "gelu_tanh", "swiglu"):
-            raise ConfigError(
-                f"model.activation={self.activation!r} is unknown; use 'gelu', 'gelu_tanh' or 'swiglu'."
-            )
+            raise ConfigError(f"model.activation={self.activation!r} is unknown; use 'gelu', 'gelu_tanh' or 'swiglu'.")
         if self.positions not in ("learned", "rope"):
             raise ConfigError(f"model.positions={self.positions!r} is unknown; use 'learned' or 'rope'.")
         if not 0.0 <= self.dropout < 1.0:

@@ -46,7 +46,8 @@ def resolve_model_folder(path: str | Path, field: str | None = None) -> Path:
     given = f"{field}={path}" if field else str(path)
     raise ConfigError(
         f"{given} is not a model folder (no {WEIGHTS} + {CONFIG} in it or in its model/ subfolder); "
-        "pass the folder a finished run wrote, e.g. outputs/<task_name>/<date>_<time>/model (or the run folder above it)."
+        "pass the folder a finished run wrote, e.g. outputs/<task_name>/<date>_<time>/model "
+        "(or the run folder above it)."
     )
 
 

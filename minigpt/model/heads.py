@@ -150,4 +150,3 @@ def load_reward_model(path: str | Path, map_location: str = "cpu") -> RewardScor
     head = ScalarHead(trunk.config.n_embd)
     load_model(head, str(folder / REWARD_HEAD), device=map_location)
     return RewardScorer(RewardModel(trunk, head.to(map_location)), tokenizer)
-

@@ -171,4 +171,3 @@ def load_adapter(model: Transformer, folder: str | Path) -> Transformer:
     apply_lora(model, config, rows_from)
     set_peft_model_state_dict(model, load_file(str(folder / ADAPTER_WEIGHTS)))
     return model
-

@@ -89,8 +89,7 @@ def prune_experts(model: Transformer, load: Tensor, keep: int) -> Transformer:
         raise ConfigError("The model has no experts to prune (model.moe is null).")
     if not max(moe.top_k, 2) <= keep < moe.num_experts:
         raise ConfigError(
-            f"keep={keep} experts must be below num_experts={moe.num_experts} and at least 2 and "
-            f"top_k={moe.top_k}."
+            f"keep={keep} experts must be below num_experts={moe.num_experts} and at least 2 and top_k={moe.top_k}."
         )
     layers = _moe_layers(model)
     if load.shape != (len(layers), moe.num_experts):

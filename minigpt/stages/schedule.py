@@ -23,10 +23,6 @@ def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_lr_
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def warmup_cosine(
-    optimizer: Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1
-) -> LambdaLR:
+def warmup_cosine(optimizer: Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1) -> LambdaLR:
     """A `LambdaLR` following `warmup_cosine_factor` (stepped once per optimizer step)."""
-    return LambdaLR(
-        optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, total_steps, min_lr_ratio)
-    )
+    return LambdaLR(optimizer, lambda step: warmup_cosine_factor(step, warmup_steps, total_steps, min_lr_ratio))

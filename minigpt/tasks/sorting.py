@@ -18,9 +18,7 @@ class Sorting(Task):
     def __init__(self, seed: int = 0, min_items: int = 3, max_items: int = 5, max_value: int = 99) -> None:
         super().__init__(seed)
         if not 2 <= min_items <= max_items:
-            raise ConfigError(
-                f"task min_items={min_items}, max_items={max_items}: need 2 ≤ min_items ≤ max_items."
-            )
+            raise ConfigError(f"task min_items={min_items}, max_items={max_items}: need 2 ≤ min_items ≤ max_items.")
         if max_value < 1:
             raise ConfigError(f"task max_value={max_value} must be at least 1.")
         self.min_items, self.max_items, self.max_value = min_items, max_items, max_value

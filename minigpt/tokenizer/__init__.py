@@ -6,5 +6,10 @@ from minigpt.tokenizer.byte import ByteTokenizer
 from minigpt.tokenizer.char import CharTokenizer
 
 __all__ = [
-    "BPETokenizer", "ByteTokenizer", "CharTokenizer", "Tokenizer", "load_tokenizer", "tokenizer_from_json",
+    "BPETokenizer",
+    "ByteTokenizer",
+    "CharTokenizer",
+    "Tokenizer",
+    "load_tokenizer",
+    "tokenizer_from_json",
 ]

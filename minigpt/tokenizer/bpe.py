@@ -90,9 +90,7 @@ class BPETokenizer(Tokenizer):
         self.vocab = [bytes(t) for t in vocab]
         self.ranks = {t: i for i, t in enumerate(self.vocab)}
         if len(self.ranks) != len(self.vocab):
-            raise ConfigError(
-                "The BPE vocabulary has repeated tokens; every token must be a distinct byte string."
-            )
+            raise ConfigError("The BPE vocabulary has repeated tokens; every token must be a distinct byte string.")
         missing = [b for b in range(256) if bytes([b]) not in self.ranks]
         if missing:
             raise ConfigError(
@@ -115,7 +113,9 @@ class BPETokenizer(Tokenizer):
             except ImportError:
                 return
             self._fast = tiktoken.Encoding(
-                f"minigpt-bpe-{len(self.vocab)}", pat_str=self.pattern, mergeable_ranks=self.ranks,
+                f"minigpt-bpe-{len(self.vocab)}",
+                pat_str=self.pattern,
+                mergeable_ranks=self.ranks,
                 special_tokens={},  # special tokens are handled by `Tokenizer.encode`
             )
 
@@ -164,8 +164,14 @@ class BPETokenizer(Tokenizer):
             progress.update(task, description=f"BPE: learning {n_new} merges", completed=0, total=n_new)
             added = learn_tokens(word_counts, n_new, min_frequency, on_token=lambda: progress.advance(task))
         if len(added) < n_new:
-            log.warning("BPE stopped at %d of %d merges: no pair occurs %d times any more (a small corpus); "
-                        "the vocabulary has %d ids.", len(added), n_new, min_frequency, vocab_size - n_new + len(added))
+            log.warning(
+                "BPE stopped at %d of %d merges: no pair occurs %d times any more (a small corpus); "
+                "the vocabulary has %d ids.",
+                len(added),
+                n_new,
+                min_frequency,
+                vocab_size - n_new + len(added),
+            )
         return cls([bytes([b]) for b in range(256)] + added, pattern, special_tokens)
 
     # ---- encoding ----------------------------------------------------------------------------------

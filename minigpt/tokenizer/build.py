@@ -48,8 +48,12 @@ def bpe_tokenizer(
         return load_tokenizer(path)
     special = list(DEFAULT_SPECIAL_TOKENS if special_tokens is None else special_tokens)
     documents = texts()
-    settings = {"vocab_size": vocab_size, "pattern": resolve_pattern(pattern), "special": special,
-                "min_frequency": min_frequency}
+    settings = {
+        "vocab_size": vocab_size,
+        "pattern": resolve_pattern(pattern),
+        "special": special,
+        "min_frequency": min_frequency,
+    }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for doc in documents:
         digest.update(doc.encode("utf-8", errors="surrogatepass"))

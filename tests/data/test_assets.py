@@ -16,8 +16,11 @@ from minigpt.utils.errors import ConfigError
 
 def _make_sdist(path: Path) -> Path:
     with tarfile.open(path, "w:gz") as tf:
-        for name, text in {"pkg-1.0/data/a_gut.txt": "alpha", "pkg-1.0/data/b_gut.txt": "beta",
-                           "pkg-1.0/setup.py": "x"}.items():
+        for name, text in {
+            "pkg-1.0/data/a_gut.txt": "alpha",
+            "pkg-1.0/data/b_gut.txt": "beta",
+            "pkg-1.0/setup.py": "x",
+        }.items():
             info = tarfile.TarInfo(name)
             info.size = len(text)
             tf.addfile(info, io.BytesIO(text.encode()))

@@ -100,8 +100,15 @@ def test_malformed_jsonl_line_is_named(tmp_path, line, reason):
 def test_jsonl_datamodule_both_formats_and_holdout(tmp_path):
     path = tmp_path / "chats.jsonl"
     lines = [{"prompt": f"ab{i}", "completion": "ba"} for i in range(10)]
-    lines.append({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
-                               {"role": "assistant", "content": "hello"}]})
+    lines.append(
+        {
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+            ]
+        }
+    )
     path.write_text("\n".join(json.dumps(x) for x in lines))
     dm = ChatDataModule(path=str(path), seq_len=32, batch_size=4, val_fraction=0.2, seed=0)
     dm.attach_tokenizer(CharTokenizer.train(CHARS + "yh"))

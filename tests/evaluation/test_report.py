@@ -20,8 +20,13 @@ def test_evaluate_run_writes_metrics_plot_and_samples(compose_train, compose_eva
     # Hydra saves the composed config into the run folder; evaluate.py reads the data config from it.
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
     OmegaConf.save(train_cfg, run_dir / ".hydra" / "config.yaml")
-    cfg = compose_eval(f"run={run_dir}", "num_samples=2", "sampling.max_new_tokens=10", "batch_size=4",
-                       f"paths.cache_dir={tmp_path / 'cache'}")
+    cfg = compose_eval(
+        f"run={run_dir}",
+        "num_samples=2",
+        "sampling.max_new_tokens=10",
+        "batch_size=4",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    )
     results = evaluate_run(cfg)
 
     saved = json.loads((run_dir / "eval.json").read_text())
@@ -39,8 +44,13 @@ def test_evaluate_on_other_data_and_bare_model_folder(compose_train, compose_eva
     train(compose_train("trainer.max_steps=2", "trainer.val_check_interval=2"))
     other = tmp_path / "other.txt"
     other.write_text("ANNA:\nthe river runs cold.\n\n" * 50)
-    cfg = compose_eval(f"run={tmp_path / 'run' / 'model'}", "data=text_files", f"data.corpus.paths=[{other}]",
-                       "num_samples=0", f"paths.cache_dir={tmp_path / 'cache'}")
+    cfg = compose_eval(
+        f"run={tmp_path / 'run' / 'model'}",
+        "data=text_files",
+        f"data.corpus.paths=[{other}]",
+        "num_samples=0",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    )
     results = evaluate_run(cfg)
     assert results["val/loss"] > 0 and "samples" not in results
     assert (tmp_path / "run" / "model" / "eval.json").exists()

@@ -12,8 +12,7 @@ from minigpt.model.transformer import Transformer
 from minigpt.utils.errors import ConfigError
 
 GPT = dict(n_layer=2, n_head=4, n_embd=32, block_size=16, vocab_size=50)
-LLAMA = dict(GPT, n_kv_head=2, norm="rmsnorm", activation="swiglu", positions="rope", bias=False,
-             tie_embeddings=False)
+LLAMA = dict(GPT, n_kv_head=2, norm="rmsnorm", activation="swiglu", positions="rope", bias=False, tie_embeddings=False)
 
 
 @pytest.fixture(params=["gpt", "llama"])

@@ -32,8 +32,13 @@ def test_stage_and_plain_loop_give_the_same_losses(compose_train, tmp_path):
         cfg.trainer.gradient_clip_val = 0.5
     ours, _ = stage_train(cfg, copy.deepcopy(model), batches)
     plain, _ = plain_train(
-        copy.deepcopy(model), batches, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-        betas=tuple(cfg.optim.optimizer.betas), warmup_steps=10, min_lr_ratio=cfg.optim.min_lr_ratio,
+        copy.deepcopy(model),
+        batches,
+        lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay,
+        betas=tuple(cfg.optim.optimizer.betas),
+        warmup_steps=10,
+        min_lr_ratio=cfg.optim.min_lr_ratio,
         grad_clip=0.5,
     )
     assert len(ours) == len(plain) == steps

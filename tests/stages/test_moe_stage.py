@@ -27,8 +27,14 @@ def first_train_loss(run_dir: Path) -> float:
 
 
 def test_moe_model_pretrains_and_logs_expert_load(compose_train, tmp_path):
-    cfg = compose_train(*TINY_MOE, "trainer.max_steps=60", "trainer.val_check_interval=60",
-                        "trainer.log_every_n_steps=5", "optim.lr=3e-3", "optim.warmup_steps=5")
+    cfg = compose_train(
+        *TINY_MOE,
+        "trainer.max_steps=60",
+        "trainer.val_check_interval=60",
+        "trainer.log_every_n_steps=5",
+        "optim.lr=3e-3",
+        "optim.warmup_steps=5",
+    )
     metrics = train(cfg)
     run = tmp_path / "run"
     assert metrics["val/loss"] < 0.7 * first_train_loss(run)
@@ -43,15 +49,23 @@ def test_moe_model_pretrains_and_logs_expert_load(compose_train, tmp_path):
 
 
 def test_upcycling_starts_at_the_parent_loss_and_improves_then_prunes(compose_train, compose_command, tmp_path):
-    dense_cfg = compose_train("trainer.max_steps=30", "trainer.val_check_interval=30", "optim.lr=3e-3",
-                              "optim.warmup_steps=5")
+    dense_cfg = compose_train(
+        "trainer.max_steps=30", "trainer.val_check_interval=30", "optim.lr=3e-3", "optim.warmup_steps=5"
+    )
     parent = train(dense_cfg)["val/loss"]
     parent_dir = tmp_path / "dense"
     (tmp_path / "run").rename(parent_dir)
 
-    cfg = compose_train("stage=moe", f"init_from={parent_dir / 'model'}", *TINY_MOE,
-                        "trainer.max_steps=30", "trainer.val_check_interval=30", "trainer.log_every_n_steps=1",
-                        "optim.lr=1e-3", "optim.warmup_steps=5")
+    cfg = compose_train(
+        "stage=moe",
+        f"init_from={parent_dir / 'model'}",
+        *TINY_MOE,
+        "trainer.max_steps=30",
+        "trainer.val_check_interval=30",
+        "trainer.log_every_n_steps=1",
+        "optim.lr=1e-3",
+        "optim.warmup_steps=5",
+    )
     metrics = train(cfg)
     # Step 0 is logged before any update: the upcycled model still computes its parent's function.
     assert first_train_loss(tmp_path / "run") < parent + 0.3
@@ -60,8 +74,16 @@ def test_upcycling_starts_at_the_parent_loss_and_improves_then_prunes(compose_tr
     assert model.config.moe.num_experts == 4 and model.blocks[0].ffn.experts.hidden == model.config.mlp_hidden
     assert model.config.n_layer == 2  # the trunk is the parent's
 
-    prune_main(compose_command("moe_prune", f"run={tmp_path / 'run'}", "keep=2", f"out={tmp_path / 'pruned'}",
-                               f"text=[{tmp_path / 'play.txt'}]", "tokens=2000"))
+    prune_main(
+        compose_command(
+            "moe_prune",
+            f"run={tmp_path / 'run'}",
+            "keep=2",
+            f"out={tmp_path / 'pruned'}",
+            f"text=[{tmp_path / 'play.txt'}]",
+            "tokens=2000",
+        )
+    )
     pruned, tokenizer = load_model_folder(tmp_path / "pruned")
     assert pruned.config.moe.num_experts == 2 and tokenizer is not None
 

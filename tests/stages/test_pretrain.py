@@ -26,8 +26,13 @@ def read_train_losses(run_dir: Path) -> dict[int, float]:
 
 
 def test_tiny_pretrain_loss_falls_well_below_its_start(compose_train, tmp_path):
-    cfg = compose_train("trainer.max_steps=150", "trainer.val_check_interval=150", "trainer.log_every_n_steps=1",
-                        "optim.lr=3e-3", "optim.warmup_steps=5")
+    cfg = compose_train(
+        "trainer.max_steps=150",
+        "trainer.val_check_interval=150",
+        "trainer.log_every_n_steps=1",
+        "optim.lr=3e-3",
+        "optim.warmup_steps=5",
+    )
     metrics = train(cfg)
     losses = read_train_losses(tmp_path / "run")
     vocab = load_model_folder(tmp_path / "run" / "model")[1].vocab_size
@@ -38,8 +43,12 @@ def test_tiny_pretrain_loss_falls_well_below_its_start(compose_train, tmp_path):
 
 
 def test_resume_from_checkpoint_continues_the_same_loss_curve(compose_train, tmp_path):
-    common = ("trainer.log_every_n_steps=1", "trainer.val_check_interval=8",
-              "callbacks.model_checkpoint.every_n_train_steps=8", "callbacks.model_checkpoint.save_top_k=-1")
+    common = (
+        "trainer.log_every_n_steps=1",
+        "trainer.val_check_interval=8",
+        "callbacks.model_checkpoint.every_n_train_steps=8",
+        "callbacks.model_checkpoint.save_top_k=-1",
+    )
     full_cfg = compose_train("trainer.max_steps=16", *common)
     train(full_cfg)
     full = read_train_losses(tmp_path / "run")

@@ -1,6 +1,5 @@
 """`stage=reward`: the reward model learns held-out preferences; the run writes a loadable reward folder."""
 
-
 import lightning as L
 import pytest
 import torch

@@ -141,8 +141,9 @@ def test_tokenizer_json_and_tiktoken_files_round_trip(tok, tmp_path):
     again = BPETokenizer.from_tiktoken(rank_file, special_tokens=list(tok.special_tokens))
     assert again.fingerprint() == tok.fingerprint()
     # tiktoken itself reads our export and encodes exactly as we do.
-    enc = tiktoken.Encoding("ours", pat_str=tok.pattern, mergeable_ranks=load_tiktoken_bpe(str(rank_file)),
-                            special_tokens={})
+    enc = tiktoken.Encoding(
+        "ours", pat_str=tok.pattern, mergeable_ranks=load_tiktoken_bpe(str(rank_file)), special_tokens={}
+    )
     text = "".join(TEXTS)
     assert enc.encode_ordinary(text) == tok.encode_python(text)
 
@@ -185,8 +186,9 @@ def test_builder_caches_the_trained_tokenizer(tmp_path, monkeypatch):
 def test_a_run_with_tokenizer_bpe_trains_and_saves_it(compose_train, tmp_path):
     from minigpt.run import train
 
-    cfg = compose_train("tokenizer=bpe", "tokenizer.vocab_size=320", "trainer.max_steps=4",
-                        "trainer.val_check_interval=4")
+    cfg = compose_train(
+        "tokenizer=bpe", "tokenizer.vocab_size=320", "trainer.max_steps=4", "trainer.val_check_interval=4"
+    )
     metrics = train(cfg)
     saved = load_tokenizer(tmp_path / "run" / "model")
     assert isinstance(saved, BPETokenizer) and saved.vocab_size == 320 and metrics["val/bpb"] > 0

@@ -55,8 +55,13 @@ def reference(rank_bytes, tmp_path_factory):
 
     path = tmp_path_factory.mktemp("ranks") / "gpt2.tiktoken"
     path.write_bytes(rank_bytes)
-    return tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=load_tiktoken_bpe(str(path)),
-                             special_tokens={"<|endoftext|>": 50256}, explicit_n_vocab=50257)
+    return tiktoken.Encoding(
+        "gpt2",
+        pat_str=r50k_pat_str,
+        mergeable_ranks=load_tiktoken_bpe(str(path)),
+        special_tokens={"<|endoftext|>": 50256},
+        explicit_n_vocab=50257,
+    )
 
 
 def test_rank_file_is_tiktokens_r50k(rank_bytes):
