@@ -37,9 +37,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
-from minigpt.inference.config import GenerationConfig
 from minigpt.losses.grpo import (
     ADVANTAGES,
     LOSS_TYPES,
@@ -55,27 +53,22 @@ from minigpt.losses.grpo import (
 from minigpt.losses.ppo import entropy_from_logits, masked_mean
 from minigpt.rl.rewards import ModelReward, build_reward, check_finite
 from minigpt.rl.rollout import Rollout, concat_rollouts, frozen_logprobs, logprobs_of, response_logits, sample_rollout
-from minigpt.rl.samples import SampleTable
+from minigpt.rl.settings import RolloutSettings
 from minigpt.stages.base import Stage
 from minigpt.stages.chat_model import ChatModel
-from minigpt.stages.inputs import StageInputs
+from minigpt.stages.inputs import StageInputs, require_prompts
+from minigpt.stages.reply_validation import SampledReplyValidation
 from minigpt.utils.errors import ConfigError
 from minigpt.utils.timing import timed
 
-_VAL_METRICS = ("reward", "gold", "kl", "length", "eos")
 OVERLONG = ("none", "mask", "penalty")
 
 
 @dataclass
-class GRPOSettings:
+class GRPOSettings(RolloutSettings):
     """GRPO's hyperparameters; conf/stage/grpo.yaml shows each with its paper's default and meaning."""
 
     num_generations: int = 8
-    max_new_tokens: int = 24
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    compile_rollouts: bool = False
     advantage: AdvantageKind = "grpo"
     scale_rewards: RewardScale | None = None
     loss_type: LossType = "grpo"
@@ -134,16 +127,6 @@ class GRPOSettings:
         """Whether the policy moves before the rollout is used up, so π_old must be computed and kept."""
         return self.num_iterations > 1 or self.num_minibatches > 1
 
-    def generation(self) -> GenerationConfig:
-        """How rollouts sample."""
-        return GenerationConfig(
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            compile=self.compile_rollouts,
-        )
-
 
 @dataclass
 class Scored:
@@ -173,7 +156,7 @@ def concat_scored(parts: list[Scored], pad_id: int) -> Scored:
     )
 
 
-class GRPOStage(Stage):
+class GRPOStage(SampledReplyValidation, Stage):
     """GRPO, Dr. GRPO, DAPO, RLOO and REINFORCE++ as switches of one stage (see `GRPOSettings`).
 
     Args (besides `Stage`'s; the GRPO hyperparameters are `GRPOSettings`' fields, passed as keywords):
@@ -224,10 +207,7 @@ class GRPOStage(Stage):
         self.tries = 0
         self.sampling_stats: dict[str, list[float]] = {}
         self.timings: dict[str, float] = {}
-        self.val_metrics = {name: MeanMetric() for name in _VAL_METRICS}
-        for name, metric in self.val_metrics.items():
-            self.add_module(f"val_{name}", metric)
-        self.samples = SampleTable("GRPO", num_shown)
+        self.init_reply_validation("GRPO", num_shown)
 
     def check_reward_tokenizer(self, reward_model: str | None) -> None:
         """A reward model must share the policy's tokenizer: it was trained on this lineage's token ids."""
@@ -245,20 +225,7 @@ class GRPOStage(Stage):
     def attach_data(self, inputs: StageInputs) -> None:
         """Refuse data without prompts, or prompts whose reply would not fit the context; build the task reward."""
         super().attach_data(inputs)
-        if inputs.longest_prompt is None:
-            raise ConfigError(
-                f"stage=grpo samples its own replies and needs prompts, not {inputs.source} batches: "
-                "use data=prompts/<task> (e.g. data=prompts/arithmetic) or data=prompts data.path=<prompts.jsonl>."
-            )
-        longest, text = inputs.longest_prompt
-        block = self.model.config.block_size
-        # One slot more than prompt + reply: a reward model scores an unfinished reply with `<|end|>` appended.
-        if longest + self.grpo.max_new_tokens + 1 > block:
-            raise ConfigError(
-                f"The prompt {text[:40]!r} takes {longest} tokens; with stage.max_new_tokens="
-                f"{self.grpo.max_new_tokens} and a closing <|end|> that exceeds the model's context "
-                f"block_size={block}. Set stage.max_new_tokens≤{block - longest - 1}."
-            )
+        require_prompts(inputs, "grpo", self.grpo.max_new_tokens, self.model.config.block_size)
         if self.reward_fn is None:
             self.reward_fn = build_reward(self.reward_kind, None, inputs.tasks, self.count_text)  # type: ignore[arg-type]
 
@@ -500,40 +467,6 @@ class GRPOStage(Stage):
         if gold is not None:
             out["gold"] = gold
         return out, rollout
-
-    def on_validation_epoch_start(self) -> None:
-        """Fixed-seed sampling at every validation: the curves compare like with like."""
-        self.val_generator = torch.Generator(device=self.device).manual_seed(0)
-        self.samples.clear()
-
-    def validation_step(self, batch: dict[str, list[Any]], batch_idx: int) -> None:
-        """Accumulate the validation metrics of replies to held-out prompts, and the samples to show."""
-        out, rollout = self.evaluate_batch(batch, self.val_generator)
-        for name, values in out.items():
-            self.val_metrics[name].update(values)
-        self.samples.add(rollout, out)
-
-    def on_validation_epoch_end(self) -> None:
-        """Log `val/reward`, `val/gold`, `val/kl`, `val/length`, `val/eos` and show the samples table."""
-        for name, metric in self.val_metrics.items():
-            if metric.update_count:
-                self.log(f"val/{name}", metric.compute(), prog_bar=name in ("reward", "gold"), sync_dist=True)
-            metric.reset()
-        if not self.trainer.sanity_checking:
-            self.samples.show(self, self.iteration)
-
-    def on_train_start(self) -> None:
-        """Measure the starting policy on the validation prompts once: `val/<metric>_init`."""
-        if self.inputs.val_batches is None:
-            return
-        generator = torch.Generator(device=self.device).manual_seed(0)
-        totals: dict[str, list[Tensor]] = {}
-        for batch in self.inputs.val_batches():
-            out, _ = self.evaluate_batch(batch, generator)
-            for name, values in out.items():
-                totals.setdefault(name, []).append(values)
-        init = {f"val/{k}_init": torch.cat(v).float().mean() for k, v in totals.items() if k != "kl"}
-        self.log_dict(init, sync_dist=True)
 
     # --- checkpoints -------------------------------------------------------------------------------
 

@@ -87,3 +87,21 @@ def prepare_fit(stage: Stage, datamodule: Any) -> None:
     """Fit the data to the stage's model, hand the stage its inputs, and let it refuse bad data — before fit."""
     fit_context(datamodule, stage.model.config.block_size)
     stage.attach_data(stage_inputs(datamodule))
+
+
+def require_prompts(inputs: StageInputs, stage: str, max_new_tokens: int, block_size: int) -> None:
+    """Refuse, before training, data without prompts (an RL stage samples its own replies) and prompts whose
+    longest reply would not fit the model's context."""
+    if inputs.longest_prompt is None:
+        raise ConfigError(
+            f"stage={stage} samples its own replies and needs prompts, not {inputs.source} batches: "
+            "use data=prompts/<task> (e.g. data=prompts/arithmetic) or data=prompts data.path=<prompts.jsonl>."
+        )
+    longest, text = inputs.longest_prompt
+    # One slot more than prompt + reply: a reward model scores an unfinished reply with `<|end|>` appended.
+    if longest + max_new_tokens + 1 > block_size:
+        raise ConfigError(
+            f"The prompt {text[:40]!r} takes {longest} tokens; with stage.max_new_tokens={max_new_tokens} and a "
+            f"closing <|end|> that exceeds the model's context block_size={block_size}. "
+            f"Set stage.max_new_tokens≤{block_size - longest - 1}."
+        )

@@ -39,9 +39,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from torchmetrics import MeanMetric
 
-from minigpt.inference.config import GenerationConfig
 from minigpt.losses.lm import lm_loss
 from minigpt.losses.ppo import (
     AdaptiveKLController,
@@ -59,26 +57,20 @@ from minigpt.losses.ppo import (
 from minigpt.model.heads import ScalarHead, ValueModel
 from minigpt.rl.rewards import ModelReward, build_reward
 from minigpt.rl.rollout import Rollout, frozen_logprobs, logprobs_of, response_hidden, sample_rollout
-from minigpt.rl.samples import SampleTable
+from minigpt.rl.settings import RolloutSettings
 from minigpt.stages.base import Stage
 from minigpt.stages.chat_model import ChatModel, frozen_copy
-from minigpt.stages.inputs import StageInputs
+from minigpt.stages.inputs import StageInputs, require_prompts
+from minigpt.stages.reply_validation import SampledReplyValidation
 from minigpt.utils.errors import ConfigError
 from minigpt.utils.modes import eval_mode
 from minigpt.utils.timing import timed
 
-_VAL_METRICS = ("reward", "gold", "kl", "length", "eos")
-
 
 @dataclass
-class PPOSettings:
+class PPOSettings(RolloutSettings):
     """PPO's hyperparameters; conf/stage/ppo.yaml shows each with its default and meaning."""
 
-    max_new_tokens: int = 24  # longest sampled reply
-    temperature: float = 1.0  # PPO's ratios assume the replies were sampled from the policy itself
-    top_k: int | None = None
-    top_p: float | None = None
-    compile_rollouts: bool = False  # sample through compiled decoding steps (minigpt.inference.compiled)
     ppo_epochs: int = 2  # passes over one batch of experience
     num_minibatches: int = 2  # optimiser steps per pass
     micro_batch_size: int | None = None  # rows per forward/backward (gradient accumulation); None = minibatch
@@ -114,18 +106,8 @@ class PPOSettings:
         if self.kl_coef < 0 or (self.kl_target is not None and self.kl_target <= 0):
             raise ConfigError(f"stage.kl_coef={self.kl_coef} must be ≥ 0 and stage.kl_target > 0 (or null).")
 
-    def generation(self) -> GenerationConfig:
-        """How rollouts sample."""
-        return GenerationConfig(
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            compile=self.compile_rollouts,
-        )
 
-
-class PPOStage(Stage):
+class PPOStage(SampledReplyValidation, Stage):
     """PPO with a KL-penalised reward, GAE, clipped losses and the PPO-max stabilisers.
 
     Args (besides `Stage`'s; the PPO hyperparameters are `PPOSettings`' fields, passed as keywords):
@@ -194,10 +176,7 @@ class PPOStage(Stage):
             self.critic = ValueModel(copy.deepcopy(self.model))
         if self.critic is not None and self.critic.trunk.lm_head.weight is not self.critic.trunk.tok_emb.weight:
             self.critic.trunk.lm_head.requires_grad_(False)  # an untied LM head plays no part in values
-        self.val_metrics = {name: MeanMetric() for name in _VAL_METRICS}
-        for name, metric in self.val_metrics.items():
-            self.add_module(f"val_{name}", metric)
-        self.samples = SampleTable("PPO", num_shown)
+        self.init_reply_validation("PPO", num_shown)
         self.demos: Any = None
 
     # --- setup -------------------------------------------------------------------------------------
@@ -206,20 +185,7 @@ class PPOStage(Stage):
         """Refuse data without prompts or with prompts whose reply would not fit the context; build the task
         reward and the PPO-ptx demonstrations from the data's tasks."""
         super().attach_data(inputs)
-        if inputs.longest_prompt is None:
-            raise ConfigError(
-                f"stage=ppo samples its own replies and needs prompts, not {inputs.source} batches: "
-                "use data=prompts/<task> (e.g. data=prompts/arithmetic) or data=prompts data.path=<prompts.jsonl>."
-            )
-        longest, text = inputs.longest_prompt
-        block = self.model.config.block_size
-        # One slot more than prompt + reply: a reward model scores an unfinished reply with `<|end|>` appended.
-        if longest + self.ppo.max_new_tokens + 1 > block:
-            raise ConfigError(
-                f"The prompt {text[:40]!r} takes {longest} tokens; with stage.max_new_tokens="
-                f"{self.ppo.max_new_tokens} and a closing <|end|> that exceeds the model's context "
-                f"block_size={block}. Set stage.max_new_tokens≤{block - longest - 1}."
-            )
+        require_prompts(inputs, "ppo", self.ppo.max_new_tokens, self.model.config.block_size)
         if self.reward_kind == "task":
             self.reward_fn = build_reward("task", None, inputs.tasks, None)
         if self.ppo.ptx_coef > 0 and not (inputs.tasks and inputs.demonstrations):
@@ -422,40 +388,6 @@ class PPOStage(Stage):
         if gold is not None:
             out["gold"] = gold.to(self.device)
         return out, rollout
-
-    def on_validation_epoch_start(self) -> None:
-        """Fixed-seed sampling at every validation: the curves compare like with like."""
-        self.val_generator = torch.Generator(device=self.device).manual_seed(0)
-        self.samples.clear()
-
-    def validation_step(self, batch: dict[str, list[Any]], batch_idx: int) -> None:
-        """Accumulate the reward, gold, KL, length and EOS rate of replies to held-out prompts."""
-        out, rollout = self.evaluate_batch(batch, self.val_generator)
-        for name, values in out.items():
-            self.val_metrics[name].update(values)
-        self.samples.add(rollout, out)
-
-    def on_validation_epoch_end(self) -> None:
-        """Log `val/reward`, `val/gold`, `val/kl`, `val/length`, `val/eos` and show the samples table."""
-        for name, metric in self.val_metrics.items():
-            if metric.update_count:
-                self.log(f"val/{name}", metric.compute(), prog_bar=name in ("reward", "gold"), sync_dist=True)
-            metric.reset()
-        if not self.trainer.sanity_checking:
-            self.samples.show(self, self.iteration)
-
-    def on_train_start(self) -> None:
-        """Measure the starting policy on the validation prompts once: `val/<metric>_init` (KL 0)."""
-        if self.inputs.val_batches is None:
-            return
-        generator = torch.Generator(device=self.device).manual_seed(0)
-        totals: dict[str, list[Tensor]] = {}
-        for batch in self.inputs.val_batches():
-            out, _ = self.evaluate_batch(batch, generator)
-            for name, values in out.items():
-                totals.setdefault(name, []).append(values)
-        init = {f"val/{k}_init": torch.cat(v).float().mean() for k, v in totals.items() if k != "kl"}
-        self.log_dict(init, sync_dist=True)
 
     # --- checkpoints -------------------------------------------------------------------------------
 

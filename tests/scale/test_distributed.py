@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import torch.distributed as dist
-from preference_fixtures import base_model_folder
+from preference_fixtures import toy_rl_overrides
 
 from minigpt.run import train
 
@@ -85,12 +84,8 @@ def test_multirun_with_ddp_writes_one_folder_per_job(run_train, tmp_path):
 
 
 def test_ppo_under_ddp_spawn_keeps_ranks_identical(compose_train, tmp_path):
-    folder = base_model_folder(tmp_path / "base")
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"say: {w}"}) + "\n" for w in ["ab", "cd", "dab", "bad"] * 10))
     cfg = compose_train(
-        "stage=ppo", f"init_from={folder}", "data=prompts", f"data.path={prompts}", "data.batch_size=4",
-        "stage.reward=count", "stage.count_text=a", "stage.max_new_tokens=4", "strategy=ddp_spawn",
+        *toy_rl_overrides(tmp_path, "ppo"), "data.batch_size=4", "strategy=ddp_spawn",
         "trainer.devices=2", "trainer.max_steps=8", "trainer.val_check_interval=1",
         f"+callbacks.weights._target_={__name__}.SaveWeights", f"+callbacks.weights.folder={tmp_path}",
         toy_data=False,

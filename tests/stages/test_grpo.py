@@ -10,9 +10,9 @@ import lightning as L
 import pytest
 import torch
 from preference_fixtures import OPTIM, MoreA, base_model_folder, reward_model_folder
+from rl_fixtures import record_aux_losses, rl_run_trains_resumes_and_plots, toy_rl_overrides
 
 from minigpt.data.prompts import PromptDataModule
-from minigpt.evaluation.report import evaluate_run
 from minigpt.model.config import ModelConfig, MoEConfig
 from minigpt.model.folder import load_model_folder, save_model_folder
 from minigpt.model.transformer import Transformer
@@ -146,11 +146,7 @@ def test_other_variants_train(tmp_path, variant):
 
 def test_moe_policy_adds_its_auxiliary_loss(tmp_path, monkeypatch):
     base = base_model_folder(tmp_path / "moe", moe=MoEConfig(num_experts=4, top_k=2))
-    aux_losses = []
-    original = GRPOStage.aux_loss
-    monkeypatch.setattr(
-        GRPOStage, "aux_loss", lambda self, aux: aux_losses.append(original(self, aux)) or aux_losses[-1]
-    )
+    aux_losses = record_aux_losses(monkeypatch, GRPOStage)
     _, metrics = fit_grpo(tmp_path, 2, base=base)
     assert metrics["train/iteration"] == 2 and aux_losses and all(float(a) > 0 for a in aux_losses)
 
@@ -194,26 +190,9 @@ def test_a_nan_reward_stops_the_run_naming_the_prompt_and_reply(tmp_path):
 
 
 def test_grpo_run_composes_trains_resumes_and_plots(tmp_path, compose_train, compose_eval):
-    folder = base_model_folder(tmp_path / "base")
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"say: {w}"}) + "\n" for w in ["ab", "cd", "dab", "bad"] * 10))
-    overrides = [
-        "stage=grpo", f"init_from={folder}", "data=prompts", f"data.path={prompts}", "data.batch_size=4",
-        "data.val_fraction=0.1", "stage.reward=count", "stage.count_text=a", "stage.max_new_tokens=4",
-        "stage.num_generations=4", "trainer.val_check_interval=2", "logger=csv",
-    ]  # fmt: skip
-    metrics = train(compose_train(*overrides, "trainer.max_steps=2", toy_data=False))
-    run = tmp_path / "run"
-    assert metrics["train/iteration"] == 2 and {"val/reward", "val/kl", "val/reward_init"} <= set(metrics)
-    assert (run / "model" / "model.safetensors").exists() and list((run / "samples").glob("step_*.json"))
-    resumed = train(
-        compose_train(
-            *overrides, "trainer.max_steps=3", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", toy_data=False
-        )
+    rl_run_trains_resumes_and_plots(
+        tmp_path, compose_train, compose_eval, "grpo", 1, "data.batch_size=4", "stage.num_generations=4"
     )
-    assert resumed["train/iteration"] == 3  # the iteration count came back from the checkpoint
-    results = evaluate_run(compose_eval(f"run={run}", "num_samples=0"))
-    assert any(p.endswith("rl_curves.png") for p in results["plots"])
 
 
 @pytest.mark.parametrize("experiment, loss_type", [("grpo_arithmetic", "grpo"), ("grpo_dapo_arithmetic", "dapo")])
@@ -244,12 +223,8 @@ class RankRecord(L.Callback):
 
 @pytest.mark.slow
 def test_grpo_under_ddp_spawn_samples_different_prompts_and_keeps_ranks_identical(compose_train, tmp_path):
-    folder = base_model_folder(tmp_path / "base")
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"say: {w}"}) + "\n" for w in ["ab", "cd", "dab", "bad"] * 10))
     cfg = compose_train(
-        "stage=grpo", f"init_from={folder}", "data=prompts", f"data.path={prompts}", "data.batch_size=2",
-        "stage.reward=count", "stage.count_text=a", "stage.max_new_tokens=4", "stage.num_generations=4",
+        *toy_rl_overrides(tmp_path, "grpo"), "data.batch_size=2", "stage.num_generations=4",
         "stage.dynamic_sampling=true", "strategy=ddp_spawn", "trainer.devices=2", "trainer.max_steps=3",
         "trainer.val_check_interval=2", f"+callbacks.ranks._target_={__name__}.RankRecord",
         f"+callbacks.ranks.folder={tmp_path}", toy_data=False,

@@ -9,9 +9,9 @@ import pytest
 import torch
 from lightning.pytorch.loggers import Logger
 from preference_fixtures import OPTIM, MoreA, base_model_folder, reward_model_folder
+from rl_fixtures import record_aux_losses, rl_run_trains_resumes_and_plots
 
 from minigpt.data.prompts import PromptDataModule
-from minigpt.evaluation.report import evaluate_run
 from minigpt.model.config import MoEConfig
 from minigpt.model.folder import load_model_folder
 from minigpt.model.heads import load_reward_model
@@ -124,11 +124,7 @@ def test_shared_trunk_ptx_and_adaptive_kl(tmp_path):
 
 def test_moe_policy_adds_its_auxiliary_loss(tmp_path, monkeypatch):
     base = base_model_folder(tmp_path / "moe", moe=MoEConfig(num_experts=4, top_k=2))
-    aux_losses = []
-    original = PPOStage.aux_loss
-    monkeypatch.setattr(
-        PPOStage, "aux_loss", lambda self, aux: aux_losses.append(original(self, aux)) or aux_losses[-1]
-    )
+    aux_losses = record_aux_losses(monkeypatch, PPOStage)
     stage, metrics = fit_ppo(tmp_path, 2, base=base, critic_init="policy")
     assert metrics["train/iteration"] == 2 and aux_losses and all(float(a) > 0 for a in aux_losses)
 
@@ -158,23 +154,9 @@ def test_sft_data_is_refused_with_the_prompt_data_to_use(tmp_path, compose_train
 
 
 def test_ppo_run_composes_trains_resumes_and_plots(tmp_path, compose_train, compose_eval):
-    folder = base_model_folder(tmp_path / "base")
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"say: {w}"}) + "\n" for w in ["ab", "cd", "dab", "bad"] * 10))
-    overrides = [
-        "stage=ppo", f"init_from={folder}", "data=prompts", f"data.path={prompts}", "data.batch_size=8",
-        "data.val_fraction=0.1", "stage.reward=count", "stage.count_text=a", "stage.max_new_tokens=4",
-        "trainer.val_check_interval=2", "logger=csv",
-    ]  # fmt: skip
-    metrics = train(compose_train(*overrides, "trainer.max_steps=16", toy_data=False))  # 2 iterations × 8 steps
-    run = tmp_path / "run"
-    assert metrics["train/iteration"] == 2 and {"val/reward", "val/kl", "val/reward_init"} <= set(metrics)
-    assert (run / "model" / "model.safetensors").exists() and list((run / "samples").glob("step_*.json"))
-    resumed = train(compose_train(*overrides, "trainer.max_steps=24", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-                                  toy_data=False))  # fmt: skip
-    assert resumed["train/iteration"] == 3  # the iteration count came back from the checkpoint
-    results = evaluate_run(compose_eval(f"run={run}", "num_samples=0"))
-    assert any(p.endswith("rl_curves.png") for p in results["plots"])
+    rl_run_trains_resumes_and_plots(
+        tmp_path, compose_train, compose_eval, "ppo", 8, "data.batch_size=8"
+    )  # 8 steps/iteration
 
 
 def test_model_reward_scores_like_the_reward_model_and_is_frozen(tmp_path):
