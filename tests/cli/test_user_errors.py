@@ -220,6 +220,8 @@ def test_hydra_full_error_still_shows_the_traceback(tmp_path: Path) -> None:
 def test_hydra_reports_its_own_command_line_errors_without_a_traceback(monkeypatch, capsys, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    # Hydra re-raises its errors under a debugger, and takes coverage's tracer (`pytest --cov`) for one.
+    monkeypatch.setattr("hydra._internal.utils.is_under_debugger", lambda: False)
     status, output = run_in_process("train", ["optim.lrr=1"], monkeypatch, capsys)
     assert status == 1 and "Key 'lrr' is not in struct" in output and "Traceback" not in output
     # An unknown option of a group is refused before Hydra composes, with every option listed (nested ones too).

@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 import torch.distributed as dist
-from preference_fixtures import toy_rl_overrides
+from rl_fixtures import toy_rl_overrides
 
 from minigpt.run import train
 
