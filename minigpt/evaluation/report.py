@@ -62,7 +62,7 @@ def task_scores(cfg: DictConfig, trained: DictConfig | None, model: Any, tokeniz
 def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate `cfg.run` and write `eval.json` (+ `loss_curves.png`) next to it; returns the results."""
     run_dir = Path(cfg.run).expanduser()
-    folder = resolve_model_folder(run_dir)
+    folder = resolve_model_folder(run_dir, field="run")
     out_dir = run_dir if folder != run_dir else folder
     model, tokenizer = load_model_folder(folder)
     if tokenizer is None:
