@@ -21,7 +21,7 @@ from minigpt.callbacks.console import route_lightning_logs
 from minigpt.cli.command import require_values
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import resolve_model_folder
-from minigpt.pipeline.upstream import with_upstream
+from minigpt.pipeline.upstream import command_line_overrides, with_upstream
 from minigpt.run_config import check_types
 from minigpt.scale.loggers import close_loggers, continue_logs, publish_model_folder
 from minigpt.scale.resume import checkpoint_step, resolve_ckpt_path
@@ -58,7 +58,7 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.get("lora") and cfg.lora.get("r", 0) and "lora" not in cfg.stage:
         raise ConfigError(
             f"lora.r={cfg.lora.r} but this stage ({cfg.stage._target_.rsplit('.', 1)[-1]}) trains no adapters; "
-            "LoRA applies to stage=sft, reward, dpo or ppo (or set lora.r=0)."
+            "LoRA applies to the stages whose config takes it: sft, reward, dpo, ppo, grpo (or set lora.r=0)."
         )
     if cfg.get("init_from"):
         resolve_model_folder(cfg.init_from, field="init_from")
@@ -236,9 +236,9 @@ def print_final_samples(cfg: DictConfig, stage: Stage, datamodule: Any) -> None:
 
 def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
     """The two or three commands a user runs next on this run: evaluate it, use it, the next stage on it."""
-    kind = type(stage).__module__.rsplit(".", 1)[-1]  # pretrain, sft, reward, dpo, ppo, moe
+    kind = type(stage).__module__.rsplit(".", 1)[-1]  # pretrain, sft, reward, dpo, ppo, grpo, moe
     model = run / "model"
-    evaluate = f"python evaluate.py run={run}" + (" eval=tasks" if kind in ("sft", "dpo", "ppo") else "")
+    evaluate = f"python evaluate.py run={run}" + (" eval=tasks" if kind in ("sft", "dpo", "ppo", "grpo") else "")
     following = {
         "pretrain": [
             f'python -m minigpt.cli.generate run={run} prompt="ROMEO:"',
@@ -247,12 +247,14 @@ def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
         "moe": [f'python -m minigpt.cli.generate run={run} prompt="ROMEO:"'],
         "sft": [
             f"python -m minigpt.cli.chat run={run}",
+            f"python train.py stage=grpo init_from={model} data=prompts/arithmetic   # RL on a task's gold scorer",
             f"python -m minigpt.cli.preference_pairs run={model} task=arithmetic n=4000 out=prefs.jsonl   # then:",
             f"python train.py stage=dpo init_from={model} data=preferences data.path=prefs.jsonl",
         ],
         "reward": [f"python train.py stage=ppo init_from=<sft model> stage.reward_model={model} data=prompts/<task>"],
         "dpo": [f"python -m minigpt.cli.chat run={run}"],
         "ppo": [f"python -m minigpt.cli.chat run={run}"],
+        "grpo": [f"python -m minigpt.cli.chat run={run}"],
     }
     steps = 2 * int(cfg.trainer.max_steps)
     longer = " ".join([*map(shlex.quote, this_run_overrides()), f"resume={run}", f"trainer.max_steps={steps}"])
@@ -261,9 +263,5 @@ def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
 
 def this_run_overrides() -> list[str]:
     """The command-line overrides this run was started with, less those that pick its folder or length."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return []
     dropped = ("hydra.run.dir=", "ckpt_path=", "resume=", "trainer.max_steps=")
-    return [o for o in HydraConfig.get().overrides.task if not o.startswith(dropped)]
+    return [o for o in command_line_overrides() if not o.startswith(dropped)]

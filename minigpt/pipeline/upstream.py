@@ -29,13 +29,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
+from minigpt.cli.command import CONF_DIR
 from minigpt.model.folder import resolve_model_folder
 from minigpt.pipeline.cache import build_once
 from minigpt.pipeline.keys import config_key, folder_digest, options_key
 from minigpt.utils.errors import ConfigError
 from minigpt.utils.io import atomic_write_text
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Model slots of `upstream.needs` and the config key each fills.
 MODEL_SLOTS = {"init_from": "init_from", "reward_model": "stage.reward_model"}
 

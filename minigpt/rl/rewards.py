@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +23,9 @@ from torch import Tensor, nn
 from minigpt.model.heads import RewardScorer, load_reward_model
 from minigpt.tasks.base import Task
 from minigpt.utils.errors import ConfigError
+
+if TYPE_CHECKING:
+    from minigpt.rl.rollout import Rollout
 
 REWARD_KINDS = ("model", "task", "count")
 
@@ -114,6 +117,24 @@ def check_finite(rewards: Tensor, prompts: Sequence[str], completions: Sequence[
             f"The reward of the reply {completions[i]!r} to the prompt {prompts[i]!r} is {float(rewards[i])}; "
             "a reward must be a finite number: fix the reward function or reward model."
         )
+
+
+def score_rollout(
+    reward_fn: Callable[..., Any], tasks: Mapping[str, Task] | None, rollout: Rollout, device: torch.device
+) -> tuple[Tensor, Tensor | None]:
+    """The reward of each reply (N,), refused if not finite, and its gold score when every prompt has a task.
+
+    The gold score is what the run is judged by; the reward is what it optimises (the same thing with
+    `reward=task`, a learned or user-given proxy otherwise).
+    """
+    rewards = torch.as_tensor(reward_fn(rollout.prompts, rollout.completions, rollout.tasks), dtype=torch.float32)
+    rewards = rewards.to(device)
+    check_finite(rewards, rollout.prompts, rollout.completions)
+    gold = None
+    if tasks and all(t in tasks for t in rollout.tasks):
+        rows = zip(rollout.prompts, rollout.completions, rollout.tasks)
+        gold = torch.tensor([tasks[str(t)].score(p, c) for p, c, t in rows], device=device)
+    return rewards, gold
 
 
 def build_reward(

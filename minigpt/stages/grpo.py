@@ -51,7 +51,7 @@ from minigpt.losses.grpo import (
     overlong_penalty,
 )
 from minigpt.losses.ppo import entropy_from_logits, masked_mean
-from minigpt.rl.rewards import ModelReward, build_reward, check_finite
+from minigpt.rl.rewards import ModelReward, build_reward, score_rollout
 from minigpt.rl.rollout import Rollout, concat_rollouts, frozen_logprobs, logprobs_of, response_logits, sample_rollout
 from minigpt.rl.settings import RolloutSettings
 from minigpt.stages.base import Stage
@@ -246,18 +246,8 @@ class GRPOStage(SampledReplyValidation, Stage):
         )  # fmt: skip
 
     def score(self, rollout: Rollout) -> tuple[Tensor, Tensor | None]:
-        """The reward of each reply (N,), refused if not finite, and its gold score when every prompt has a task."""
-        rewards = self.reward_fn(rollout.prompts, rollout.completions, rollout.tasks)
-        rewards = torch.as_tensor(rewards, dtype=torch.float32).to(self.device)
-        check_finite(rewards, rollout.prompts, rollout.completions)
-        gold = None
-        tasks = self.inputs.tasks
-        if tasks and all(t in tasks for t in rollout.tasks):
-            gold = torch.tensor(
-                [tasks[str(t)].score(p, c) for p, c, t in zip(rollout.prompts, rollout.completions, rollout.tasks)],
-                device=self.device,
-            )
-        return rewards, gold
+        """The reward of each reply (refused if not finite), and its gold score when every prompt has a task."""
+        return score_rollout(self.reward_fn, self.inputs.tasks, rollout, self.device)
 
     def shaped(self, rollout: Rollout, rewards: Tensor) -> Tensor:
         """The rewards the advantages see: with `overlong=penalty`, plus DAPO's soft length penalty (eq. 13)."""

@@ -55,7 +55,7 @@ from minigpt.losses.ppo import (
     whiten,
 )
 from minigpt.model.heads import ScalarHead, ValueModel
-from minigpt.rl.rewards import ModelReward, build_reward
+from minigpt.rl.rewards import ModelReward, build_reward, score_rollout
 from minigpt.rl.rollout import Rollout, frozen_logprobs, logprobs_of, response_hidden, sample_rollout
 from minigpt.rl.settings import RolloutSettings
 from minigpt.stages.base import Stage
@@ -253,15 +253,8 @@ class PPOStage(SampledReplyValidation, Stage):
         )
 
     def score(self, rollout: Rollout) -> tuple[Tensor, Tensor | None]:
-        """The reward of each reply (B,), and its gold score when every prompt comes from a task."""
-        scores = self.reward_fn(rollout.prompts, rollout.completions, rollout.tasks).to(self.device).float()
-        tasks = self.inputs.tasks
-        gold = None
-        if tasks and all(t in tasks for t in rollout.tasks):
-            gold = torch.tensor(
-                [tasks[t].score(p, c) for p, c, t in zip(rollout.prompts, rollout.completions, rollout.tasks)]
-            )
-        return scores, gold
+        """The reward of each reply (refused if not finite), and its gold score when every prompt has a task."""
+        return score_rollout(self.reward_fn, self.inputs.tasks, rollout, self.device)
 
     @torch.no_grad()
     def experience(self, rollout: Rollout, scores: Tensor) -> dict[str, Tensor]:
@@ -386,7 +379,7 @@ class PPOStage(SampledReplyValidation, Stage):
         kl = ((frozen_logprobs(self.model, rollout) - frozen_logprobs(self.reference, rollout)) * mask).sum(dim=1)
         out = {"reward": scores, "kl": kl, "length": mask.sum(dim=1), "eos": rollout.finished.float()}
         if gold is not None:
-            out["gold"] = gold.to(self.device)
+            out["gold"] = gold
         return out, rollout
 
     # --- checkpoints -------------------------------------------------------------------------------
