@@ -448,15 +448,11 @@ class GRPOStage(SampledReplyValidation, Stage):
         """Reward, gold, KL to the reference (Σ over each reply), length and EOS rate of one reply per prompt."""
         rollout = self.rollout(batch, 1, generator)
         rewards, gold = self.score(rollout)
-        mask = rollout.mask.float()
-        out = {"reward": rewards, "length": mask.sum(dim=1), "eos": rollout.finished.float()}
+        ref = None
         if self.has_reference():
-            with self.reference_model() as reference:
+            with self.reference_model() as reference:  # under LoRA: the policy itself, adapters off
                 ref = frozen_logprobs(reference, rollout)
-            out["kl"] = ((frozen_logprobs(self.model, rollout) - ref) * mask).sum(dim=1)
-        if gold is not None:
-            out["gold"] = gold
-        return out, rollout
+        return self.reply_metrics(rollout, rewards, gold, ref), rollout
 
     # --- checkpoints -------------------------------------------------------------------------------
 

@@ -375,12 +375,7 @@ class PPOStage(SampledReplyValidation, Stage):
         """Reward, gold score, KL to the reference (Σ over each reply), length and EOS rate of sampled replies."""
         rollout = self.rollout(batch, generator)
         scores, gold = self.score(rollout)
-        mask = rollout.mask.float()
-        kl = ((frozen_logprobs(self.model, rollout) - frozen_logprobs(self.reference, rollout)) * mask).sum(dim=1)
-        out = {"reward": scores, "kl": kl, "length": mask.sum(dim=1), "eos": rollout.finished.float()}
-        if gold is not None:
-            out["gold"] = gold
-        return out, rollout
+        return self.reply_metrics(rollout, scores, gold, frozen_logprobs(self.reference, rollout)), rollout
 
     # --- checkpoints -------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from minigpt.rl.rollout import Rollout
+from minigpt.rl.rollout import Rollout, frozen_logprobs
 from minigpt.rl.samples import SampleTable
 
 if TYPE_CHECKING:  # the type checker sees the `Stage` attributes the mixin uses; at run time it is a plain class
@@ -38,6 +38,19 @@ class SampledReplyValidation(_MixedInto):
         for name, metric in self.val_metrics.items():
             self.add_module(f"val_{name}", metric)
         self.samples = SampleTable(title, num_shown)
+
+    def reply_metrics(
+        self, rollout: Rollout, rewards: Tensor, gold: Tensor | None, ref_logprobs: Tensor | None
+    ) -> dict[str, Tensor]:
+        """Per reply: reward, gold score (if the prompts have tasks), length, whether it ended, and — given the
+        reference's log-probs — its KL to the reference, Σₜ [log π − log π_ref] (a Monte-Carlo estimate: y ~ π)."""
+        mask = rollout.mask.float()
+        out = {"reward": rewards, "length": mask.sum(dim=1), "eos": rollout.finished.float()}
+        if ref_logprobs is not None:
+            out["kl"] = ((frozen_logprobs(self.model, rollout) - ref_logprobs) * mask).sum(dim=1)
+        if gold is not None:
+            out["gold"] = gold
+        return out
 
     def evaluate_batch(
         self, batch: dict[str, list[Any]], generator: torch.Generator
