@@ -21,6 +21,10 @@ Norm = Literal["layernorm", "rmsnorm"]
 Activation = Literal["gelu", "gelu_tanh", "swiglu"]
 Positions = Literal["learned", "rope"]
 Router = Literal["topk", "switch", "expert_choice"]
+# What a block recomputes in backward instead of storing: all of it (True), one sublayer, or nothing.
+Recompute = bool | Literal["attention", "mlp"]
+# Keys of older `config.json` files and what they are called now.
+_RENAMED = {"gradient_checkpointing": "activation_checkpointing"}
 
 
 @dataclass
@@ -95,6 +99,9 @@ class ModelConfig:
     `n_kv_head < n_head` gives grouped-query attention (Ainslie et al. 2023); `n_kv_head == 1` is
     multi-query attention. `mlp_hidden` defaults to 4·d for GELU and to the Llama rule
     (2/3 · 4d, rounded up to a multiple of 64) for SwiGLU, which keeps the parameter count equal.
+    `activation_checkpointing` trades compute for memory in training (Chen et al. 2016): `true` keeps
+    only each block's input and recomputes the block in backward; `attention` / `mlp` recompute only
+    that sublayer (selective recomputation, Korthikanti et al. 2022); `false` stores everything.
     """
 
     n_layer: int = 4
@@ -113,7 +120,7 @@ class ModelConfig:
     tie_embeddings: bool = True
     dropout: float = 0.0
     init_std: float = 0.02
-    gradient_checkpointing: bool = False
+    activation_checkpointing: Recompute = False
     moe: MoEConfig | None = None
     # Free-form extras that later features attach (e.g. the MoE block, a reward head marker).
     extra: dict[str, Any] = field(default_factory=dict)
@@ -167,6 +174,11 @@ class ModelConfig:
             raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1).")
         if self.vocab_size is not None and self.vocab_size <= 0:
             raise ConfigError(f"model.vocab_size={self.vocab_size} must be positive.")
+        if self.activation_checkpointing not in (True, False, "attention", "mlp"):
+            raise ConfigError(
+                f"model.activation_checkpointing={self.activation_checkpointing!r} is unknown; "
+                "use true (whole blocks), attention, mlp or false."
+            )
         if self.moe is not None:
             self.moe.validate(self.n_layer)
 
@@ -176,7 +188,11 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Build from a dict, rejecting unknown keys with the list of known ones."""
+        """Build from a dict, rejecting unknown keys with the list of known ones.
+
+        Renamed keys of older model folders (`gradient_checkpointing`) are read under their new name.
+        """
+        data = {_RENAMED.get(key, key): value for key, value in data.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -55,6 +55,9 @@ class Stage(L.LightningModule):
         super().__init__()
         self.optim_cfg = OmegaConf.create(optim) if isinstance(optim, dict) else optim
         self.model, folder_tokenizer = self.build_model(model_config, init_from)
+        # How much to recompute is a way of training, not part of the architecture: the run's own setting
+        # applies to a model loaded from `init_from` too.
+        self.model.config.activation_checkpointing = model_config.activation_checkpointing
         self.tokenizer = tokenizer or folder_tokenizer
         self.inputs = StageInputs()  # replaced by `attach_data` before fit
 

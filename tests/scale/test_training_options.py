@@ -1,4 +1,4 @@
-"""Precision group, gradient checkpointing and gradient accumulation on tiny runs."""
+"""Precision group, activation checkpointing and gradient accumulation on tiny runs."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ def test_precision_group_overrides_the_trainer_only_when_chosen(compose_train):
     assert compose_train("precision=bf16_true").trainer.precision == "bf16-true"
 
 
-def test_bf16_mixed_with_gradient_checkpointing_learns(compose_train):
+def test_bf16_mixed_with_activation_checkpointing_learns(compose_train):
     cfg = compose_train(
         "precision=bf16_mixed",
-        "model.gradient_checkpointing=true",
+        "model.activation_checkpointing=true",
         "optim.warmup_steps=0",
         "optim.lr=1e-2",
         "trainer.max_steps=30",
@@ -42,3 +42,16 @@ def test_gradient_accumulation_equals_the_large_batch(compose_train, tmp_path):
     weights_acc = load_file(tmp_path / "run" / "model" / "model.safetensors")
     for name, tensor in weights_big.items():
         assert (weights_acc[name] - tensor).abs().max() < 1e-5, name
+
+
+def test_the_runs_activation_checkpointing_applies_to_an_init_from_model(tmp_path):
+    from minigpt.model.config import ModelConfig
+    from minigpt.model.folder import save_model_folder
+    from minigpt.model.transformer import Transformer
+    from minigpt.stages.base import Stage
+
+    shape = dict(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=20)
+    save_model_folder(tmp_path / "parent", Transformer(ModelConfig(**shape)), None)  # saved without recompute
+    run_config = ModelConfig(**shape, activation_checkpointing="mlp")
+    stage = Stage(run_config, optim={"lr": 1e-3}, init_from=str(tmp_path / "parent"))
+    assert stage.model.config.activation_checkpointing == "mlp"
