@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from minigpt.data.corpora import Corpus
 from minigpt.data.token_cache import TokenSplits, token_splits
@@ -61,22 +63,28 @@ class StridedWindows(Dataset):
         return window[:-1], window[1:]
 
 
-class ResumableSampler(Sampler[int]):
-    """Yields sample numbers `start, start+1, …, end-1`; `start` is where a resumed run left off.
+class ResumableSampler(DistributedSampler):
+    """Rank r of W yields sample numbers `start+r, start+r+W, …` below `end`; `start` is where a resumed
+    run left off. Together the W ranks take the numbers a single process would take in the same steps, so
+    a run on W processes with batch b computes the single-process run with batch W·b.
 
-    Its length is the whole epoch's, `end`, not what is left: a resumed Lightning loop restores how many
-    batches of the epoch it has already seen and ends the epoch when that count reaches the loader's
-    length, so a length of what is left would end it early and start a second pass over the data.
+    A `DistributedSampler` so that Lightning uses it as it is: under DDP/FSDP it wraps any other sampler
+    in one that shuffles the epoch, which breaks both promises (and a resumed run, whose epoch starts at
+    `start`, would be shuffled differently from the uninterrupted one). Its length is the whole epoch's
+    share, `end/W`, not what is left: a resumed Lightning loop restores how many batches of the epoch it
+    has already seen and ends the epoch when that count reaches the loader's length, so a length of what
+    is left would end it early and start a second pass over the data.
     """
 
-    def __init__(self, start: int, end: int) -> None:
+    def __init__(self, start: int, end: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(range(end), num_replicas=num_replicas, rank=rank, shuffle=False)
         self.start, self.end = start, end
 
-    def __iter__(self):
-        return iter(range(self.start, self.end))
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start + self.rank, self.end, self.num_replicas))
 
     def __len__(self) -> int:
-        return self.end
+        return self.end // self.num_replicas
 
 
 class TextDataModule(L.LightningDataModule):
@@ -138,12 +146,15 @@ class TextDataModule(L.LightningDataModule):
     def _samples_per_step(self) -> int:
         """Samples one optimizer step consumes across all data-parallel ranks.
 
-        Under DDP/FSDP Lightning wraps the sampler so that rank r takes every W-th sample number; the
-        ranks together consume W·accumulate·batch_size numbers per step.
+        Under DDP/FSDP rank r takes every W-th sample number (`ResumableSampler`); the ranks together
+        consume W·accumulate·batch_size numbers per step.
         """
-        trainer = self.trainer
-        replicas = (trainer.distributed_sampler_kwargs or {}).get("num_replicas", 1)
-        return replicas * trainer.accumulate_grad_batches * self.batch_size
+        return self._replicas()[0] * self.trainer.accumulate_grad_batches * self.batch_size
+
+    def _replicas(self) -> tuple[int, int]:
+        """(W, this process's rank) of data parallelism; (1, 0) on one process."""
+        kwargs = self.trainer.distributed_sampler_kwargs or {}
+        return kwargs.get("num_replicas", 1), kwargs.get("rank", 0)
 
     def _total_samples(self) -> int:
         trainer = self.trainer
@@ -155,15 +166,16 @@ class TextDataModule(L.LightningDataModule):
         """Random windows, continuing after the samples already consumed by a resumed run."""
         splits = self.prepare()
         trainer = self.trainer
-        consumed = 0
+        consumed, (replicas, rank) = 0, (1, 0)
         if trainer is not None:
             consumed = trainer.global_step * self._samples_per_step()
+            replicas, rank = self._replicas()
         total = self._total_samples()
         dataset = RandomWindows(splits.load("train"), self.seq_len, total, self.seed)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=ResumableSampler(consumed, total),
+            sampler=ResumableSampler(consumed, total, replicas, rank),
             num_workers=self.num_workers,
             drop_last=True,
         )

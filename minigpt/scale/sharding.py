@@ -1,4 +1,5 @@
-"""What `Stage.configure_model` does to the model: compile blocks, shard with FSDP2; and the way back.
+"""What `Stage` does to the model and optimizer: compile blocks, shard with FSDP2 or shard the optimizer
+state (ZeRO-1); and the way back.
 
 FSDP2 (`fully_shard`) turns each parameter into a `DTensor` holding 1/world of its rows. Each block is
 its own unit: its parameters are all-gathered just before its forward (and backward) and freed right
@@ -8,9 +9,13 @@ FSDP §3.2). The root unit takes whatever is left (embeddings, final norm, head)
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 import torch
 from torch import nn
 from torch.distributed.tensor import DTensor
+from torch.optim import Optimizer
 
 from minigpt.model.transformer import Transformer
 
@@ -25,19 +30,34 @@ def compile_blocks(model: Transformer) -> None:
         block.compile()
 
 
-def shard_stage(stage: nn.Module, model: Transformer, mesh: object) -> None:
+def shard_stage(stage: nn.Module, model: Transformer, mesh: object, reshard_after_forward: bool = True) -> None:
     """Apply FSDP2 to every block of `model`, then to each child of `stage` that owns parameters.
 
     Sharding the stage's children (not the LightningModule itself) covers heads that a stage keeps beside
-    the trunk, while leaving the LightningModule's class alone.
+    the trunk, while leaving the LightningModule's class alone. `reshard_after_forward=False` keeps the
+    gathered weights until backward has used them (ZeRO-2 rather than ZeRO-3, see `FSDP2Strategy`).
     """
     from torch.distributed.fsdp import fully_shard
 
     for block in model.blocks:
-        fully_shard(block, mesh=mesh)
+        fully_shard(block, mesh=mesh, reshard_after_forward=reshard_after_forward)
     for child in stage.children():
         if any(True for _ in child.parameters()):
-            fully_shard(child, mesh=mesh)
+            fully_shard(child, mesh=mesh, reshard_after_forward=reshard_after_forward)
+
+
+def build_optimizer(factory: partial[Optimizer], groups: list[dict[str, Any]], shard_state: bool) -> Optimizer:
+    """`factory(groups)`, or with `shard_state` the same optimizer as a `ZeroRedundancyOptimizer` (ZeRO-1).
+
+    `factory` is the `functools.partial` Hydra makes of `optim.optimizer`; its keywords become the
+    sharded optimizer's defaults. They must be plain Python values (a `ListConfig` of betas would be
+    copied into every rank's state and its checkpoint), so the caller instantiates with `_convert_="all"`.
+    """
+    if not shard_state:
+        return factory(groups)
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    return ZeroRedundancyOptimizer(groups, optimizer_class=factory.func, **factory.keywords)
 
 
 def is_sharded(model: nn.Module) -> bool:

@@ -22,7 +22,7 @@ from minigpt.model.config import ModelConfig
 from minigpt.model.folder import load_model_folder, save_model_folder
 from minigpt.model.moe import moe_metrics
 from minigpt.model.transformer import Transformer
-from minigpt.scale.sharding import compile_blocks, shard_stage
+from minigpt.scale.sharding import build_optimizer, compile_blocks, shard_stage
 from minigpt.stages.inputs import StageInputs
 from minigpt.tokenizer.base import Tokenizer
 from minigpt.utils.errors import ConfigError
@@ -102,7 +102,8 @@ class Stage(L.LightningModule):
         if self.compile_model:
             compile_blocks(self.model)
         if self.device_mesh is not None:  # set by ModelParallelStrategy (strategy=fsdp) only
-            shard_stage(self, self.model, self.device_mesh["data_parallel"])
+            reshard = getattr(self.trainer.strategy, "reshard_after_forward", True)
+            shard_stage(self, self.model, self.device_mesh["data_parallel"], reshard_after_forward=reshard)
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """The optimizer's parameter groups; a stage that trains only some parameters (LoRA) overrides it."""
@@ -120,7 +121,10 @@ class Stage(L.LightningModule):
         lr = cfg.lr if lr is None else lr
         if lr <= 0:
             raise ConfigError(f"optim.lr={lr} must be positive (e.g. optim.lr=1e-3).")
-        optimizer = instantiate(cfg.optimizer, lr=lr)(groups)
+        # ZeRO-1 (strategy=fsdp strategy.zero=1) wraps the same optimizer so that each rank keeps its share.
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        shard_state = bool(getattr(strategy, "shards_optimizer_state", False))
+        optimizer = build_optimizer(instantiate(cfg.optimizer, lr=lr, _convert_="all"), groups, shard_state)
         config: dict[str, Any] = {"optimizer": optimizer}
         if cfg.get("scheduler"):
             overrides = {} if total_steps is None else {"total_steps": total_steps}
