@@ -301,6 +301,13 @@ def build_preference_pairs(cfg: DictConfig) -> None:
     assert task.score(example.prompt, example.answer) == 1.0
 
 
+def build_plan(cfg: DictConfig) -> None:
+    """plan.yaml: a memory plan for every strategy, from its model config."""
+    from minigpt.scale.plan import main as plan
+
+    assert plan(cfg)
+
+
 COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "train": build_train,
     "evaluate": build_evaluate,
@@ -310,6 +317,7 @@ COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "train_tokenizer": build_train_tokenizer,
     "moe_prune": build_nothing,
     "preference_pairs": build_preference_pairs,
+    "plan": build_plan,
 }
 # train_tokenizer reads only its data node's corpus; the rest of that node (seq_len: ${model.block_size})
 # belongs to training and does not resolve without a model.

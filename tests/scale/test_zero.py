@@ -1,5 +1,5 @@
 """ZeRO stages as config: `strategy=fsdp strategy.zero=1|2|3` on 2 gloo processes reproduce the single-process
-losses, and each stage shards what it says it shards."""
+losses, and each rank holds the share of weights, gradients and optimizer state the planner says."""
 
 from __future__ import annotations
 
@@ -15,8 +15,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import compose_config, tiny_run_overrides
 from lightning.pytorch.strategies import DDPStrategy
+from torch.distributed.optim import ZeroRedundancyOptimizer
+from torch.distributed.tensor import DTensor
 
+from minigpt.model.config import ModelConfig
 from minigpt.run import train
+from minigpt.scale.memory import STRATEGIES, plan
+from minigpt.scale.plan import model_shape
 from minigpt.scale.strategy import FSDP2Strategy, ZeRO1Strategy, build_strategy, zero_strategy
 from minigpt.utils.errors import ConfigError
 
@@ -46,9 +51,41 @@ class GlobalLosses(L.Callback):
             (Path(self.folder) / "losses.json").write_text(json.dumps(self.losses))
 
 
+def _local_bytes(tensors) -> int:
+    """Bytes this process holds of `tensors` (its shard of a sharded `DTensor`)."""
+    return sum(t.to_local().nbytes if isinstance(t, DTensor) else t.nbytes for t in tensors)
+
+
+class StateBytes(L.Callback):
+    """After the first optimizer step, each rank writes the bytes of weights, gradients and optimizer state
+    it holds to `<folder>/bytes<rank>.json`."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx:
+            return
+        optimizer = trainer.optimizers[0]
+        states = optimizer.optim.state if isinstance(optimizer, ZeroRedundancyOptimizer) else optimizer.state
+        params = list(pl_module.parameters())
+        held = {
+            "params": _local_bytes(params),
+            "grads": _local_bytes(p.grad for p in params if p.grad is not None),
+            "optimizer": _local_bytes(v for state in states.values() for v in state.values() if v.dim() > 0),
+        }
+        (Path(self.folder) / f"bytes{trainer.global_rank}.json").write_text(json.dumps(held))
+
+
 def _overrides(tmp_path: Path, folder: Path, *extra: str) -> list[str]:
-    callback = [f"+callbacks.losses._target_={__name__}.GlobalLosses", f"+callbacks.losses.folder={folder}"]
-    return [*tiny_run_overrides(tmp_path), *COMMON, *callback, *extra]
+    callbacks = [
+        *(
+            f"+callbacks.{name}._target_={__name__}.{cls}"
+            for name, cls in (("losses", "GlobalLosses"), ("held", "StateBytes"))
+        ),
+        *(f"+callbacks.{name}.folder={folder}" for name in ("losses", "held")),
+    ]
+    return [*tiny_run_overrides(tmp_path), *COMMON, *callbacks, *extra]
 
 
 def _free_port() -> int:
@@ -78,10 +115,18 @@ def test_every_zero_stage_on_two_processes_gives_the_single_process_losses(tmp_p
 
     want = json.loads((single / "losses.json").read_text())
     assert len(want) == STEPS and want[-1] < want[0]  # it learns
+    shape = model_shape(ModelConfig.load(single / "model" / "config.json"))
     for zero in (1, 2, 3):
-        got = json.loads((tmp_path / f"zero{zero}" / "losses.json").read_text())
+        folder = tmp_path / f"zero{zero}"
+        got = json.loads((folder / "losses.json").read_text())
         assert got == pytest.approx(want, abs=1e-5), zero  # sharding moves the numbers, it does not change them
-        assert (tmp_path / f"zero{zero}" / "model" / "model.safetensors").exists()  # full weights gathered
+        assert (folder / "model" / "model.safetensors").exists()  # full weights gathered
+
+        # The planner's share per GPU is what the ranks hold (on average: ZeRO-1 splits by whole tensors).
+        held = [json.loads((folder / f"bytes{rank}.json").read_text()) for rank in (0, 1)]
+        planned = plan(shape, next(s for s in STRATEGIES if s.name == f"fsdp zero={zero}"), 2, "fp32", BATCH, 32)
+        for kind in ("params", "grads", "optimizer"):
+            assert (held[0][kind] + held[1][kind]) / 2 == pytest.approx(getattr(planned, kind), rel=0.05), (zero, kind)
 
 
 def test_zero_stages_pick_their_strategy(compose_train):
