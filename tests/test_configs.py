@@ -309,6 +309,7 @@ COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "export_hf": build_nothing,
     "train_tokenizer": build_train_tokenizer,
     "moe_prune": build_nothing,
+    "quantize": build_nothing,
     "preference_pairs": build_preference_pairs,
 }
 # train_tokenizer reads only its data node's corpus; the rest of that node (seq_len: ${model.block_size})
@@ -319,6 +320,7 @@ COMMAND_REQUIRED: dict[str, Callable[[Path], str]] = {
     "out": lambda workdir: str(workdir / "out"),
     "keep": lambda workdir: "2",
     "n": lambda workdir: "4",
+    "method": lambda workdir: "int8_weight_only",  # composed only: the command checks the name
 }
 
 
