@@ -310,6 +310,7 @@ COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "train_tokenizer": build_train_tokenizer,
     "moe_prune": build_nothing,
     "quantize": build_nothing,
+    "prune": build_nothing,
     "preference_pairs": build_preference_pairs,
 }
 # train_tokenizer reads only its data node's corpus; the rest of that node (seq_len: ${model.block_size})
@@ -321,6 +322,7 @@ COMMAND_REQUIRED: dict[str, Callable[[Path], str]] = {
     "keep": lambda workdir: "2",
     "n": lambda workdir: "4",
     "method": lambda workdir: "int8_weight_only",  # composed only: the command checks the name
+    "sparsity": lambda workdir: "0.5",
 }
 
 
