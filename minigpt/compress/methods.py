@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from minigpt.model.transformer import Transformer
 from minigpt.utils.errors import ConfigError
 
 # torchao tries to load its CUDA kernels at import and logs each failure on a CPU-only machine.
@@ -135,3 +136,24 @@ def dequantized(weight: Tensor | Callable[[], Tensor]) -> Tensor:
     if hasattr(weight, "get_original_weight"):  # NF4Tensor
         return weight.get_original_weight()
     return weight.dequantize()
+
+
+def dequantize_model(model: Transformer) -> Transformer:
+    """Turn every quantized block linear of `model` back into a float `nn.Linear`, in place; returns `model`.
+
+    The float weights are the dequantized codes ŵ = s·q, not the weights before quantization: merging
+    QLoRA adapters into them (`merge_lora`) gives the float model that computes what training saw.
+    """
+    for name, module in list(block_linears(model)):
+        if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
+            weight, bias = module._packed_params._weight_bias()
+            plain = nn.Linear(module.in_features, module.out_features, bias=bias is not None)
+            plain.weight = nn.Parameter(weight.dequantize())
+            if bias is not None:
+                plain.bias = nn.Parameter(bias.detach().clone())
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, plain)
+        elif type(module.weight) not in (Tensor, nn.Parameter):
+            module.weight = nn.Parameter(dequantized(module.weight))
+    model.config.extra.pop("quantization", None)
+    return model
