@@ -33,28 +33,36 @@ def _tensor_bytes(tensor: Tensor) -> int:
     return tensor.numel() * tensor.element_size()
 
 
-def memory_bytes(model: nn.Module) -> int:
-    """Bytes of every distinct tensor the model holds (tied weights once; `torch.ao` packed weights: int8)."""
-    seen: set[int] = set()
-    total = 0
+def _weights(model: nn.Module, buffers: bool = False) -> list[Tensor]:
+    """Every distinct parameter (and buffer) of the model, and `torch.ao`'s packed weights (which are no
+    parameters: their int8 codes stand for them); tied weights once."""
+    distinct: dict[int, Tensor] = {}  # keeps each tensor alive, so that no id is reused while counting
     for module in model.modules():
-        tensors = list(module.parameters(recurse=False)) + list(module.buffers(recurse=False))
+        tensors = list(module.parameters(recurse=False))
+        tensors += list(module.buffers(recurse=False)) if buffers else []
         if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
             weight, bias = module._packed_params._weight_bias()
             tensors += [weight.int_repr()] + ([bias] if bias is not None else [])
-        for tensor in tensors:
-            if id(tensor) not in seen:
-                seen.add(id(tensor))
-                total += _tensor_bytes(tensor)
-    return total
+        distinct.update((id(t), t) for t in tensors)
+    return list(distinct.values())
+
+
+def memory_bytes(model: nn.Module) -> int:
+    """Bytes of every distinct tensor the model holds (a quantized weight: its codes and scales)."""
+    return sum(_tensor_bytes(t) for t in _weights(model, buffers=True))
+
+
+def param_count(model: nn.Module) -> int:
+    """Weights and biases, however stored (a quantized weight counts its out × in entries)."""
+    return sum(t.numel() for t in _weights(model))
 
 
 def nonzero_params(model: nn.Module) -> int:
-    """Parameters that are not exactly zero (float weights only; a quantized layer counts as dense)."""
+    """Weights and biases that are not exactly zero (a quantized weight counts as dense)."""
     total = 0
-    for param in {id(p): p for p in model.parameters()}.values():
-        plain = type(param) in (Tensor, nn.Parameter)
-        total += int(param.count_nonzero()) if plain else param.numel()
+    for tensor in _weights(model):
+        plain = type(tensor) in (Tensor, nn.Parameter)
+        total += int(tensor.count_nonzero()) if plain else tensor.numel()
     return total
 
 
@@ -84,7 +92,7 @@ def profile(
     ids = tokenizer.encode(prompt, allow_special=True) or [tokenizer.eos_id or 0]
     return {
         "folder": str(folder),
-        "params": model.num_params(),
+        "params": param_count(model),
         "nonzero_params": nonzero_params(model),
         "disk_bytes": (folder / WEIGHTS).stat().st_size,
         "memory_bytes": memory_bytes(model),

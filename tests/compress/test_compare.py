@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from minigpt.compress.prune import main as prune
 from minigpt.compress.quantize import main as quantize
-from minigpt.evaluation.compare import memory_bytes
+from minigpt.evaluation.compare import memory_bytes, param_count
 from minigpt.evaluation.report import evaluate_run
 from minigpt.run import train
 
@@ -53,3 +53,13 @@ def test_memory_bytes_counts_codes_and_scales_of_a_quantized_layer(tiny_model) -
     # Each (out × in) fp32 weight becomes out·in int8 codes, out fp32 scales and out int8 zero points.
     saved = sum(4 * out * inp - (out * inp + 4 * out + out) for out, inp in shapes)
     assert memory_bytes(model) == before - saved
+
+
+def test_torch_ao_layers_count_their_packed_weights(tiny_model) -> None:
+    from minigpt.compress.methods import quantize_model
+
+    model = tiny_model("gpt", n_layer=1)
+    params = param_count(model)
+    assert params == model.num_params()
+    quantize_model(model, "torch_dynamic")  # its weights are no parameters any more, but still count
+    assert param_count(model) == params and model.num_params() < params
