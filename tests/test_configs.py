@@ -316,6 +316,8 @@ COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "export_hf": build_nothing,
     "train_tokenizer": build_train_tokenizer,
     "moe_prune": build_nothing,
+    "quantize": build_nothing,
+    "prune": build_nothing,
     "preference_pairs": build_preference_pairs,
     "plan": build_plan,
 }
@@ -327,6 +329,8 @@ COMMAND_REQUIRED: dict[str, Callable[[Path], str]] = {
     "out": lambda workdir: str(workdir / "out"),
     "keep": lambda workdir: "2",
     "n": lambda workdir: "4",
+    "method": lambda workdir: "int8_weight_only",  # composed only: the command checks the name
+    "sparsity": lambda workdir: "0.5",
 }
 
 

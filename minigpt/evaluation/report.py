@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 
+from minigpt.evaluation.compare import ROWS, flatten, profile, ratios
 from minigpt.evaluation.logs import find_metrics_csv, read_metrics
 from minigpt.evaluation.moe_plots import plot_expert_load
 from minigpt.evaluation.perplexity import evaluate_lm
@@ -44,13 +45,16 @@ def data_config(cfg: DictConfig, trained: DictConfig | None, block_size: int) ->
     return merged.data
 
 
-def task_scores(cfg: DictConfig, trained: DictConfig | None, model: Any, tokenizer: Any) -> dict[str, Any]:
-    """Gold-scored task accuracy on held-out test prompts, for this model and the model it started from.
-
-    The tasks are the ones the run trained on (`data.tasks`, same options and seed), else `cfg.tasks`.
-    """
+def run_tasks(cfg: DictConfig, trained: DictConfig | None) -> Any:
+    """The tasks the run trained on (`data.tasks`, same options and seed), else `cfg.tasks`."""
     nodes = trained.data.get("tasks") if trained is not None and "data" in trained else None
-    tasks = {name: instantiate(node) for name, node in nodes.items()} if nodes else list(cfg.tasks)
+    return {name: instantiate(node) for name, node in nodes.items()} if nodes else list(cfg.tasks)
+
+
+def task_scores(cfg: DictConfig, trained: DictConfig | None, model: Any, tokenizer: Any) -> dict[str, Any]:
+    """Gold-scored task accuracy on held-out test prompts (`run_tasks`), for this model and the model it
+    started from."""
+    tasks = run_tasks(cfg, trained)
     scores: dict[str, Any] = {"after": evaluate_tasks(model, tokenizer, tasks, "test", cfg.task_prompts)}
     init_from = trained.get("init_from") if trained is not None else None
     if init_from:
@@ -68,9 +72,11 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     if tokenizer is None:
         raise ConfigError(f"{folder} has no tokenizer.json; evaluation needs the tokenizer the model was trained with.")
     trained = run_config(run_dir)
+    # A bare compressed folder is judged on the data and tasks of the run it is compared with.
+    source = run_config(Path(cfg.compare).expanduser()) if cfg.get("compare") else None
     results: dict[str, Any] = {"model_folder": str(folder), "params": model.num_params()}
 
-    data = data_config(cfg, trained, model.config.block_size) if cfg.get("eval", "lm") == "lm" else None
+    data = data_config(cfg, trained or source, model.config.block_size) if cfg.get("eval", "lm") == "lm" else None
     # Perplexity needs a text corpus; chat, preference and prompt data are judged by `eval=tasks` instead.
     datamodule = instantiate(data) if data is not None else None
     if datamodule is not None and hasattr(type(datamodule), "val_bytes_per_token"):
@@ -88,6 +94,11 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("eval") == "tasks":
         results["tasks"] = task_scores(cfg, trained, model, tokenizer)
 
+    if cfg.get("compare"):
+        results["compare"] = compare_models(
+            cfg, (folder, model, tokenizer), datamodule, run_tasks(cfg, trained or source)
+        )
+
     metrics_csv = find_metrics_csv(run_dir)
     if metrics_csv is not None:
         series = read_metrics(metrics_csv)
@@ -103,6 +114,40 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
+def compare_models(
+    cfg: DictConfig, this: tuple[Path, Any, Any], datamodule: Any, tasks: Any
+) -> dict[str, dict[str, Any]]:
+    """`minigpt.evaluation.compare`'s profile of this model and of `cfg.compare`, and their ratios."""
+    other_folder = resolve_model_folder(cfg.compare, field="compare")
+    other, other_tokenizer = load_model_folder(other_folder, field="compare")
+
+    def quality(model: Any, tokenizer: Any) -> dict[str, Any]:
+        scores: dict[str, Any] = {}
+        if datamodule is not None and hasattr(type(datamodule), "val_bytes_per_token"):
+            scores["val/ppl"] = evaluate_lm(model, datamodule.val_dataloader())["val/ppl"]
+        if cfg.get("eval") == "tasks":
+            scores["tasks"] = evaluate_tasks(model, tokenizer, tasks, "test", cfg.task_prompts)
+        return scores
+
+    folder, model, tokenizer = this
+    mine = profile(model, folder, tokenizer, cfg.prompt, quality)
+    theirs = profile(other, other_folder, other_tokenizer or tokenizer, cfg.prompt, quality)
+    return {"this": mine, "compared": theirs, "ratio": ratios(mine, theirs)}
+
+
+def show_comparison(console: Console, comparison: dict[str, dict[str, Any]]) -> None:
+    """The comparison as one table: metric, this model, the compared one, this / compared."""
+    this, other = flatten(comparison["this"]), flatten(comparison["compared"])
+    table = Table(title=f"{comparison['this']['folder']} against {comparison['compared']['folder']}")
+    for column in ("metric", "this", "compared", "ratio"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key in [k for k in ROWS if k in this] + sorted(k for k in this if k.startswith("tasks/")):
+        ratio = comparison["ratio"].get(key)
+        cells = [f"{v:,.0f}" if v >= 1000 or float(v).is_integer() else f"{v:.4f}" for v in (this[key], other[key])]
+        table.add_row(key, *cells, f"{ratio:.3f}×" if ratio is not None else "")
+    console.print(table)
+
+
 def show(results: dict[str, Any], out_dir: Path) -> None:
     """Print the numbers as a table, then the samples."""
     console = Console()
@@ -113,6 +158,8 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
         if isinstance(value, (int, float)):
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else f"{value:,}")
     console.print(table)
+    if "compare" in results:
+        show_comparison(console, results["compare"])
     for when, scores in results.get("tasks", {}).items():
         console.print(f"task scores ({when}): " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     for i, text in enumerate(results.get("samples", [])):

@@ -90,6 +90,11 @@ def family(config: ModelConfig) -> str:
         raise ConfigError("model.moe is set: mixture-of-experts layers have no HF GPT-2/Llama counterpart.")
     gpt2 = config.norm == "layernorm" and config.positions == "learned" and config.activation != "swiglu"
     if gpt2 and config.bias and config.n_kv_head == config.n_head:
+        if config.n_head * config.head_dim != config.n_embd:
+            raise ConfigError(
+                f"model.attn_head_dim={config.attn_head_dim} × n_head={config.n_head} ≠ n_embd={config.n_embd} "
+                "(heads pruned away): HF GPT-2 has no head width of its own; prune MLP neurons instead, or use Llama."
+            )
         return "gpt2"
     if config.norm == "rmsnorm" and config.positions == "rope" and config.activation == "swiglu":
         return "llama"
@@ -236,8 +241,8 @@ def from_hf_config(hf: PretrainedConfig) -> ModelConfig:
                 f"mlp_bias={hf.mlp_bias} is not "
                 "supported; only default RoPE and equal attention/MLP bias settings map onto ModelConfig."
             )
-        if hf.head_dim * hf.num_attention_heads != hf.hidden_size:
-            raise ConfigError(f"HF head_dim={hf.head_dim} must equal hidden_size / num_attention_heads.")
+        # A head width other than hidden_size / heads (e.g. heads pruned away) is kept as attn_head_dim.
+        head_dim = hf.head_dim if hf.head_dim * hf.num_attention_heads != hf.hidden_size else None
         return ModelConfig(
             n_layer=hf.num_hidden_layers,
             n_head=hf.num_attention_heads,
@@ -245,6 +250,7 @@ def from_hf_config(hf: PretrainedConfig) -> ModelConfig:
             block_size=hf.max_position_embeddings,
             vocab_size=hf.vocab_size,
             n_kv_head=hf.num_key_value_heads,
+            attn_head_dim=head_dim,
             mlp_hidden=hf.intermediate_size,
             norm="rmsnorm",
             norm_eps=hf.rms_norm_eps,

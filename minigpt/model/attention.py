@@ -115,7 +115,10 @@ class CausalSelfAttention(nn.Module):
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
         qkv_out = (config.n_head + 2 * config.n_kv_head) * config.head_dim
         self.qkv = nn.Linear(config.n_embd, qkv_out, bias=config.bias)
-        self.proj = mark_residual_projection(nn.Linear(config.n_embd, config.n_embd, bias=config.bias))
+        # Input n_head · head_dim: n_embd, unless heads were pruned away (`ModelConfig.attn_head_dim`).
+        self.proj = mark_residual_projection(
+            nn.Linear(config.n_head * config.head_dim, config.n_embd, bias=config.bias)
+        )
         self.dropout = config.dropout
 
     def forward(
@@ -129,7 +132,7 @@ class CausalSelfAttention(nn.Module):
 
         `rope` holds the rotary angles of the tokens (None for models with learned positions).
         """
-        B, T, C = x.shape
+        B, T, _ = x.shape
         # One (B, heads, T, hs) view of all query, key and value heads side by side: queries and keys
         # then rotate in one call, and splitting heads is a view, not a copy.
         heads = self.qkv(x).view(B, T, self.n_head + 2 * self.n_kv_head, self.head_dim).transpose(1, 2)
@@ -143,5 +146,5 @@ class CausalSelfAttention(nn.Module):
             y = causal_attention(q, k, v, attn_mask, self.dropout if self.training else 0.0)  # (B, nh, T, hs)
         else:  # decoding: the cache appends k, v to the stored ones and attends over all of them
             y = kv_cache.attend(self.layer_idx, q, k, v, attn_mask)
-        y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble heads side by side: (B, T, C)
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # heads side by side: (B, T, nh·hs)
         return self.proj(y)

@@ -111,6 +111,9 @@ class ModelConfig:
     vocab_size: int | None = None
     n_kv_head: int = 0  # 0 (null in YAML) = n_head
     mlp_hidden: int = 0  # 0 (null in YAML) = derived from n_embd and the activation
+    # Width of one attention head; None = n_embd // n_head. Set when heads were pruned away
+    # (`minigpt.compress.structured`): the heads left keep their width, so n_head · head_dim < n_embd.
+    attn_head_dim: int | None = None
     norm: Norm = "layernorm"
     norm_eps: float = 1e-5
     activation: Activation = "gelu_tanh"
@@ -143,8 +146,8 @@ class ModelConfig:
 
     @property
     def head_dim(self) -> int:
-        """Width of one attention head."""
-        return self.n_embd // self.n_head
+        """Width of one attention head (`attn_head_dim`, else n_embd // n_head)."""
+        return self.attn_head_dim or self.n_embd // self.n_head
 
     def validate(self) -> None:
         """Raise `ConfigError` naming the field, its value and the fix for any inconsistent setting."""
@@ -152,7 +155,9 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"model.{name}={value!r} must be a positive integer.")
-        if self.n_embd % self.n_head:
+        if self.attn_head_dim is not None and (not isinstance(self.attn_head_dim, int) or self.attn_head_dim <= 0):
+            raise ConfigError(f"model.attn_head_dim={self.attn_head_dim!r} must be a positive integer or null.")
+        if self.attn_head_dim is None and self.n_embd % self.n_head:
             raise ConfigError(
                 f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}; "
                 "choose n_embd as a multiple of n_head."

@@ -26,8 +26,12 @@ def save_model_folder(folder: str | Path, model: Transformer, tokenizer: Tokeniz
     """Write the model's weights, its config and (if given) its tokenizer into `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    # save_model de-duplicates tied tensors (the shared embedding / LM-head matrix is stored once).
-    atomic_write(folder / WEIGHTS, lambda tmp: save_model(model, str(tmp)))
+    if model.config.extra.get("quantization"):  # codes and scales instead of float weights
+        from minigpt.compress.storage import save_quantized_weights
+
+        save_quantized_weights(folder / WEIGHTS, model)
+    else:  # save_model de-duplicates tied tensors (the shared embedding / LM-head matrix is stored once)
+        atomic_write(folder / WEIGHTS, lambda tmp: save_model(model, str(tmp)))
     model.config.save(folder / CONFIG)
     if tokenizer is not None:
         tokenizer.save(folder / TOKENIZER)
@@ -56,6 +60,9 @@ def load_model_folder(
 ) -> tuple[Transformer, Tokenizer | None]:
     """Rebuild the model (weights loaded) and its tokenizer from a model or run folder.
 
+    A quantized folder (`config.extra.quantization`, written by `python -m minigpt.compress.quantize`)
+    comes back quantized, with the same method (`minigpt.compress.storage`).
+
     A damaged `config.json` or `model.safetensors` (a copy cut short, a disk that filled up) is a
     `DataError` naming the file and where the same weights can be found again.
     """
@@ -66,7 +73,12 @@ def load_model_folder(
         raise DataError(folder / CONFIG, f"is damaged ({err}); {_recovery(folder)}") from None
     model = Transformer(config)
     try:
-        load_model(model, str(folder / WEIGHTS), device=map_location)
+        if config.extra.get("quantization"):
+            from minigpt.compress.storage import load_quantized_weights
+
+            load_quantized_weights(model, folder / WEIGHTS)
+        else:
+            load_model(model, str(folder / WEIGHTS), device=map_location)
     except SafetensorError as err:
         raise DataError(folder / WEIGHTS, f"is damaged ({err}); {_recovery(folder)}") from None
     tokenizer = load_tokenizer(folder) if (folder / TOKENIZER).exists() else None

@@ -121,8 +121,15 @@ def trainable_parameters(model: Transformer) -> int:
 
 
 def merge_lora(model: Transformer) -> Transformer:
-    """A copy of `model` with every adapter folded into its base weight: W ← W + (α/r)·B·A."""
+    """A copy of `model` with every adapter folded into its base weight: W ← W + (α/r)·B·A.
+
+    Over a quantized base (QLoRA) the base weights are dequantized first: the merged model is a float one.
+    """
     merged = copy.deepcopy(model)
+    if merged.config.extra.get("quantization"):
+        from minigpt.compress.methods import dequantize_model
+
+        dequantize_model(merged)
     for name, module in list(merged.named_modules()):
         if isinstance(module, LoraLayer):
             module.merge()
