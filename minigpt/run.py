@@ -236,9 +236,11 @@ def print_final_samples(cfg: DictConfig, stage: Stage, datamodule: Any) -> None:
 
 def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
     """The two or three commands a user runs next on this run: evaluate it, use it, the next stage on it."""
-    kind = type(stage).__module__.rsplit(".", 1)[-1]  # pretrain, sft, reward, dpo, ppo, grpo, moe
+    kind = type(stage).__module__.rsplit(".", 1)[-1]  # pretrain, sft, reward, dpo, ppo, grpo, rest, moe
     model = run / "model"
-    evaluate = f"python evaluate.py run={run}" + (" eval=tasks" if kind in ("sft", "dpo", "ppo", "grpo") else "")
+    evaluate = f"python evaluate.py run={run}" + (
+        " eval=tasks" if kind in ("sft", "dpo", "ppo", "grpo", "rest") else ""
+    )
     following = {
         "pretrain": [
             f'python -m minigpt.cli.generate run={run} prompt="ROMEO:"',
@@ -255,6 +257,7 @@ def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
         "dpo": [f"python -m minigpt.cli.chat run={run}"],
         "ppo": [f"python -m minigpt.cli.chat run={run}"],
         "grpo": [f"python -m minigpt.cli.chat run={run}"],
+        "rest": [f"python -m minigpt.cli.chat run={run}"],
     }
     steps = 2 * int(cfg.trainer.max_steps)
     longer = " ".join([*map(shlex.quote, this_run_overrides()), f"resume={run}", f"trainer.max_steps={steps}"])

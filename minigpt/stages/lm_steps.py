@@ -1,4 +1,5 @@
-"""`NextTokenSteps`: the pretraining objective as Lightning steps, for the stages that train on raw text.
+"""`NextTokenSteps`: the pretraining objective as Lightning steps, for the stages that train on raw text;
+`chat_nll`: the same loss on a chat batch's assistant tokens (SFT, ReST's Improve steps).
 
 Composed by `PretrainStage` (a model from scratch or a folder) and `UpcycleStage` (a dense model turned
 MoE): the objective is the same, only the model they start from differs. Minimise the cross-entropy of
@@ -16,11 +17,19 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from minigpt.losses.lm import bits_per_byte, lm_loss
+from minigpt.model.transformer import Transformer
 
 if TYPE_CHECKING:  # the type checker sees the `Stage` attributes the mixin uses; at run time it is a plain class
     from minigpt.stages.base import Stage as _MixedInto
 else:
     _MixedInto = object
+
+
+def chat_nll(model: Transformer, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Any]]:
+    """SFT's objective on a chat batch: the next-token loss on the assistant's tokens only (targets are
+    `IGNORE_INDEX` elsewhere), and the model's aux dict. Shared by SFT and ReST's Improve steps."""
+    logits, aux = model(batch["input_ids"], positions=batch.get("positions"), attn_mask=batch.get("attn_mask"))
+    return lm_loss(logits, batch["targets"]), aux
 
 
 class NextTokenSteps(_MixedInto):

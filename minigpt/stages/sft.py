@@ -21,9 +21,10 @@ from typing import Any
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from minigpt.losses.lm import IGNORE_INDEX, lm_loss
+from minigpt.losses.lm import IGNORE_INDEX
 from minigpt.stages.base import Stage
 from minigpt.stages.chat_model import ChatModel
+from minigpt.stages.lm_steps import chat_nll
 from minigpt.stages.task_scoring import greedy_task_scores, log_task_scores
 
 
@@ -49,8 +50,7 @@ class SFTStage(Stage):
         return self.chat.param_groups(self.model, weight_decay)
 
     def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Any]]:
-        logits, aux = self.model(batch["input_ids"], positions=batch.get("positions"), attn_mask=batch.get("attn_mask"))
-        return lm_loss(logits, batch["targets"]), aux
+        return chat_nll(self.model, batch)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """Masked LM loss (+ any auxiliary loss the model reports)."""

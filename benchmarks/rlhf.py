@@ -1,0 +1,292 @@
+"""Every alignment method from one SFT model, judged by one gold scorer: a table and a gold-against-KL plot.
+
+    OMP_NUM_THREADS=2 python benchmarks/rlhf.py --sft /path/to/sft/model [--quick] [--methods grpo,rest_em]
+        [--config benchmarks/rlhf.yaml] [--workdir /tmp/rlhf] [--out docs/rlhf_benchmark.md]
+
+Methods (settings in benchmarks/rlhf.yaml, one entry each): the SFT model itself; best-of-N sampling; DPO
+and IPO on pairs of the SFT model's own samples labelled by the gold scorer; PPO; GRPO; Dr. GRPO; RLOO;
+ReST; ReST-EM — all on the task's prompts with the task's gold scorer as the reward (a verifiable reward).
+
+Each method runs in a fresh process (`--child`), so that its peak memory is its own: the peak resident set
+size (`ru_maxrss`, which includes the ~0.3 GB of Python and torch) right after training, before evaluation.
+The child also counts the models its stage holds (the `Transformer`s among its modules: policy, reference,
+critic, reward model), the replies the reward scored inside training steps (validation excluded; for
+DPO/IPO the pairs' k samples per prompt; for best-of-N its N per test prompt), and its training wall time.
+Then it evaluates on the task's test prompts: greedy gold (exact-match for exact tasks), and the gold score
+of replies sampled at temperature 1 with their KL to the SFT model, Σₜ log π(yₜ) − log π_SFT(yₜ) per reply
+(`minigpt.evaluation.gold`). Best-of-N has no greedy reply; its KL is the analytic log N − (N − 1)/N
+(Stiennon et al. 2020, App. G.3; Hilton's bound). A method that fails (e.g. ReST keeping no reply)
+gets a row with the one-sentence reason instead of numbers.
+
+The parent writes the Markdown table (with the commands and the machine) to `--out` and the scatter of
+sampled gold against KL next to it (`<out>.png` → docs/rlhf_benchmark.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = ["method", "greedy gold", "sampled gold", "KL to SFT (nats/reply)", "wall time (s)", "peak RSS (MB)",
+           "models held", "reward calls", "note"]  # fmt: skip
+
+
+def settings(config: dict[str, Any], quick: bool, node: dict[str, Any]) -> dict[str, Any]:
+    """A settings node with its `quick` values (a dict) laid over it under --quick; a list of quick overrides
+    (a trained method's) stays for `train_overrides`."""
+    if not isinstance(node.get("quick"), dict):
+        return dict(node)
+    out = {k: v for k, v in node.items() if k != "quick"}
+    return out | node["quick"] if quick else out
+
+
+def train_overrides(config: dict[str, Any], method: dict[str, Any], quick: bool) -> list[str]:
+    """`common` + the method's overrides (+ the quick ones under --quick); later overrides win."""
+    overrides = list(config["common"]) + list(method.get("overrides", []))
+    return overrides + (list(config["quick"]) + list(method.get("quick", [])) if quick else [])
+
+
+class Counter:
+    """Replies the reward scored inside training steps (validation's scoring is not counted)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.training = False
+        self.stage: Any = None
+
+    def install(self) -> None:
+        """Wrap the reward classes' calls and `Trainer.fit` (to find the stage and wrap its training step)."""
+        import lightning as L
+
+        from minigpt.rl.rewards import ModelReward, TaskReward
+
+        counter = self
+        for cls, name in ((TaskReward, "__call__"), (ModelReward, "forward")):
+            original = getattr(cls, name)
+
+            def counted(self: Any, prompts: Any, completions: Any, tasks: Any, _original: Any = original) -> Any:
+                counter.calls += len(completions) if counter.training else 0
+                return _original(self, prompts, completions, tasks)
+
+            setattr(cls, name, counted)
+        fit = L.Trainer.fit
+
+        def fit_and_count(trainer: Any, stage: Any, *args: Any, **kwargs: Any) -> Any:
+            counter.stage = stage
+            step = type(stage).training_step
+
+            def training_step(module: Any, *a: Any, **k: Any) -> Any:
+                counter.training = True
+                try:
+                    return step(module, *a, **k)
+                finally:
+                    counter.training = False
+
+            type(stage).training_step = training_step
+            return fit(trainer, stage, *args, **kwargs)
+
+        L.Trainer.fit = fit_and_count  # type: ignore[method-assign]
+
+
+def compose(overrides: list[str], folder: Path) -> Any:
+    """`train.yaml` composed with `overrides`, writing into `folder` (as a Hydra run would)."""
+    from omegaconf import open_dict
+
+    from minigpt.pipeline.upstream import compose_train
+
+    cfg = compose_train(overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = cfg.trainer.default_root_dir = str(folder)
+    return cfg
+
+
+def make_pairs_file(sft: str, task: Any, pairs: dict[str, Any], path: Path, max_new_tokens: int) -> int:
+    """Preference pairs from the SFT model's own samples (best vs worst by the gold scorer); replies scored."""
+    from minigpt.data.preference_pairs import make_pairs
+    from minigpt.utils.errors import ConfigError
+    from minigpt.utils.io import atomic_write_text
+
+    made = make_pairs(sft, task, pairs["n"], k=pairs["k"], max_new_tokens=max_new_tokens)
+    if not made:
+        raise ConfigError(f"none of {pairs['n']} prompts got {pairs['k']} replies of different gold scores: no pairs.")
+    atomic_write_text(path, "".join(json.dumps(p) + "\n" for p in made))
+    return pairs["n"] * pairs["k"]
+
+
+def best_of_n(sft: str, task: Any, n: int, prompts: list[str], max_new_tokens: int) -> dict[str, Any]:
+    """Gold score of the best of `n` sampled replies per prompt (the gold scorer is the reward here)."""
+    import torch
+
+    from minigpt.inference.config import GenerationConfig
+    from minigpt.model.folder import load_model_folder
+    from minigpt.rl.rollout import sample_rollouts
+
+    model, tokenizer = load_model_folder(sft)
+    generator = torch.Generator().manual_seed(0)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=1.0)
+    best = []
+    for rollout in sample_rollouts(model, tokenizer, prompts, config, n, generator):
+        scores = [task.score(p, c) for p, c in zip(rollout.prompts, rollout.completions)]
+        best += [max(scores[i : i + n]) for i in range(0, len(scores), n)]
+    return {"sampled gold": sum(best) / len(best), "KL to SFT (nats/reply)": math.log(n) - (n - 1) / n,
+            "reward calls": n * len(prompts), "models held": 1}  # fmt: skip
+
+
+def evaluate(model_folder: str, sft: str, task: Any, ev: dict[str, Any], max_new_tokens: int) -> dict[str, float]:
+    """Greedy gold, sampled gold and KL to the SFT model on the task's test prompts."""
+    from functools import partial
+
+    from minigpt.evaluation.gold import gold_eval
+    from minigpt.evaluation.tasks import evaluate_tasks
+    from minigpt.model.folder import load_model_folder
+    from minigpt.rl.rollout import frozen_logprobs
+
+    model, tokenizer = load_model_folder(model_folder)
+    reference, _ = load_model_folder(sft)
+    greedy = evaluate_tasks(model, tokenizer, {task.name: task}, "test", ev["greedy_prompts"])[task.name]
+    prompts = [ex.prompt for ex in task.examples("test", ev["sampled_prompts"])]
+    sampled = gold_eval(model, tokenizer, task, prompts, partial(frozen_logprobs, reference), ev["sampled_replies"],
+                        max_new_tokens)  # fmt: skip
+    return {"greedy gold": greedy, "sampled gold": sampled["score"], "KL to SFT (nats/reply)": sampled["kl"]}
+
+
+def run_child(args: argparse.Namespace) -> None:
+    """Run one method in this process and write its row to `<workdir>/<method>/row.json`."""
+    import yaml
+
+    from minigpt.model.transformer import Transformer
+    from minigpt.tasks import get_task
+    from minigpt.utils.errors import ConfigError
+
+    config = yaml.safe_load(Path(args.config).read_text())
+    method = settings(config, args.quick, config["methods"][args.child])
+    ev = settings(config, args.quick, config["eval"])
+    folder = Path(args.workdir) / args.child
+    folder.mkdir(parents=True, exist_ok=True)
+    task = get_task(config["task"])
+    max_new_tokens = int(config["max_new_tokens"])
+    row: dict[str, Any] = {"method": args.child}
+    counter = Counter()
+    counter.install()
+    start = time.perf_counter()
+    try:
+        if args.child == "sft":
+            row |= {"models held": 1, "reward calls": 0, **evaluate(args.sft, args.sft, task, ev, max_new_tokens)}
+        elif "n" in method:  # best-of-N: no training, N samples per test prompt
+            prompts = [ex.prompt for ex in task.examples("test", ev["sampled_prompts"])]
+            row |= best_of_n(args.sft, task, method["n"], prompts, max_new_tokens)
+        else:
+            from minigpt.run import train
+
+            overrides = [f"init_from={args.sft}", *train_overrides(config, method, args.quick)]
+            if "pairs" in method:
+                pairs = settings(config, args.quick, method["pairs"])
+                counter.calls = make_pairs_file(args.sft, task, pairs, folder / "pairs.jsonl", max_new_tokens)
+                overrides += ["data=preferences", f"data.path={folder / 'pairs.jsonl'}"]
+            train(compose(overrides, folder / "run"))
+            row["peak RSS (MB)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            row["wall time (s)"] = time.perf_counter() - start
+            stage = counter.stage
+            row["models held"] = sum(isinstance(m, Transformer) for m in stage.modules())
+            row["reward calls"] = counter.calls
+            row |= evaluate(str(folder / "run" / "model"), args.sft, task, ev, max_new_tokens)
+    except ConfigError as err:
+        row["note"] = str(err)
+    row.setdefault("wall time (s)", time.perf_counter() - start)
+    row.setdefault("peak RSS (MB)", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    (folder / "row.json").write_text(json.dumps(row))
+
+
+def cell(value: Any) -> str:
+    """A table cell: numbers to 3 decimals (counts and seconds whole), missing as —."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def write_outputs(rows: list[dict[str, Any]], out: Path, command: str, quick: bool) -> None:
+    """The Markdown table (with the command and the machine) and the gold-against-KL scatter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from minigpt.utils.io import atomic_write_text
+
+    plot = out.with_suffix(".png")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        if row.get("sampled gold") is not None and row.get("KL to SFT (nats/reply)") is not None:
+            ax.scatter(row["KL to SFT (nats/reply)"], row["sampled gold"])
+            ax.annotate(row["method"], (row["KL to SFT (nats/reply)"], row["sampled gold"]), fontsize=8)
+    ax.set_xlabel("KL to the SFT model (nats per reply)")
+    ax.set_ylabel("gold score of sampled replies (test)")
+    ax.set_title("RLHF benchmark" + (" (--quick)" if quick else ""))
+    fig.tight_layout()
+    fig.savefig(plot, dpi=120)
+    plt.close(fig)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in COLUMNS) + " |" for row in rows]
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores visible, torch {torch.__version__}"
+    text = (
+        "# RLHF benchmark: every method from one SFT model, one gold scorer\n\n"
+        f"Written by `{command}` (benchmarks/rlhf.py; settings in benchmarks/rlhf.yaml) on {machine}."
+        + (" **--quick: smoke budgets, not results.**" if quick else "")
+        + "\n\n" + "\n".join(lines) + "\n\n"
+        f"![sampled gold against KL]({plot.name})\n"
+    )  # fmt: skip
+    atomic_write_text(out, text)
+
+
+def main() -> None:
+    """Run every method (each in a fresh process), then write the table and the plot."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sft", required=True, help="the SFT model folder every method starts from")
+    parser.add_argument("--config", default=str(ROOT / "benchmarks" / "rlhf.yaml"))
+    parser.add_argument("--methods", default=None, help="comma-separated subset of the config's methods")
+    parser.add_argument("--quick", action="store_true", help="smoke budgets: minutes in all")
+    parser.add_argument("--workdir", default="outputs/rlhf_benchmark")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "rlhf_benchmark.md"))
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_child(args)
+        return
+    import yaml
+
+    methods = list(yaml.safe_load(Path(args.config).read_text())["methods"])
+    chosen = args.methods.split(",") if args.methods else methods
+    unknown = sorted(set(chosen) - set(methods))
+    if unknown:
+        sys.exit(f"error: --methods {unknown} are not in {args.config}; use some of {methods}.")
+    rows = []
+    for name in chosen:
+        child = [sys.executable, __file__, "--child", name, "--sft", args.sft, "--config", args.config,
+                 "--workdir", args.workdir] + (["--quick"] if args.quick else [])  # fmt: skip
+        proc = subprocess.run(
+            child, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True
+        )
+        row_file = Path(args.workdir) / name / "row.json"
+        if proc.returncode != 0 or not row_file.exists():
+            rows.append({"method": name, "note": f"crashed: {proc.stderr.strip().splitlines()[-1:]}"})
+        else:
+            rows.append(json.loads(row_file.read_text()))
+        print(json.dumps(rows[-1]), flush=True)
+    write_outputs(rows, Path(args.out), "python benchmarks/rlhf.py " + " ".join(sys.argv[1:]), args.quick)
+
+
+if __name__ == "__main__":
+    main()
