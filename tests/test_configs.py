@@ -294,6 +294,13 @@ def build_nothing(cfg: DictConfig) -> None:
     """export_hf.yaml and moe_prune.yaml: paths and counts; the commands are tested in tests/export, tests/cli."""
 
 
+def build_serve(cfg: DictConfig) -> None:
+    """serve.yaml: its address and limits make valid `ServeSettings`."""
+    from minigpt.serve.settings import ServeSettings
+
+    ServeSettings.from_config(cfg)
+
+
 def build_preference_pairs(cfg: DictConfig) -> None:
     """preference_pairs.yaml: the task whose prompts are sampled and whose gold scorer labels the pairs."""
     task = instantiate(cfg.task)
@@ -305,6 +312,7 @@ COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "train": build_train,
     "evaluate": build_evaluate,
     "generate": build_generate,
+    "serve": build_serve,
     "chat": build_generate,
     "export_hf": build_nothing,
     "train_tokenizer": build_train_tokenizer,
