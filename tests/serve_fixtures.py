@@ -45,7 +45,7 @@ def chat_model_folder(folder: Path, seed: int = 0, block_size: int = 64, endless
 
 
 @contextmanager
-def running_server(folder: Path, **settings: object) -> Iterator[str]:
+def running_server(folder: str | Path, **settings: object) -> Iterator[str]:
     """Serve the model folder on a free loopback port in a thread; yields the base URL (http://127.0.0.1:port)."""
     model, tokenizer = load_model_and_tokenizer(folder)
     app = create_app(model, tokenizer, ServeSettings(**settings))  # type: ignore[arg-type]
