@@ -291,7 +291,7 @@ def build_train(cfg: DictConfig) -> None:
 
 
 def build_nothing(cfg: DictConfig) -> None:
-    """export_hf.yaml and moe_prune.yaml: paths and counts; the commands are tested in tests/export, tests/cli."""
+    """export_hf.yaml, export_gguf.yaml, moe_prune.yaml: paths and counts (tested in tests/export, tests/cli)."""
 
 
 def build_serve(cfg: DictConfig) -> None:
@@ -315,6 +315,7 @@ COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "serve": build_serve,
     "chat": build_generate,
     "export_hf": build_nothing,
+    "export_gguf": build_nothing,
     "train_tokenizer": build_train_tokenizer,
     "moe_prune": build_nothing,
     "preference_pairs": build_preference_pairs,
