@@ -291,7 +291,14 @@ def build_train(cfg: DictConfig) -> None:
 
 
 def build_nothing(cfg: DictConfig) -> None:
-    """export_hf.yaml and moe_prune.yaml: paths and counts; the commands are tested in tests/export, tests/cli."""
+    """export_hf.yaml, export_gguf.yaml, moe_prune.yaml: paths and counts (tested in tests/export, tests/cli)."""
+
+
+def build_serve(cfg: DictConfig) -> None:
+    """serve.yaml: its address and limits make valid `ServeSettings`."""
+    from minigpt.serve.settings import ServeSettings
+
+    ServeSettings.from_config(cfg)
 
 
 def build_preference_pairs(cfg: DictConfig) -> None:
@@ -312,8 +319,10 @@ COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "train": build_train,
     "evaluate": build_evaluate,
     "generate": build_generate,
+    "serve": build_serve,
     "chat": build_generate,
     "export_hf": build_nothing,
+    "export_gguf": build_nothing,
     "train_tokenizer": build_train_tokenizer,
     "moe_prune": build_nothing,
     "quantize": build_nothing,

@@ -20,6 +20,24 @@ from minigpt.tokenizer.base import Tokenizer
 from minigpt.tokenizer.chat import END_OF_TURN, has_chat_tokens, render_chat
 
 
+def reply_end_ids(tokenizer: Tokenizer) -> list[int]:
+    """The tokens that end an answer: `<|end|>` where the tokenizer has the chat tokens, and `<|eos|>`."""
+    ends = [tokenizer.special_id(END_OF_TURN)] if has_chat_tokens(tokenizer) else []
+    return ends + ([tokenizer.eos_id] if tokenizer.eos_id is not None else [])
+
+
+def chat_prompt_ids(tokenizer: Tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    """The token ids the model continues to answer `messages` ({"role", "content"} dicts, oldest first).
+
+    With the chat tokens: the chat template with the assistant's turn opened. Without them (a base
+    model): the contents run together as one document, which the model continues.
+    """
+    if has_chat_tokens(tokenizer):
+        return render_chat(tokenizer, messages, add_generation_prompt=True)[0]
+    ids = tokenizer.encode("".join(message["content"] for message in messages))
+    return ids or [tokenizer.bos_id or 0]
+
+
 class ChatSession:
     """Holds the history; `reply(text)` adds the user's turn, generates the answer and records it.
 
@@ -34,8 +52,7 @@ class ChatSession:
     ) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.templated = has_chat_tokens(tokenizer)
-        ends = [tokenizer.special_id(END_OF_TURN)] if self.templated else []
-        ends += [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+        ends = reply_end_ids(tokenizer)
         self.config = GenerationConfig(**{**vars(config), "stop_tokens": sorted({*config.stop_tokens, *ends})})
         self.system = system
         self.messages: list[dict[str, str]] = []
@@ -52,12 +69,9 @@ class ChatSession:
 
     def prompt_ids(self, user_text: str) -> list[int]:
         """The token ids the model continues after the user says `user_text`."""
-        if self.templated:
-            system = [{"role": "system", "content": self.system}] if self.system else []
-            turns = [*system, *self.messages, {"role": "user", "content": user_text}]
-            return render_chat(self.tokenizer, turns, add_generation_prompt=True)[0]
-        ids = self.tokenizer.encode((self.system or "") + self.text + user_text)
-        return ids or [self.tokenizer.bos_id or 0]
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        history = self.messages if self.templated else [{"role": "user", "content": self.text}]
+        return chat_prompt_ids(self.tokenizer, [*system, *history, {"role": "user", "content": user_text}])
 
     def reply(
         self,

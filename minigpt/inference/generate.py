@@ -37,7 +37,7 @@ def _as_prompt_lists(prompts: Sequence[Sequence[int]] | Tensor) -> list[list[int
     return [list(map(int, p)) for p in prompts]
 
 
-class _StopStrings:
+class StopStrings:
     """Detects stop strings in the text of each row's newest tokens."""
 
     def __init__(self, tokenizer: Tokenizer, strings: Sequence[str]) -> None:
@@ -56,7 +56,7 @@ def _sample(
     decoder: BatchDecoder,
     config: GenerationConfig,
     pad_id: int,
-    stop_strings: _StopStrings | None,
+    stop_strings: StopStrings | None,
     generator: torch.Generator | None,
     on_token: TokenCallback | None,
 ) -> Generation:
@@ -141,7 +141,7 @@ def generate(
     if config.stop_strings:
         if tokenizer is None:
             raise ConfigError("stop_strings need the tokenizer: pass tokenizer=... to generate().")
-        stop_strings = _StopStrings(tokenizer, config.stop_strings)
+        stop_strings = StopStrings(tokenizer, config.stop_strings)
     # inference_mode skips autograd bookkeeping (version counters, view tracking): less per-op overhead.
     with eval_mode(model), torch.inference_mode():
         decoder = BatchDecoder(model, _as_prompt_lists(prompts), config.max_new_tokens, compile=config.compile)

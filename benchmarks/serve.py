@@ -1,0 +1,147 @@
+"""Serving throughput and latency: continuous batching against one request at a time, same server code.
+
+    OMP_NUM_THREADS=2 python benchmarks/serve.py --run /work/runs/shared/sft/model [--clients 1 8 32]
+        [--requests 8 32 64] [--max-tokens 64]
+
+For each mode the server runs as `python -m minigpt.serve` in a process of its own on a free loopback
+port: `continuous` with `max_batch` = the most clients, `one-at-a-time` with `max_batch=1` (the same
+engine, every request waits for the one before it to finish; the queue holds the rest). For each number
+of concurrent clients, that many asyncio clients send greedy chat completions (a fixed list of prompts,
+so both modes produce the same tokens) until the bounded number of requests is done. Reported per
+setting: generated tokens per second (all completion tokens / wall time), p50 and p95 end-to-end
+latency, failed requests; then continuous / one-at-a-time throughput ratios, and the p95 latency at
+each client count against the single-client p95 (the goal: ≥ 3× throughput at 8 clients with p95 no
+worse than 2× the single-client latency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+PROMPTS = [
+    "What is 12 + 7?",
+    "Reverse the word: garden",
+    "Is 17 a prime number?",
+    "Sort these letters: d b a c",
+    "Write a short sentence about the sea.",
+    "What is 9 times 8?",
+    "Count the vowels in: education",
+    "Say hello politely.",
+]
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(run: str, max_batch: int, max_queue: int) -> tuple[subprocess.Popen, str]:
+    """`python -m minigpt.serve` in a subprocess; returns it and its base URL once /health answers."""
+    port = free_port()
+    args = [f"run={run}", f"port={port}", f"max_batch={max_batch}", f"max_queue={max_queue}"]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "minigpt.serve", *args], cwd=root, env=env, stdout=subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the server did not start")
+
+
+async def load(url: str, clients: int, requests: int, max_tokens: int) -> dict[str, float]:
+    """`clients` concurrent clients send `requests` chat completions in all; tokens/s, latencies, failures."""
+    latencies: list[float] = []
+    tokens = failed = 0
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(requests):
+        queue.put_nowait(i)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal tokens, failed
+        while not queue.empty():
+            i = queue.get_nowait()
+            body = {
+                "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
+                "temperature": 0,
+                "max_tokens": max_tokens,
+            }
+            start = time.perf_counter()
+            response = await http.post(f"{url}/v1/chat/completions", json=body)
+            if response.status_code != 200:
+                failed += 1
+                continue
+            latencies.append(time.perf_counter() - start)
+            tokens += response.json()["usage"]["completion_tokens"]
+
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=clients + 4)) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        wall = time.perf_counter() - start
+    ordered = sorted(latencies)
+    return {
+        "tokens_per_s": tokens / wall,
+        "p50": statistics.median(ordered),
+        "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
+        "failed": failed,
+        "tokens": tokens,
+    }
+
+
+def main() -> None:
+    """Measure both modes at every client count and print the tables (markdown)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default="/work/runs/shared/sft/model")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--requests", type=int, nargs="+", default=[8, 32, 64], help="requests per client count")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+    modes = {"continuous": max(args.clients), "one-at-a-time": 1}
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    for mode, max_batch in modes.items():
+        proc, url = start_server(args.run, max_batch, max_queue=max(args.clients))
+        try:
+            asyncio.run(load(url, 1, 2, args.max_tokens))  # warm-up
+            for clients, requests in zip(args.clients, args.requests):
+                results[mode, clients] = asyncio.run(load(url, clients, requests, args.max_tokens))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    print(f"load average {os.getloadavg()[0]:.1f}; max_tokens {args.max_tokens}; run {args.run}\n")
+    print("| mode | clients | requests | tokens/s | p50 latency (s) | p95 latency (s) | failed |")
+    print("|---|---|---|---|---|---|---|")
+    for (mode, clients), r in results.items():
+        requests = args.requests[args.clients.index(clients)]
+        speed, p50, p95 = f"{r['tokens_per_s']:.0f}", f"{r['p50']:.2f}", f"{r['p95']:.2f}"
+        print(f"| {mode} | {clients} | {requests} | {speed} | {p50} | {p95} | {r['failed']} |")
+    print("\n| clients | throughput continuous / one-at-a-time | p95 / single-client p95 | same token count |")
+    print("|---|---|---|---|")
+    single = results["continuous", args.clients[0]]["p95"]
+    for clients in args.clients:
+        fast, slow = results["continuous", clients], results["one-at-a-time", clients]
+        same = "yes" if fast["tokens"] == slow["tokens"] else f"no ({fast['tokens']} vs {slow['tokens']})"
+        ratio = fast["tokens_per_s"] / slow["tokens_per_s"]
+        print(f"| {clients} | **{ratio:.2f}×** | {fast['p95'] / single:.2f}× | {same} |")
+
+
+if __name__ == "__main__":
+    main()
