@@ -56,8 +56,9 @@ class Stage(L.LightningModule):
         self.optim_cfg = OmegaConf.create(optim) if isinstance(optim, dict) else optim
         self.model, folder_tokenizer = self.build_model(model_config, init_from)
         # How much to recompute is a way of training, not part of the architecture: the run's own setting
-        # applies to a model loaded from `init_from` too.
-        self.model.config.activation_checkpointing = model_config.activation_checkpointing
+        # applies to a model loaded from `init_from` too (callers that only load `init_from` pass no config).
+        if model_config is not None:
+            self.model.config.activation_checkpointing = model_config.activation_checkpointing
         self.tokenizer = tokenizer or folder_tokenizer
         self.inputs = StageInputs()  # replaced by `attach_data` before fit
 
