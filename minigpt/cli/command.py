@@ -28,6 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from minigpt.model.config import RENAMED_KEYS
 from minigpt.utils.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -108,6 +109,17 @@ def check_group_choices(args: list[str], conf_dir: Path = CONF_DIR) -> None:
                 raise ConfigError(f"{key}={option} is not an option of {key}/; choose one of: {', '.join(options)}.")
 
 
+def check_renamed_keys(args: list[str]) -> None:
+    """Refuse `model.<old key>=…` of a renamed model field with the new name (Hydra would only say that the
+    key is not in the config); older model folders that store the old key still load (`ModelConfig.from_dict`)."""
+    for arg in args:
+        key = arg.lstrip("+~").split("=", 1)[0]
+        old = key.removeprefix("model.")
+        if key.startswith("model.") and old in RENAMED_KEYS:
+            value = arg.split("=", 1)[1] if "=" in arg else "true"
+            raise ConfigError(f"{key} is now model.{RENAMED_KEYS[old]}; write model.{RENAMED_KEYS[old]}={value}.")
+
+
 def in_sweep() -> bool:
     """True in a job of a multirun (`-m`): there a failed job is the sweeper's to record (Optuna marks the
     trial failed and goes on), so the error is raised to Hydra rather than ending the whole process."""
@@ -156,6 +168,7 @@ def command(config_name: str) -> Callable[[Callable[[DictConfig], T]], Callable[
             if not args:  # from the command line: refuse an unknown group option with the full list first
                 try:
                     check_group_choices(sys.argv[1:])
+                    check_renamed_keys(sys.argv[1:])
                 except ConfigError as err:
                     exit_on_user_mistake(err)
             return main(*args)

@@ -23,8 +23,8 @@ Positions = Literal["learned", "rope"]
 Router = Literal["topk", "switch", "expert_choice"]
 # What a block recomputes in backward instead of storing: all of it (True), one sublayer, or nothing.
 Recompute = bool | Literal["attention", "mlp"]
-# Keys of older `config.json` files and what they are called now.
-_RENAMED = {"gradient_checkpointing": "activation_checkpointing"}
+# Keys of older `config.json` files (and command lines) and what they are called now.
+RENAMED_KEYS = {"gradient_checkpointing": "activation_checkpointing"}
 
 
 @dataclass
@@ -197,7 +197,7 @@ class ModelConfig:
 
         Renamed keys of older model folders (`gradient_checkpointing`) are read under their new name.
         """
-        data = {_RENAMED.get(key, key): value for key, value in data.items()}
+        data = {RENAMED_KEYS.get(key, key): value for key, value in data.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -50,8 +50,9 @@ def build_optimizer(factory: partial[Optimizer], groups: list[dict[str, Any]], s
     """`factory(groups)`, or with `shard_state` the same optimizer as a `ZeroRedundancyOptimizer` (ZeRO-1).
 
     `factory` is the `functools.partial` Hydra makes of `optim.optimizer`; its keywords become the
-    sharded optimizer's defaults. They must be plain Python values (a `ListConfig` of betas would be
-    copied into every rank's state and its checkpoint), so the caller instantiates with `_convert_="all"`.
+    sharded optimizer's defaults. The caller instantiates it with `_convert_="all"`: the keywords land in
+    the optimizer's state dict and so in checkpoints, where an OmegaConf `ListConfig` of betas would make
+    `torch.load(weights_only=True)` refuse the file.
     """
     if not shard_state:
         return factory(groups)

@@ -47,7 +47,7 @@ class Stage(L.LightningModule):
 
     def __init__(
         self,
-        model_config: ModelConfig | None,
+        model_config: ModelConfig,
         optim: DictConfig | dict[str, Any],
         tokenizer: Tokenizer | None = None,
         init_from: str | None = None,
@@ -56,7 +56,7 @@ class Stage(L.LightningModule):
         self.optim_cfg = OmegaConf.create(optim) if isinstance(optim, dict) else optim
         self.model, folder_tokenizer = self.build_model(model_config, init_from)
         # How much to recompute is a way of training, not part of the architecture: the run's own setting
-        # applies to a model loaded from `init_from` too (a caller that gives no config keeps the folder's).
+        # applies to a model loaded from `init_from` too (callers that only load `init_from` pass no config).
         if model_config is not None:
             self.model.config.activation_checkpointing = model_config.activation_checkpointing
         self.tokenizer = tokenizer or folder_tokenizer

@@ -59,3 +59,11 @@ def test_old_gradient_checkpointing_key_loads_and_bad_modes_are_refused():
     assert ModelConfig.from_dict(legacy).activation_checkpointing is True
     with pytest.raises(ConfigError, match="activation_checkpointing='block'.*attention, mlp"):
         ModelConfig(**dict(BASE, activation_checkpointing="block"))
+
+
+def test_the_old_command_line_key_names_the_new_one():
+    from minigpt.cli.command import check_renamed_keys
+
+    with pytest.raises(ConfigError, match="model.gradient_checkpointing is now model.activation_checkpointing; "):
+        check_renamed_keys(["model=gpt_small", "model.gradient_checkpointing=true"])
+    check_renamed_keys(["model.activation_checkpointing=mlp"])  # the new name passes

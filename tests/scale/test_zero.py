@@ -1,5 +1,6 @@
 """ZeRO stages as config: `strategy=fsdp strategy.zero=1|2|3` on 2 gloo processes reproduce the single-process
-losses, and each rank holds the share of weights, gradients and optimizer state the planner says."""
+losses also across a checkpoint resume, and each rank holds the share of weights, gradients and optimizer
+state the planner says."""
 
 from __future__ import annotations
 
@@ -25,8 +26,12 @@ from minigpt.scale.plan import model_shape
 from minigpt.scale.strategy import FSDP2Strategy, ZeRO1Strategy, build_strategy, zero_strategy
 from minigpt.utils.errors import ConfigError
 
-STEPS, BATCH = 3, 4  # per rank; the single process takes both ranks' samples in one batch of 2·BATCH
+STEPS, BATCH = 4, 4  # per rank; the single process takes both ranks' samples in one batch of 2·BATCH
+# A constant learning rate (min_lr_ratio=1): a run that stops after 2 steps sees the same rates as one of 4.
 COMMON = (f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={STEPS}", "optim.warmup_steps=0", "optim.lr=1e-2")
+COMMON += ("optim.min_lr_ratio=1.0",)
+# Each stage also recomputes something (the single process does not): sharding and checkpointing compose.
+RECOMPUTE = {1: "mlp", 2: "attention", 3: "true"}
 
 
 class GlobalLosses(L.Callback):
@@ -95,31 +100,44 @@ def _free_port() -> int:
 
 
 def _rank(rank: int, tmp_path: Path, ports: list[int]) -> None:
-    """One of two processes, started the way torchrun would (env vars, so Lightning launches nothing)."""
+    """One of two processes, started the way torchrun would (env vars, so Lightning launches nothing).
+
+    Each stage trains 2 steps, saves, and resumes from its checkpoint for the other 2.
+    """
     torch.set_num_threads(1)
-    for zero, port in zip((1, 2, 3), ports):
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", NODE_RANK="0")
-        os.environ["LOCAL_RANK"] = str(rank)
+    for zero in (1, 2, 3):
         folder = tmp_path / f"zero{zero}"
         folder.mkdir(exist_ok=True)
         overrides = _overrides(tmp_path, folder, "strategy=fsdp", f"strategy.zero={zero}", "trainer.devices=2")
-        train(compose_config("train", [*overrides, f"data.batch_size={BATCH}"], folder))
+        overrides.append(f"model.activation_checkpointing={RECOMPUTE[zero]}")  # changes no number either
+        overrides.append(f"data.batch_size={BATCH}")
+        first = ["trainer.max_steps=2", "trainer.val_check_interval=2"]
+        resume = [f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"]
+        for part, extra in enumerate((first, resume)):
+            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[2 * (zero - 1) + part]))
+            os.environ.update(WORLD_SIZE="2", NODE_RANK="0", LOCAL_RANK=str(rank))
+            train(compose_config("train", [*overrides, *extra], folder))
+            if rank == 0 and part == 0:
+                (folder / "losses.json").rename(folder / "losses_before_resume.json")
 
 
 @pytest.mark.slow
-def test_every_zero_stage_on_two_processes_gives_the_single_process_losses(tmp_path):
+def test_every_zero_stage_on_two_processes_gives_the_single_process_losses_across_a_resume(tmp_path):
     single = tmp_path / "single"
     single.mkdir()
     train(compose_config("train", [*_overrides(tmp_path, single), f"data.batch_size={2 * BATCH}"], single))
-    mp.spawn(_rank, args=(tmp_path, [_free_port() for _ in range(3)]), nprocs=2, join=True)
+    mp.spawn(_rank, args=(tmp_path, [_free_port() for _ in range(6)]), nprocs=2, join=True)
 
     want = json.loads((single / "losses.json").read_text())
     assert len(want) == STEPS and want[-1] < want[0]  # it learns
     shape = model_shape(ModelConfig.load(single / "model" / "config.json"))
     for zero in (1, 2, 3):
         folder = tmp_path / f"zero{zero}"
-        got = json.loads((folder / "losses.json").read_text())
-        assert got == pytest.approx(want, abs=1e-5), zero  # sharding moves the numbers, it does not change them
+        got = [json.loads((folder / f"{name}.json").read_text()) for name in ("losses_before_resume", "losses")]
+        # Two steps, then two after resuming: the last loss follows an update made with restored Adam moments.
+        assert len(got[0]) == 2 and len(got[1]) == 2
+        # Sharding moves the numbers, it does not change them; the checkpoint restores every shard.
+        assert got[0] + got[1] == pytest.approx(want, abs=1e-5), zero
         assert (folder / "model" / "model.safetensors").exists()  # full weights gathered
 
         # The planner's share per GPU is what the ranks hold (on average: ZeRO-1 splits by whole tensors).
