@@ -66,7 +66,7 @@ class Replies:
         self.requests: list[Request] = []
         try:
             for index in range(n):
-                generator = None if seed is None else torch.Generator().manual_seed(seed + index)
+                generator = None if seed is None else torch.Generator(engine.device).manual_seed(seed + index)
                 self.requests.append(
                     engine.submit(
                         Request(
@@ -156,6 +156,8 @@ class Replies:
             else:
                 open_choices -= 1
                 reason = str(value)
+                if reason == "cancelled":  # the client went away (nginx's 499: client closed request)
+                    raise APIError(499, "The request was cancelled.", code="cancelled")
                 if reason not in ("stop", "length"):
                     raise APIError(500, f"Generation ended with {reason}.")
                 yield Event(index, text.finish(), reason)
