@@ -112,7 +112,8 @@ def test_models_health_and_metrics(client: OpenAI, url: str) -> None:
     assert httpx.get(f"{url}/health").json()["status"] == "ok"
     client.completions.create(model="minigpt", prompt="a", temperature=0, max_tokens=3)
     metrics = httpx.get(f"{url}/metrics").text
-    for name in ("minigpt_requests_total", "minigpt_tokens_per_second", "minigpt_queue_length", "minigpt_batch_size"):
+    names = ["minigpt_tokens_per_second", "minigpt_queue_length", "minigpt_batch_size", "minigpt_step_batch_size_count"]
+    for name in ["minigpt_generated_tokens_total", "minigpt_time_to_first_token_seconds_count", *names]:
         assert name in metrics
     assert 'minigpt_request_latency_seconds_count{endpoint="/v1/completions"}' in metrics
     assert 'minigpt_requests_total{endpoint="/v1/completions",status="200"}' in metrics
