@@ -171,7 +171,7 @@ class _Api:
             raise APIError(
                 400,
                 f"The prompt has {len(prompt)} tokens, more than this server's limit of {settings.max_prompt_tokens}.",
-                param="messages",
+                param="messages" if isinstance(body, ChatRequest) else "prompt",
                 code="context_length_exceeded",
             )
         greedy = body.temperature == 0.0
