@@ -91,6 +91,10 @@ def test_seeded_choices_repeat_and_match_a_seeded_session(client: OpenAI, folder
     first, again = client.chat.completions.create(**ask), client.chat.completions.create(**ask)
     texts = [c.message.content for c in first.choices]
     assert texts == [c.message.content for c in again.choices] and texts[0] != texts[1]
+    streamed = ["", ""]
+    for chunk in client.chat.completions.create(**ask, stream=True):
+        streamed[chunk.choices[0].index] += chunk.choices[0].delta.content or ""
+    assert streamed == texts  # the choices' chunks interleave, each in order
     config = GenerationConfig(max_new_tokens=20, strategy="sample", temperature=0.9)
     assert texts[0] == session_reply(folder, config, torch.Generator().manual_seed(3))  # choice i: seed + i
 
