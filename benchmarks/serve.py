@@ -1,6 +1,6 @@
 """Serving throughput and latency: continuous batching against one request at a time, same server code.
 
-    OMP_NUM_THREADS=2 python benchmarks/serve.py --run /work/runs/shared/sft/model [--clients 1 8 32]
+    OMP_NUM_THREADS=1 python benchmarks/serve.py --run /work/runs/shared/sft/model [--clients 1 8 32]
         [--requests 8 32 64] [--max-tokens 64] [--rounds 3] [--endpoint completions|chat]
 
 Each mode's server runs as `python -m minigpt.serve` in a process of its own on a free loopback port:
