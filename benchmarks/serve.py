@@ -1,17 +1,24 @@
 """Serving throughput and latency: continuous batching against one request at a time, same server code.
 
-    OMP_NUM_THREADS=2 python benchmarks/serve.py --run /work/runs/shared/sft/model [--clients 1 8 32]
-        [--requests 8 32 64] [--max-tokens 64]
+    OMP_NUM_THREADS=1 python benchmarks/serve.py --run /work/runs/shared/sft/model [--clients 1 8 32]
+        [--requests 8 32 64] [--max-tokens 64] [--rounds 3] [--endpoint completions|chat]
 
-For each mode the server runs as `python -m minigpt.serve` in a process of its own on a free loopback
-port: `continuous` with `max_batch` = the most clients, `one-at-a-time` with `max_batch=1` (the same
-engine, every request waits for the one before it to finish; the queue holds the rest). For each number
-of concurrent clients, that many asyncio clients send greedy chat completions (a fixed list of prompts,
-so both modes produce the same tokens) until the bounded number of requests is done. Reported per
-setting: generated tokens per second (all completion tokens / wall time), p50 and p95 end-to-end
-latency, failed requests; then continuous / one-at-a-time throughput ratios, and the p95 latency at
-each client count against the single-client p95 (the goal: ≥ 3× throughput at 8 clients with p95 no
-worse than 2× the single-client latency).
+Each mode's server runs as `python -m minigpt.serve` in a process of its own on a free loopback port:
+`continuous` with `max_batch` = the most clients, `one-at-a-time` with `max_batch=1` (the same engine;
+every request waits for the one before it to finish, the queue holds the rest). For each number of
+concurrent clients, that many asyncio clients send greedy requests (a fixed list of the SFT tasks'
+prompts, so both modes produce the same tokens) until the bounded number of requests is done:
+`--endpoint completions` (default) continues each prompt for `--max-tokens` tokens unless `<|eos|>`
+comes first (decoding-bound, as serving benchmarks fix the output length), `--endpoint chat` asks the
+tasks' questions, whose answers are a few tokens (prefill- and overhead-bound).
+
+Fairness on a shared machine: both servers are up at once (an idle one sleeps), the modes alternate for
+`--rounds` rounds at each client count, and each mode is scored by its best round (load from other jobs
+only ever adds time). Reported per setting: generated tokens per second (all completion tokens / wall
+time), p50 and p95 end-to-end latency of that round, failed requests in any round; then continuous /
+one-at-a-time throughput ratios, and the p95 latency at each client count against the single-client
+p95 of the same mode (the goal: ≥ 3× throughput at 8 clients with p95 no worse than 2× the
+single-client latency).
 """
 
 from __future__ import annotations
@@ -28,15 +35,16 @@ from pathlib import Path
 
 import httpx
 
+# Prompts of the shared SFT model's tasks (tasks/mix: arithmetic, reversal, sorting).
 PROMPTS = [
-    "What is 12 + 7?",
-    "Reverse the word: garden",
-    "Is 17 a prime number?",
-    "Sort these letters: d b a c",
-    "Write a short sentence about the sea.",
-    "What is 9 times 8?",
-    "Count the vowels in: education",
-    "Say hello politely.",
+    "what is 12 plus 7?",
+    "reverse: garden",
+    "sort: 5 3 9 1",
+    "what is 41 plus 23?",
+    "reverse: stone bridge",
+    "sort: 8 2 6",
+    "what is 3 plus 5?",
+    "reverse: lamp",
 ]
 
 
@@ -68,8 +76,8 @@ def start_server(run: str, max_batch: int, max_queue: int) -> tuple[subprocess.P
     raise RuntimeError("the server did not start")
 
 
-async def load(url: str, clients: int, requests: int, max_tokens: int) -> dict[str, float]:
-    """`clients` concurrent clients send `requests` chat completions in all; tokens/s, latencies, failures."""
+async def load(url: str, clients: int, requests: int, max_tokens: int, endpoint: str) -> dict[str, float]:
+    """`clients` concurrent clients send `requests` requests in all; tokens/s, latencies, failures."""
     latencies: list[float] = []
     tokens = failed = 0
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -80,13 +88,14 @@ async def load(url: str, clients: int, requests: int, max_tokens: int) -> dict[s
         nonlocal tokens, failed
         while not queue.empty():
             i = queue.get_nowait()
-            body = {
-                "messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
-                "temperature": 0,
-                "max_tokens": max_tokens,
-            }
+            prompt = PROMPTS[i % len(PROMPTS)]
+            body: dict = {"temperature": 0, "max_tokens": max_tokens}
+            if endpoint == "chat":
+                body["messages"] = [{"role": "user", "content": prompt}]
+            else:
+                body["prompt"] = prompt
             start = time.perf_counter()
-            response = await http.post(f"{url}/v1/chat/completions", json=body)
+            response = await http.post(f"{url}/v1/{'chat/' if endpoint == 'chat' else ''}completions", json=body)
             if response.status_code != 200:
                 failed += 1
                 continue
@@ -114,19 +123,40 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, nargs="+", default=[8, 32, 64], help="requests per client count")
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--endpoint",
+        choices=["completions", "chat"],
+        default="completions",
+        help="completions: decoding-bound, each request runs to --max-tokens unless <|eos|> comes; "
+        "chat: the task's short answers, ending at <|end|>",
+    )
     args = parser.parse_args()
     modes = {"continuous": max(args.clients), "one-at-a-time": 1}
+    servers = {
+        mode: start_server(args.run, max_batch, max_queue=max(args.clients)) for mode, max_batch in modes.items()
+    }
     results: dict[tuple[str, int], dict[str, float]] = {}
-    for mode, max_batch in modes.items():
-        proc, url = start_server(args.run, max_batch, max_queue=max(args.clients))
-        try:
-            asyncio.run(load(url, 1, 2, args.max_tokens))  # warm-up
-            for clients, requests in zip(args.clients, args.requests):
-                results[mode, clients] = asyncio.run(load(url, clients, requests, args.max_tokens))
-        finally:
+    try:
+        for _, url in servers.values():
+            asyncio.run(load(url, 1, 2, args.max_tokens, args.endpoint))  # warm-up
+        for clients, requests in zip(args.clients, args.requests):
+            for round_ in range(args.rounds):
+                order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+                for mode in order:
+                    result = asyncio.run(load(servers[mode][1], clients, requests, args.max_tokens, args.endpoint))
+                    best = results.get((mode, clients))
+                    failed = result["failed"] + (best["failed"] if best else 0)
+                    if best is None or result["tokens_per_s"] > best["tokens_per_s"]:
+                        best = result
+                    results[mode, clients] = {**best, "failed": failed}
+    finally:
+        for proc, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=60)
-    print(f"load average {os.getloadavg()[0]:.1f}; max_tokens {args.max_tokens}; run {args.run}\n")
+    load_average = os.getloadavg()[0]
+    setting = f"/v1/{args.endpoint}, max_tokens {args.max_tokens}, best of {args.rounds} rounds, {args.run}"
+    print(f"load average {load_average:.1f}; {setting}\n")
     print("| mode | clients | requests | tokens/s | p50 latency (s) | p95 latency (s) | failed |")
     print("|---|---|---|---|---|---|---|")
     for (mode, clients), r in results.items():
@@ -138,7 +168,7 @@ def main() -> None:
     single = results["continuous", args.clients[0]]["p95"]
     for clients in args.clients:
         fast, slow = results["continuous", clients], results["one-at-a-time", clients]
-        same = "yes" if fast["tokens"] == slow["tokens"] else f"no ({fast['tokens']} vs {slow['tokens']})"
+        same = "yes" if fast["tokens"] == slow["tokens"] else f"no ({fast['tokens']:.0f} vs {slow['tokens']:.0f})"
         ratio = fast["tokens_per_s"] / slow["tokens_per_s"]
         print(f"| {clients} | **{ratio:.2f}×** | {fast['p95'] / single:.2f}× | {same} |")
 

@@ -7,6 +7,8 @@
     python -m minigpt.cli.preference_pairs  preference pairs from a model's samples, labelled by a task
     python -m minigpt.cli.train_tokenizer   learn a tokenizer ahead of a run
 
-`train.py` and `evaluate.py` at the repository root are the two others. All share `command.command`:
-the same `key=value` syntax, and a user's mistake printed as one sentence with exit status 2.
+`train.py` and `evaluate.py` at the repository root are two others; `python -m minigpt.serve` (the
+OpenAI-compatible server) and `python -m minigpt.export.gguf` (a GGUF file) live with their packages.
+All share `command.command`: the same `key=value` syntax, and a user's mistake printed as one sentence
+with exit status 2.
 """

@@ -159,6 +159,11 @@ class ContinuousBatcher:
         return request
 
     @property
+    def device(self) -> torch.device:
+        """Where the model runs (a request's sampling generator must live there too)."""
+        return self.next_pos.device
+
+    @property
     def queue_length(self) -> int:
         """Requests waiting for a row."""
         return len(self.waiting)

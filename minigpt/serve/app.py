@@ -13,6 +13,7 @@ streams of `data: {chunk}` events closed by `data: [DONE]`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -31,7 +32,7 @@ from minigpt.inference.continuous import ContinuousBatcher
 from minigpt.model.transformer import Transformer
 from minigpt.serve.errors import APIError, BodyLimit, install_error_handlers
 from minigpt.serve.metrics import ServerMetrics
-from minigpt.serve.replies import Event, Replies
+from minigpt.serve.replies import Replies
 from minigpt.serve.schemas import ChatRequest, CompletionRequest, Sampling
 from minigpt.serve.settings import ServeSettings
 from minigpt.tokenizer.base import Tokenizer
@@ -170,7 +171,7 @@ class _Api:
             raise APIError(
                 400,
                 f"The prompt has {len(prompt)} tokens, more than this server's limit of {settings.max_prompt_tokens}.",
-                param="messages",
+                param="messages" if isinstance(body, ChatRequest) else "prompt",
                 code="context_length_exceeded",
             )
         greedy = body.temperature == 0.0
@@ -204,11 +205,13 @@ class _Api:
             return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         texts = [""] * body.n
         reasons: list[str | None] = [None] * body.n
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, replies))
         try:
-            async for event in self._watch(request, replies):
+            async for event in replies.events(self.settings.request_timeout_s):
                 texts[event.index] += event.text
                 reasons[event.index] = event.finish_reason or reasons[event.index]
         finally:
+            watcher.cancel()
             replies.cancel()  # a no-op for finished choices; frees the rows of a request that failed
         self._observe(replies, endpoint)
         if kind == "chat.completion":
@@ -227,14 +230,6 @@ class _Api:
                 for i, (text, reason) in enumerate(zip(texts, reasons))
             ]
         return JSONResponse({**head, "object": kind, "choices": choices, "usage": replies.usage()})
-
-    async def _watch(self, request: Request, replies: Replies) -> AsyncIterator[Event]:
-        """`replies.events`, ended (and the choices cancelled) when the client disconnects."""
-        async for event in replies.events(self.settings.request_timeout_s):
-            if await request.is_disconnected():
-                replies.cancel()
-                return
-            yield event
 
     def _observe(self, replies: Replies, endpoint: str) -> None:
         """Latency histograms of a finished request."""
@@ -280,3 +275,14 @@ class _Api:
             yield "data: [DONE]\n\n"
         finally:  # also when the client disconnects: the response task is cancelled here
             replies.cancel()
+
+
+async def _cancel_on_disconnect(request: Request, replies: Replies) -> None:
+    """Cancel `replies` when the client of a (non-streaming) request disconnects.
+
+    Its body has been read, so the next ASGI message is `http.disconnect`, whenever the client leaves;
+    the task is cancelled once the answer is ready. (A streaming response is cancelled by Starlette.)
+    """
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    replies.cancel()

@@ -1,14 +1,18 @@
 """`Replies`: the `n` choices of one API request, decoded by the engine and read back as async events.
 
-The engine calls back on its own thread; each callback is handed to the server's event loop
-(`call_soon_threadsafe`) and queued, so that the request's handler simply awaits events. Whoever stops
-reading (a client gone, a timeout) calls `cancel`, and the engine frees the rows at its next step.
+The engine calls back on its own thread: each callback appends to a deque and, unless a wake-up is
+already on its way, wakes the server's event loop (`call_soon_threadsafe`), so that the request's
+handler simply awaits events, and a loop that falls behind the engine takes several tokens per wake-up
+instead of paying a wake-up for each. Whoever stops reading (a client gone, a timeout) calls `cancel`,
+and the engine frees the rows at its next step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +55,10 @@ class Replies:
         retry_after_s: int,
     ) -> None:
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[tuple[int, str, int | str]] = asyncio.Queue()
+        self.pending: deque[tuple[int, str, Any]] = deque()  # (choice, "token" | "finish", id | reason)
+        self.ready = asyncio.Event()
+        self._lock = threading.Lock()
+        self._wake_sent = False
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
         self.prompt_tokens = len(prompt)
@@ -59,7 +66,7 @@ class Replies:
         self.requests: list[Request] = []
         try:
             for index in range(n):
-                generator = None if seed is None else torch.Generator().manual_seed(seed + index)
+                generator = None if seed is None else torch.Generator(engine.device).manual_seed(seed + index)
                 self.requests.append(
                     engine.submit(
                         Request(
@@ -84,12 +91,23 @@ class Replies:
             raise APIError(400, str(err), code="context_length_exceeded") from None
 
     def _callback(self, index: int, kind: str) -> Callable[[Any], None]:
-        """An engine callback that queues (index, kind, value) on the event loop."""
+        """An engine callback that queues (index, kind, value) and wakes the event loop if no wake-up is due."""
 
         def called(value: Any) -> None:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, (index, kind, value))
+            self.pending.append((index, kind, value))
+            with self._lock:
+                if self._wake_sent:
+                    return
+                self._wake_sent = True
+            self.loop.call_soon_threadsafe(self._wake)
 
         return called
+
+    def _wake(self) -> None:
+        """On the event loop: let `events` read what the engine queued."""
+        with self._lock:
+            self._wake_sent = False
+        self.ready.set()
 
     @property
     def completion_tokens(self) -> int:
@@ -116,10 +134,17 @@ class Replies:
         deadline = self.started + timeout_s
         while open_choices:
             try:
-                index, kind, value = await asyncio.wait_for(self.queue.get(), deadline - time.perf_counter())
+                while not self.pending:
+                    self.ready.clear()
+                    if self.pending:  # queued between the check and the clear: its wake-up may have come already
+                        break
+                    await asyncio.wait_for(self.ready.wait(), deadline - time.perf_counter())
+                if time.perf_counter() > deadline:  # also while tokens keep coming
+                    raise asyncio.TimeoutError
             except asyncio.TimeoutError:
                 self.cancel()
                 raise APIError(504, f"The request took longer than {timeout_s:g} s.", code="timeout") from None
+            index, kind, value = self.pending.popleft()
             if self.first_token_at is None:
                 self.first_token_at = time.perf_counter()
             text = self.texts[index]
@@ -131,6 +156,8 @@ class Replies:
             else:
                 open_choices -= 1
                 reason = str(value)
+                if reason == "cancelled":  # the client went away (nginx's 499: client closed request)
+                    raise APIError(499, "The request was cancelled.", code="cancelled")
                 if reason not in ("stop", "length"):
                     raise APIError(500, f"Generation ended with {reason}.")
                 yield Event(index, text.finish(), reason)

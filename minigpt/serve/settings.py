@@ -40,6 +40,10 @@ class ServeSettings:
         for name in ("max_batch", "max_tokens_cap", "default_max_tokens", "max_prompt_tokens", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be ≥ 1.")
+        if self.default_max_tokens > self.max_tokens_cap:
+            raise ConfigError(
+                f"default_max_tokens={self.default_max_tokens} is above max_tokens_cap={self.max_tokens_cap}; lower it."
+            )
         if self.max_queue < 0 or self.request_timeout_s <= 0:
             raise ConfigError(f"max_queue={self.max_queue} must be ≥ 0 and request_timeout_s > 0.")
 

@@ -105,6 +105,20 @@ def test_queue_and_token_limits(tiny_model) -> None:
         engine.submit(Request([1], GenerationConfig(strategy="beam")))
 
 
+def test_prefill_budget_spreads_newcomers_over_steps(tiny_model) -> None:
+    steps: list[tuple[int, int]] = []
+    engine = ContinuousBatcher(
+        tiny_model("gpt"), max_batch=4, max_prefill_tokens=15, on_step=lambda *s: steps.append(s)
+    )
+    config = GenerationConfig(max_new_tokens=4, strategy="greedy")
+    for _ in range(3):
+        engine.submit(Request([1] * 10, config))
+    engine.step()
+    assert engine.batch_size == 1 and engine.queue_length == 2  # a second 10-token prompt would pass 15
+    engine.step()
+    assert engine.batch_size == 2 and steps == [(1, 2), (2, 3)]  # (rows decoded, tokens made incl. prefills)
+
+
 def test_engine_thread_serves_and_closes(tiny_model) -> None:
     engine = ContinuousBatcher(tiny_model("gpt"), max_batch=2).start()
     done = threading.Event()

@@ -31,3 +31,11 @@ def test_missing_model_folder_is_one_sentence(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: run=") and "Traceback" not in proc.stderr
+
+
+def test_impossible_limits_are_one_sentence(tmp_path: Path, compose_command, capsys) -> None:
+    folder = chat_model_folder(tmp_path / "model")
+    with pytest.raises(SystemExit) as exit_:
+        serve_command.main(compose_command("serve", f"run={folder}", "default_max_tokens=2000"))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith("error: default_max_tokens=2000 is above max_tokens_cap=1024")

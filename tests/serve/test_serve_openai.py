@@ -91,6 +91,10 @@ def test_seeded_choices_repeat_and_match_a_seeded_session(client: OpenAI, folder
     first, again = client.chat.completions.create(**ask), client.chat.completions.create(**ask)
     texts = [c.message.content for c in first.choices]
     assert texts == [c.message.content for c in again.choices] and texts[0] != texts[1]
+    streamed = ["", ""]
+    for chunk in client.chat.completions.create(**ask, stream=True):
+        streamed[chunk.choices[0].index] += chunk.choices[0].delta.content or ""
+    assert streamed == texts  # the choices' chunks interleave, each in order
     config = GenerationConfig(max_new_tokens=20, strategy="sample", temperature=0.9)
     assert texts[0] == session_reply(folder, config, torch.Generator().manual_seed(3))  # choice i: seed + i
 
@@ -112,7 +116,8 @@ def test_models_health_and_metrics(client: OpenAI, url: str) -> None:
     assert httpx.get(f"{url}/health").json()["status"] == "ok"
     client.completions.create(model="minigpt", prompt="a", temperature=0, max_tokens=3)
     metrics = httpx.get(f"{url}/metrics").text
-    for name in ("minigpt_requests_total", "minigpt_tokens_per_second", "minigpt_queue_length", "minigpt_batch_size"):
+    names = ["minigpt_tokens_per_second", "minigpt_queue_length", "minigpt_batch_size", "minigpt_step_batch_size_count"]
+    for name in ["minigpt_generated_tokens_total", "minigpt_time_to_first_token_seconds_count", *names]:
         assert name in metrics
     assert 'minigpt_request_latency_seconds_count{endpoint="/v1/completions"}' in metrics
     assert 'minigpt_requests_total{endpoint="/v1/completions",status="200"}' in metrics
