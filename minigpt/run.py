@@ -61,7 +61,14 @@ def validate_config(cfg: DictConfig) -> None:
             "LoRA applies to the stages whose config takes it: sft, reward, dpo, ppo, grpo (or set lora.r=0)."
         )
     if cfg.get("init_from"):
-        resolve_model_folder(cfg.init_from, field="init_from")
+        folder = resolve_model_folder(cfg.init_from, field="init_from")
+        quantized = ModelConfig.load(folder / "config.json").extra.get("quantization")
+        lora_on = bool(cfg.get("lora") and cfg.lora.get("r", 0) and "lora" in cfg.stage)
+        if quantized and not lora_on:  # QLoRA trains adapters over a frozen quantized base, never the base
+            raise ConfigError(
+                f"init_from={cfg.init_from} holds a {quantized['method']}-quantized model, whose weights cannot "
+                "train; train LoRA adapters over it instead (QLoRA), e.g. stage=sft lora.r=8."
+            )
     resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir, cfg.paths.runs_dir, cfg.get("resume"))
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -129,11 +129,9 @@ def set_inner_tensors(module: nn.Module, tensors: dict[str, Tensor]) -> None:
         getattr(module.weight, name).copy_(value)
 
 
-def dequantized(weight: Tensor | Callable[[], Tensor]) -> Tensor:
-    """A float copy of a quantized weight (torchao tensor or `torch.ao` packed weight)."""
-    if callable(weight) and not isinstance(weight, Tensor):  # torch.ao dynamic Linear: weight()
-        return weight().dequantize()
-    if hasattr(weight, "get_original_weight"):  # NF4Tensor
+def dequantized(weight: Tensor) -> Tensor:
+    """A float copy of a torchao-quantized weight: ŵ = s·q (NF4: the level of each code times its block scale)."""
+    if hasattr(weight, "get_original_weight"):  # NF4Tensor (its `dequantize` is a static helper)
         return weight.get_original_weight()
     return weight.dequantize()
 
@@ -153,7 +151,7 @@ def dequantize_model(model: Transformer) -> Transformer:
                 plain.bias = nn.Parameter(bias.detach().clone())
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, plain)
-        elif type(module.weight) not in (Tensor, nn.Parameter):
+        elif isinstance(module.weight, Tensor) and type(module.weight) not in (Tensor, nn.Parameter):
             module.weight = nn.Parameter(dequantized(module.weight))
     model.config.extra.pop("quantization", None)
     return model

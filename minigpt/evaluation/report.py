@@ -51,10 +51,9 @@ def run_tasks(cfg: DictConfig, trained: DictConfig | None) -> Any:
     return {name: instantiate(node) for name, node in nodes.items()} if nodes else list(cfg.tasks)
 
 
-def task_scores(cfg: DictConfig, trained: DictConfig | None, model: Any, tokenizer: Any) -> dict[str, Any]:
-    """Gold-scored task accuracy on held-out test prompts (`run_tasks`), for this model and the model it
+def task_scores(cfg: DictConfig, trained: DictConfig | None, model: Any, tokenizer: Any, tasks: Any) -> dict[str, Any]:
+    """Gold-scored accuracy on held-out test prompts of `tasks` (`run_tasks`), for this model and the model it
     started from."""
-    tasks = run_tasks(cfg, trained)
     scores: dict[str, Any] = {"after": evaluate_tasks(model, tokenizer, tasks, "test", cfg.task_prompts)}
     init_from = trained.get("init_from") if trained is not None else None
     if init_from:
@@ -91,13 +90,12 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
         rows = generate(model, [prompt], config, generator=generator, tokenizer=tokenizer).token_lists()
         results["samples"] = [tokenizer.decode(prompt + row, skip_special=True) for row in rows]
 
+    tasks = run_tasks(cfg, trained or source)
     if cfg.get("eval") == "tasks":
-        results["tasks"] = task_scores(cfg, trained, model, tokenizer)
+        results["tasks"] = task_scores(cfg, trained, model, tokenizer, tasks)
 
     if cfg.get("compare"):
-        results["compare"] = compare_models(
-            cfg, (folder, model, tokenizer), datamodule, run_tasks(cfg, trained or source)
-        )
+        results["compare"] = compare_models(cfg, (folder, model, tokenizer), datamodule, tasks)
 
     metrics_csv = find_metrics_csv(run_dir)
     if metrics_csv is not None:
@@ -143,7 +141,7 @@ def show_comparison(console: Console, comparison: dict[str, dict[str, Any]]) -> 
         table.add_column(column, justify="left" if column == "metric" else "right")
     for key in [k for k in ROWS if k in this] + sorted(k for k in this if k.startswith("tasks/")):
         ratio = comparison["ratio"].get(key)
-        cells = [f"{v:,.0f}" if v >= 1000 or float(v).is_integer() else f"{v:.4f}" for v in (this[key], other[key])]
+        cells = [f"{v:,.0f}" if v >= 100 or float(v).is_integer() else f"{v:.4f}" for v in (this[key], other[key])]
         table.add_row(key, *cells, f"{ratio:.3f}×" if ratio is not None else "")
     console.print(table)
 

@@ -88,6 +88,11 @@ def family(config: ModelConfig) -> str:
     """'gpt2' or 'llama': the HF architecture that computes exactly what `config` does."""
     if config.moe is not None:
         raise ConfigError("model.moe is set: mixture-of-experts layers have no HF GPT-2/Llama counterpart.")
+    if quantized := config.extra.get("quantization"):
+        raise ConfigError(
+            f"the model is {quantized['method']}-quantized and HF GPT-2/Llama hold float weights; "
+            f"export the float model it came from ({quantized.get('source', 'its source')}) instead."
+        )
     gpt2 = config.norm == "layernorm" and config.positions == "learned" and config.activation != "swiglu"
     if gpt2 and config.bias and config.n_kv_head == config.n_head:
         if config.n_head * config.head_dim != config.n_embd:

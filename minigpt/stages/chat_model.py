@@ -79,11 +79,6 @@ class ChatModel:
         if grown:
             model.resize_vocab(tokenizer.vocab_size)
         if not (lora and lora.get("r", 0)):
-            if quantized := model.config.extra.get("quantization"):
-                raise ConfigError(
-                    f"init_from holds a {quantized['method']}-quantized model, whose weights cannot train; "
-                    "train LoRA adapters over it instead (QLoRA), e.g. lora.r=8."
-                )
             return cls()
         from minigpt.model.lora import apply_lora, lora_config, trainable_parameters  # imports peft
 

@@ -75,5 +75,5 @@ def test_qlora_sft_run_writes_a_float_model_and_full_finetuning_is_refused(nf4_f
     train(cfg)
     model, _ = load_model_folder(tmp_path / "run" / "model")
     assert "quantization" not in model.config.extra and (tmp_path / "run" / "adapter").is_dir()
-    with pytest.raises(ConfigError, match="nf4-quantized model, whose weights cannot train; .* lora.r=8"):
+    with pytest.raises(ConfigError, match="nf4-quantized model, whose weights cannot train; .* stage=sft lora.r=8"):
         train(compose_train("stage=sft", f"init_from={nf4_folder}", *TASK, toy_data=False))

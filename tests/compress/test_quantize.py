@@ -95,3 +95,16 @@ def test_requantizing_and_unknown_method_are_one_sentence_errors(
         assert exit_info.value.code == USER_ERROR_STATUS
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_a_quantized_folder_does_not_export_to_hf(compose_command, float_folder, tmp_path) -> None:
+    from minigpt.export.hf import family
+    from minigpt.utils.errors import ConfigError
+
+    q4 = quantize(
+        compose_command("quantize", f"run={float_folder}", "method=int4_weight_only", f"out={tmp_path / 'q4'}")
+    )
+    with pytest.raises(
+        ConfigError, match=f"int4_weight_only-quantized .* export the float model it came from \\({float_folder}\\)"
+    ):
+        family(load_model_folder(q4)[0].config)
