@@ -41,7 +41,7 @@ from minigpt.model.transformer import Transformer
 from minigpt.rl.rollout import response_logits, sample_rollout
 from minigpt.stages.base import Stage
 from minigpt.stages.chat_model import ChatModel
-from minigpt.stages.task_scoring import greedy_task_scores, log_task_scores
+from minigpt.stages.task_scoring import log_greedy_task_scores
 from minigpt.utils.errors import ConfigError
 from minigpt.utils.modes import eval_mode
 
@@ -184,10 +184,7 @@ class DistillStage(Stage):
         for name, metric in self.val_metrics.items():
             self.log(f"val/{name}", metric.compute(), prog_bar=name != "ce", sync_dist=True)
             metric.reset()
-        if not (self.eval_tasks and self.inputs.tasks) or self.trainer.sanity_checking:
-            return
-        assert self.tokenizer is not None
-        log_task_scores(self, greedy_task_scores(self.model, self.tokenizer, self.inputs), "val/score")
+        log_greedy_task_scores(self, self.eval_tasks)
 
     def save_model_folder(self, folder: str | Path) -> Path:
         """The student's model folder (with LoRA: merged, and the adapter alone in `../adapter`)."""

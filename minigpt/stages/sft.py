@@ -25,7 +25,7 @@ from minigpt.losses.lm import IGNORE_INDEX
 from minigpt.stages.base import Stage
 from minigpt.stages.chat_model import ChatModel
 from minigpt.stages.lm_steps import chat_nll
-from minigpt.stages.task_scoring import greedy_task_scores, log_task_scores
+from minigpt.stages.task_scoring import log_greedy_task_scores
 
 
 class SFTStage(Stage):
@@ -67,10 +67,7 @@ class SFTStage(Stage):
         """Log the validation loss and, with tasks, the task scores on validation prompts."""
         self.log("val/loss", self.val_loss.compute(), prog_bar=True, sync_dist=True)
         self.val_loss.reset()
-        if not (self.eval_tasks and self.inputs.tasks) or self.trainer.sanity_checking:
-            return
-        assert self.tokenizer is not None
-        log_task_scores(self, greedy_task_scores(self.model, self.tokenizer, self.inputs), "val/score")
+        log_greedy_task_scores(self, self.eval_tasks)
 
     def save_model_folder(self, folder: str | Path) -> Path:
         """The model folder; with LoRA, the merged model there and the adapter alone in `../adapter`."""

@@ -7,6 +7,7 @@ metric per task, `<name>/<task>`, plus their mean under `<name>`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import lightning as L
 from torch import Tensor
@@ -17,6 +18,9 @@ from minigpt.model.transformer import Transformer
 from minigpt.rl.rollout import Rollout
 from minigpt.stages.inputs import StageInputs
 from minigpt.tokenizer.base import Tokenizer
+
+if TYPE_CHECKING:
+    from minigpt.stages.base import Stage
 
 
 def greedy_task_scores(model: Transformer, tokenizer: Tokenizer, inputs: StageInputs) -> dict[str, float]:
@@ -46,3 +50,12 @@ def log_task_scores(stage: L.LightningModule, scores: Mapping[str, float], name:
     """Log `<name>/<task>` for each task and their mean as `<name>` (on the progress bar)."""
     stage.log_dict({f"{name}/{task}": value for task, value in scores.items()}, sync_dist=True)
     stage.log(name, sum(scores.values()) / len(scores), prog_bar=True, sync_dist=True)
+
+
+def log_greedy_task_scores(stage: Stage, enabled: bool) -> None:
+    """At a validation epoch's end (not the sanity check), log greedy exact-match as `val/score/<task>`
+    when `enabled` and the stage's data has tasks (SFT and distillation)."""
+    if not (enabled and stage.inputs.tasks) or stage.trainer.sanity_checking:
+        return
+    assert stage.tokenizer is not None
+    log_task_scores(stage, greedy_task_scores(stage.model, stage.tokenizer, stage.inputs), "val/score")
