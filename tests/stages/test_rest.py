@@ -52,7 +52,7 @@ def test_rest_em_raises_the_gold_score_over_two_iterations(tmp_path):
     assert all(len(g) == 32 * 4 for g in grown)  # N replies per Grow prompt, each with its reward
     sampled = [sum(r.gold for r in g) / len(g) for g in grown]
     assert sampled[1] > sampled[0], sampled  # the second Grow step samples from the improved policy
-    assert stage.iteration == 2 and metrics["train/iteration"] == 2
+    assert stage.iteration == 2 and metrics["train/iteration"] == 2 and "val/score/more_a" in metrics
 
 
 @pytest.mark.parametrize("restart", [True, False])
