@@ -1,6 +1,6 @@
 """Compression side by side with the fp32 model it came from: sizes, perplexity, decoding speed.
 
-    OMP_NUM_THREADS=2 python benchmarks/compress.py --run /work/runs/shared/pretrain --out /work/runs/compress/bench
+    OMP_NUM_THREADS=2 python benchmarks/compress.py --run <pretrain run> --out <dir>
     ... --parts curve --gradual-steps 300    # perplexity against sparsity (magnitude, Wanda, gradual) → PNG
 
 Every variant is written as a model folder (what `python -m minigpt.compress.quantize|prune` write) and

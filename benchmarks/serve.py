@@ -1,6 +1,6 @@
 """Serving throughput and latency: continuous batching against one request at a time, same server code.
 
-    OMP_NUM_THREADS=1 python benchmarks/serve.py --run /work/runs/shared/sft/model [--clients 1 8 32]
+    OMP_NUM_THREADS=1 python benchmarks/serve.py --run <sft run>/model [--clients 1 8 32]
         [--requests 8 32 64] [--max-tokens 64] [--rounds 3] [--endpoint completions|chat]
 
 Each mode's server runs as `python -m minigpt.serve` in a process of its own on a free loopback port:
@@ -119,7 +119,7 @@ async def load(url: str, clients: int, requests: int, max_tokens: int, endpoint:
 def main() -> None:
     """Measure both modes at every client count and print the tables (markdown)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", default="/work/runs/shared/sft/model")
+    parser.add_argument("--run", required=True, help="a model folder, e.g. the README SFT run's <run>/model")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--requests", type=int, nargs="+", default=[8, 32, 64], help="requests per client count")
     parser.add_argument("--max-tokens", type=int, default=64)
