@@ -41,7 +41,10 @@ def _rank(rank: int, tmp_path: Path, ports: list[int]) -> None:
     """One of two processes, started the way torchrun would: 2 steps, save, resume for the other 2."""
     torch.set_num_threads(1)
     folder = tmp_path / "tp"
-    overrides = _overrides(tmp_path, folder, "strategy=tensor_parallel", "trainer.devices=2")
+    # Validation samples too: generating through split layers is a collective that every rank joins.
+    overrides = _overrides(
+        tmp_path, folder, "strategy=tensor_parallel", "trainer.devices=2", "callbacks.samples.num_samples=1"
+    )
     first = ["trainer.max_steps=2", "trainer.val_check_interval=2"]
     resume = [f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"]
     for part, extra in enumerate((first, resume)):
@@ -64,6 +67,7 @@ def test_tensor_parallel_on_two_processes_gives_the_single_process_losses_across
     got = [json.loads((tp / f"{name}.json").read_text()) for name in ("losses_before_resume", "losses")]
     assert len(got[0]) == 2 and len(got[1]) == 2
     assert got[0] + got[1] == pytest.approx(want, abs=1e-5)  # splitting heads moves work, not numbers
+    assert (tp / "samples.txt").read_text().count("=== step") == 2  # after step 2 and step 4
     # The exported model is the plain one: the qkv rows reordered for sharding are put back.
     plain, gathered = (load_file(folder / "model" / "model.safetensors") for folder in (single, tp))
     assert plain.keys() == gathered.keys()
