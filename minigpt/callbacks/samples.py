@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from minigpt.inference.generate import GenerationConfig, generate
-from minigpt.scale.sharding import is_sharded
+from minigpt.scale.tensor_parallel import is_tensor_parallel
 
 
 class SampleGeneration(L.Callback):
@@ -41,9 +41,9 @@ class SampleGeneration(L.Callback):
             return
         if trainer.fast_dev_run:  # a rehearsal of the loop: it writes nothing into the run folder
             return
-        # A sharded or tensor-parallel model's forward is a collective: every rank generates (the same
-        # tokens, from the same seed), rank 0 reports. A replicated model generates on rank 0 alone.
-        if not trainer.is_global_zero and not is_sharded(pl_module.model):
+        # A tensor-parallel model's forward is a collective: every rank generates (the same tokens, from
+        # the same seed), rank 0 reports. A replicated model generates on rank 0 alone.
+        if not trainer.is_global_zero and not is_tensor_parallel(pl_module):
             return
         ids = tokenizer.encode(self.prompt, allow_special=True) or [tokenizer.eos_id or 0]
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)

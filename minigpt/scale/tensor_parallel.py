@@ -93,6 +93,12 @@ def clip_grad_norm(parameters: Iterable[Tensor], max_norm: float) -> Tensor:
     return total
 
 
+def is_tensor_parallel(module: Any) -> bool:
+    """Whether `module` (a LightningModule) runs under a device mesh whose tensor-parallel axis has > 1 rank."""
+    mesh = getattr(module, "device_mesh", None)
+    return mesh is not None and mesh["tensor_parallel"].size() > 1
+
+
 def check_model(config: ModelConfig, degree: int, nodes: int = 1) -> None:
     """Raise `ConfigError` unless a tensor-parallel degree `degree` can split `config`'s model evenly."""
     if nodes != 1:

@@ -23,7 +23,7 @@ from minigpt.model.folder import load_model_folder, save_model_folder
 from minigpt.model.moe import moe_metrics
 from minigpt.model.transformer import Transformer
 from minigpt.scale.sharding import build_optimizer, compile_blocks, shard_stage
-from minigpt.scale.tensor_parallel import parallelize
+from minigpt.scale.tensor_parallel import is_tensor_parallel, parallelize
 from minigpt.stages.inputs import StageInputs
 from minigpt.tokenizer.base import Tokenizer
 from minigpt.utils.errors import ConfigError
@@ -105,7 +105,7 @@ class Stage(L.LightningModule):
             compile_blocks(self.model)
         if self.device_mesh is None:  # set by ModelParallelStrategy (strategy=fsdp|tensor_parallel) only
             return
-        if self.device_mesh["tensor_parallel"].size() > 1:  # strategy=tensor_parallel
+        if is_tensor_parallel(self):  # strategy=tensor_parallel
             parallelize(self.model, self.device_mesh["tensor_parallel"])
         else:
             reshard = getattr(self.trainer.strategy, "reshard_after_forward", True)
