@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from minigpt.model.config import ModelConfig
 from minigpt.run import train
-from minigpt.scale.tensor_parallel import check_model, qkv_row_order
+from minigpt.scale.tensor_parallel import check_model, clip_grad_norm, qkv_row_order
 from minigpt.utils.errors import ConfigError
 
 STEPS, BATCH = 4, 4  # every rank of the tensor-parallel axis reads the same batch
@@ -98,3 +98,15 @@ def test_train_refuses_an_indivisible_degree_before_any_process_starts(compose_t
     cfg = compose_train("strategy=tensor_parallel", "trainer.devices=2", "model.n_head=1")
     with pytest.raises(ConfigError, match="must divide model.n_head=1"):
         train(cfg)
+
+
+def test_clip_grad_norm_of_replicated_gradients_is_torchs():
+    grads = [torch.randn(3, 4) * 5, torch.randn(7)]
+    mine, theirs = ([torch.nn.Parameter(torch.zeros_like(g)) for g in grads] for _ in range(2))
+    for params in (mine, theirs):
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+    norm = clip_grad_norm(mine, 1.0)
+    assert norm == pytest.approx(float(torch.nn.utils.clip_grad_norm_(theirs, 1.0)))
+    for a, b in zip(mine, theirs, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
