@@ -27,6 +27,7 @@ from minigpt.scale.loggers import close_loggers, continue_logs, publish_model_fo
 from minigpt.scale.resume import checkpoint_step, resolve_ckpt_path
 from minigpt.scale.sharding import unshard_stage
 from minigpt.scale.strategy import build_strategy, distributed_job
+from minigpt.scale.tensor_parallel import check_before_launch
 from minigpt.stages.base import Stage
 from minigpt.stages.inputs import prepare_fit
 from minigpt.tokenizer.base import Tokenizer, load_tokenizer
@@ -161,6 +162,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     tokenizer = build_tokenizer(cfg, datamodule)
     datamodule.attach_tokenizer(tokenizer)
     model_config = build_model_config(cfg, tokenizer)
+    check_before_launch(strategy, cfg.trainer, model_config)  # a TP degree that cannot split the heads
     # _partial_: the stage's own options come from the config, the built objects are passed as they are.
     stage: Stage = instantiate(cfg.stage, _partial_=True)(
         model_config=model_config, optim=cfg.optim, tokenizer=tokenizer, init_from=cfg.init_from

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from minigpt.inference.generate import GenerationConfig, generate
+from minigpt.scale.tensor_parallel import is_tensor_parallel
 
 
 class SampleGeneration(L.Callback):
@@ -36,15 +37,21 @@ class SampleGeneration(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Generate and report."""
         tokenizer = getattr(pl_module, "tokenizer", None)
-        if tokenizer is None or trainer.sanity_checking or not trainer.is_global_zero or self.num_samples <= 0:
+        if tokenizer is None or trainer.sanity_checking or self.num_samples <= 0:
             return
         if trainer.fast_dev_run:  # a rehearsal of the loop: it writes nothing into the run folder
+            return
+        # A tensor-parallel model's forward is a collective: every rank generates (the same tokens, from
+        # the same seed), rank 0 reports. A replicated model generates on rank 0 alone.
+        if not trainer.is_global_zero and not is_tensor_parallel(pl_module):
             return
         ids = tokenizer.encode(self.prompt, allow_special=True) or [tokenizer.eos_id or 0]
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         # eval mode inside, then restored; the tokenizer serves sampling.stop_strings
         out = generate(pl_module.model, [ids], self.config, generator=generator, tokenizer=tokenizer)
         self.last_samples = [tokenizer.decode(ids + row, skip_special=True) for row in out.token_lists()]
+        if not trainer.is_global_zero:
+            return
         step = trainer.global_step
         console = Console()  # made here, not kept: it holds a lock, and ddp_spawn pickles the callbacks
         for i, text in enumerate(self.last_samples):

@@ -48,7 +48,9 @@ class Throughput(L.Callback):
         if self._t0 is None:  # the first batch includes warm-up costs: start timing after it
             self._t0 = now
             return
-        self._tokens += inputs.numel() * trainer.world_size
+        # Ranks that read different batches: all of them (DDP, FSDP), or 1 per tensor-parallel group.
+        replicas = (trainer.distributed_sampler_kwargs or {}).get("num_replicas", trainer.world_size)
+        self._tokens += inputs.numel() * replicas
         self._steps += 1
         if self._steps >= self.window:
             self.metrics = {"perf/tokens_per_s": self._tokens / (now - self._t0)}

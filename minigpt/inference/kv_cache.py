@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from minigpt.model.attention import causal_attention
+from minigpt.model.attention import CausalSelfAttention, causal_attention
 from minigpt.model.transformer import Transformer
 
 # (queries (B, n_head, T, hd), keys and values (B, n_kv_head, S, hd), boolean mask (B|1, 1, T, S) or
@@ -84,10 +84,12 @@ class KVCache:
         """A cache sized for `model`'s layers and heads, in its parameters' dtype and device."""
         config = model.config
         weight = model.tok_emb.weight
+        # The heads this process holds: config.n_kv_head, or n_kv_head / T under tensor parallelism.
+        n_kv_head = next(m.n_kv_head for m in model.modules() if isinstance(m, CausalSelfAttention))
         return cls(
             config.n_layer,
             batch_size,
-            config.n_kv_head,
+            n_kv_head,
             config.head_dim,
             capacity,
             dtype=weight.dtype,

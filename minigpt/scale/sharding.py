@@ -18,6 +18,7 @@ from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
 from minigpt.model.transformer import Transformer
+from minigpt.scale.tensor_parallel import plain_qkv_rows
 
 
 def compile_blocks(model: Transformer) -> None:
@@ -90,5 +91,5 @@ def gather_full_model(model: Transformer) -> Transformer | None:
     if torch.distributed.get_rank() != 0:
         return None
     plain = Transformer(model.config)
-    plain.load_state_dict(state)
+    plain.load_state_dict(plain_qkv_rows(state, model))  # tensor parallelism reordered the qkv rows
     return plain

@@ -23,6 +23,7 @@ from minigpt.model.folder import load_model_folder, save_model_folder
 from minigpt.model.moe import moe_metrics
 from minigpt.model.transformer import Transformer
 from minigpt.scale.sharding import build_optimizer, compile_blocks, shard_stage
+from minigpt.scale.tensor_parallel import is_tensor_parallel, parallelize
 from minigpt.stages.inputs import StageInputs
 from minigpt.tokenizer.base import Tokenizer
 from minigpt.utils.errors import ConfigError
@@ -92,7 +93,7 @@ class Stage(L.LightningModule):
             self.log_dict(metrics, on_step=True, on_epoch=False)
 
     def configure_model(self) -> None:
-        """Compile (`compile=true`) and shard (`strategy=fsdp`) the model, once.
+        """Compile (`compile=true`) and shard (`strategy=fsdp`) or split (`strategy=tensor_parallel`) the model, once.
 
         Lightning calls this inside the strategy's setup, when FSDP2's device mesh exists, and before
         the optimizer is built, so the optimizer holds the sharded parameters.
@@ -102,7 +103,11 @@ class Stage(L.LightningModule):
         self._model_configured = True
         if self.compile_model:
             compile_blocks(self.model)
-        if self.device_mesh is not None:  # set by ModelParallelStrategy (strategy=fsdp) only
+        if self.device_mesh is None:  # set by ModelParallelStrategy (strategy=fsdp|tensor_parallel) only
+            return
+        if is_tensor_parallel(self):  # strategy=tensor_parallel
+            parallelize(self.model, self.device_mesh["tensor_parallel"])
+        else:
             reshard = getattr(self.trainer.strategy, "reshard_after_forward", True)
             shard_stage(self, self.model, self.device_mesh["data_parallel"], reshard_after_forward=reshard)
 

@@ -1,0 +1,164 @@
+"""Tensor parallelism (Shoeybi et al. 2019, "Megatron-LM", §3) with DTensor: `strategy=tensor_parallel`.
+
+Each block's attention and MLP are split across the T processes of the tensor-parallel axis:
+
+- the first linear of each pair is column-parallel (`ColwiseParallel`): rank r keeps rows r of its output
+  features, so it computes its own heads of attention (n_head/T query heads, n_kv_head/T key/value heads)
+  and its own slice of the MLP's hidden units, with no communication (Megatron eq. 3: GeLU(XA) split by
+  columns of A needs no synchronisation);
+- the second is row-parallel (`RowwiseParallel`): each rank multiplies its slice of the inputs, and one
+  all-reduce sums the partial outputs (Megatron's g operator); backward has one all-reduce at the input
+  of the column-parallel layer (Megatron's f).
+
+Embeddings, norms and the output head stay replicated (every rank computes them identically on the same
+batch). All ranks of the tensor-parallel axis read the same batch: Lightning's `ModelParallelStrategy`
+hands the sampler the data-parallel rank only.
+
+The fused `qkv` projection holds [all q rows, all k rows, all v rows]; a contiguous split of its rows
+would give rank 0 all the queries. Its rows are therefore reordered once, before sharding, to
+[q₀ k₀ v₀ | q₁ k₁ v₁ | …] (chunk r of each), so that `ColwiseParallel`'s contiguous shard r is rank r's
+heads. The sharded checkpoint keeps that order (a resume under the same degree reads it back as is);
+`plain_qkv_rows` puts the rows back when the full model is gathered for export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from lightning.pytorch.strategies import ModelParallelStrategy
+from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
+
+from minigpt.model.attention import CausalSelfAttention
+from minigpt.model.config import ModelConfig
+from minigpt.model.mlp import SwiGLU
+from minigpt.model.transformer import Transformer
+from minigpt.utils.errors import ConfigError
+
+
+class TensorParallelStrategy(ModelParallelStrategy):
+    """Lightning's `ModelParallelStrategy` with every process of a node on the tensor-parallel axis.
+
+    Nodes form the data-parallel axis; this first version refuses more than one (see `check_model`),
+    because the replicated parameters would then need a data-parallel gradient reduction too.
+    The splitting itself happens in `Stage.configure_model` (`parallelize`).
+    """
+
+    def __init__(self, save_distributed_checkpoint: bool = True, **kwargs: Any) -> None:
+        super().__init__(
+            data_parallel_size="auto",
+            tensor_parallel_size="auto",
+            save_distributed_checkpoint=save_distributed_checkpoint,
+            **kwargs,
+        )
+
+    def setup(self, trainer: Any) -> None:
+        """Lightning's setup, then gradient clipping that understands a model of sharded and plain parameters.
+
+        `torch.nn.utils.clip_grad_norm_` refuses a mix of `DTensor` (split layers) and plain tensors
+        (the replicated embeddings, norms and head); `clip_grad_norm` computes the same norm by hand.
+        """
+        super().setup(trainer)
+        plugin = self.precision_plugin
+        plugin.clip_grad_by_norm = lambda optimizer, clip_val: clip_grad_norm(plugin.main_params(optimizer), clip_val)  # type: ignore[method-assign]
+
+
+def clip_grad_norm(parameters: Iterable[Tensor], max_norm: float) -> Tensor:
+    """Scale the gradients so that their global 2-norm is at most `max_norm`; returns the norm before.
+
+    A sharded gradient's squares are summed locally, then over the ranks (each holds different entries);
+    a replicated one (plain, or a `Replicate` DTensor such as a row-parallel bias) is counted once, since
+    every rank holds all of it.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    sharded = torch.zeros((), dtype=torch.float32)
+    replicated = torch.zeros((), dtype=torch.float32)
+    group = None
+    for grad in grads:
+        if isinstance(grad, DTensor) and any(placement.is_shard() for placement in grad.placements):
+            sharded += grad.to_local().float().pow(2).sum().cpu()
+            group = grad.device_mesh.get_group()
+        else:
+            local = grad.to_local() if isinstance(grad, DTensor) else grad
+            replicated += local.float().pow(2).sum().cpu()
+    if group is not None:
+        torch.distributed.all_reduce(sharded, group=group)
+    total = (sharded + replicated).sqrt()
+    scale = float(max_norm / (total + 1e-6))  # the epsilon torch.nn.utils.clip_grad_norm_ uses
+    if scale < 1.0:
+        for grad in grads:
+            grad.mul_(scale)
+    return total
+
+
+def is_tensor_parallel(module: Any) -> bool:
+    """Whether `module` (a LightningModule) runs under a device mesh whose tensor-parallel axis has > 1 rank."""
+    mesh = getattr(module, "device_mesh", None)
+    return mesh is not None and mesh["tensor_parallel"].size() > 1
+
+
+def check_model(config: ModelConfig, degree: int, nodes: int = 1) -> None:
+    """Raise `ConfigError` unless a tensor-parallel degree `degree` can split `config`'s model evenly."""
+    if nodes != 1:
+        raise ConfigError(f"strategy=tensor_parallel runs on one node for now (trainer.num_nodes={nodes}).")
+    if config.moe is not None:
+        raise ConfigError("strategy=tensor_parallel splits dense MLPs only; an MoE model needs expert parallelism.")
+    sizes = {"model.n_head": config.n_head, "model.n_kv_head": config.n_kv_head, "model.mlp_hidden": config.mlp_hidden}
+    for name, size in sizes.items():
+        if size % degree:
+            raise ConfigError(
+                f"tensor parallelism over {degree} processes (trainer.devices) must divide {name}={size}; "
+                f"use a degree that divides n_head, n_kv_head and mlp_hidden."
+            )
+
+
+def check_before_launch(strategy: object, trainer_cfg: Any, config: ModelConfig) -> None:
+    """`check_model` for `strategy=tensor_parallel` when `trainer.devices` is a number: before any process starts."""
+    devices = trainer_cfg.get("devices")
+    if isinstance(strategy, TensorParallelStrategy) and isinstance(devices, int):
+        check_model(config, devices, int(trainer_cfg.get("num_nodes", 1)))
+
+
+def qkv_row_order(config: ModelConfig, degree: int) -> Tensor:
+    """The row order [q₀ k₀ v₀ | q₁ k₁ v₁ | …] of the fused qkv weight: chunk r of each of q, k, v is rank r's."""
+    q, kv = config.n_head * config.head_dim, config.n_kv_head * config.head_dim
+    sections = torch.arange(q + 2 * kv).split([q, kv, kv])
+    return torch.cat([torch.cat([section.chunk(degree)[r] for section in sections]) for r in range(degree)])
+
+
+def parallelize(model: Transformer, mesh: Any) -> None:
+    """Split every block's attention and MLP over the 1-D device mesh `mesh` (its size is the degree)."""
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    degree = mesh.size()
+    check_model(model.config, degree)
+    order = qkv_row_order(model.config, degree)
+    for block in model.blocks:
+        attn = block.attn
+        with torch.no_grad():  # rank r's heads become the r-th contiguous chunk of rows
+            for param in attn.qkv.parameters():
+                param.copy_(param[order])
+        attn.n_head //= degree  # the view into heads in `forward` then sees this rank's heads only
+        attn.n_kv_head //= degree
+        up = ["gate", "up"] if isinstance(block.ffn, SwiGLU) else ["fc"]
+        plan: dict[str, Any] = {"attn.qkv": ColwiseParallel(), "attn.proj": RowwiseParallel()}
+        plan |= {f"ffn.{name}": ColwiseParallel() for name in up}
+        plan["ffn.proj"] = RowwiseParallel()
+        parallelize_module(block, mesh, plan)
+
+
+def plain_qkv_rows(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Undo `parallelize`'s row reordering in a full state dict gathered from the tensor-parallel `model`."""
+    config: ModelConfig = model.config  # type: ignore[assignment]
+    for name, module in model.named_modules():
+        if isinstance(module, CausalSelfAttention) and module.n_head != config.n_head:
+            order = qkv_row_order(config, config.n_head // module.n_head)
+            for kind in ("weight", "bias"):
+                key = f"{name}.qkv.{kind}"
+                if key in state:
+                    plain = torch.empty_like(state[key])
+                    plain[order] = state[key]
+                    state[key] = plain
+    return state

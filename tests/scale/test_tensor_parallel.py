@@ -1,0 +1,112 @@
+"""Tensor parallelism: `strategy=tensor_parallel` on 2 gloo processes reproduces the single-process losses
+and weights, across a checkpoint resume; a degree that cannot split the model fails before any process starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from conftest import compose_config, tiny_run_overrides
+from safetensors.torch import load_file
+
+from minigpt.model.config import ModelConfig
+from minigpt.run import train
+from minigpt.scale.tensor_parallel import check_model, clip_grad_norm, qkv_row_order
+from minigpt.utils.errors import ConfigError
+
+STEPS, BATCH = 4, 4  # every rank of the tensor-parallel axis reads the same batch
+COMMON = (f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={STEPS}", "optim.warmup_steps=0", "optim.lr=1e-2")
+COMMON += ("optim.min_lr_ratio=1.0", f"data.batch_size={BATCH}")  # constant lr: 2 + 2 steps see the 4-step rates
+# Llama-style blocks (SwiGLU: gate and up both column-parallel; 4 query heads sharing 2 key/value heads).
+LLAMA = ("model.activation=swiglu", "model.n_head=4", "model.n_kv_head=2", "model.norm=rmsnorm", "model.bias=false")
+
+
+def _overrides(tmp_path: Path, folder: Path, *extra: str) -> list[str]:
+    losses = ["+callbacks.losses._target_=test_zero.GlobalLosses", f"+callbacks.losses.folder={folder}"]
+    return [*tiny_run_overrides(tmp_path), *COMMON, *LLAMA, *losses, *extra]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rank(rank: int, tmp_path: Path, ports: list[int]) -> None:
+    """One of two processes, started the way torchrun would: 2 steps, save, resume for the other 2."""
+    torch.set_num_threads(1)
+    folder = tmp_path / "tp"
+    # Validation samples too: generating through split layers is a collective that every rank joins.
+    overrides = _overrides(
+        tmp_path, folder, "strategy=tensor_parallel", "trainer.devices=2", "callbacks.samples.num_samples=1"
+    )
+    first = ["trainer.max_steps=2", "trainer.val_check_interval=2"]
+    resume = [f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"]
+    for part, extra in enumerate((first, resume)):
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[part]))
+        os.environ.update(WORLD_SIZE="2", NODE_RANK="0", LOCAL_RANK=str(rank))
+        train(compose_config("train", [*overrides, *extra], folder))
+        if rank == 0 and part == 0:
+            (folder / "losses.json").rename(folder / "losses_before_resume.json")
+
+
+@pytest.mark.slow
+def test_tensor_parallel_on_two_processes_gives_the_single_process_losses_across_a_resume(tmp_path):
+    single, tp = tmp_path / "single", tmp_path / "tp"
+    single.mkdir(), tp.mkdir()
+    train(compose_config("train", _overrides(tmp_path, single), single))
+    mp.spawn(_rank, args=(tmp_path, [_free_port() for _ in range(2)]), nprocs=2, join=True)
+
+    want = json.loads((single / "losses.json").read_text())
+    assert len(want) == STEPS and want[-1] < want[0]  # it learns
+    got = [json.loads((tp / f"{name}.json").read_text()) for name in ("losses_before_resume", "losses")]
+    assert len(got[0]) == 2 and len(got[1]) == 2
+    assert got[0] + got[1] == pytest.approx(want, abs=1e-5)  # splitting heads moves work, not numbers
+    assert (tp / "samples.txt").read_text().count("=== step") == 2  # after step 2 and step 4
+    # The exported model is the plain one: the qkv rows reordered for sharding are put back.
+    plain, gathered = (load_file(folder / "model" / "model.safetensors") for folder in (single, tp))
+    assert plain.keys() == gathered.keys()
+    for name in plain:
+        torch.testing.assert_close(gathered[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_qkv_row_order_gives_each_rank_its_own_heads():
+    config = ModelConfig(vocab_size=16, n_layer=1, n_head=4, n_kv_head=2, n_embd=8)  # head_dim 2: q 8, k 4, v 4
+    rows = qkv_row_order(config, 2).tolist()
+    # rank 0: q heads 0-1, k head 0, v head 0; rank 1: q heads 2-3, k head 1, v head 1
+    assert rows == [0, 1, 2, 3, 8, 9, 12, 13, 4, 5, 6, 7, 10, 11, 14, 15]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "field"),
+    [(dict(n_head=3, n_embd=24), "n_head=3"), (dict(n_head=4, n_kv_head=1), "n_kv_head=1"),
+     (dict(n_head=2, mlp_hidden=51), "mlp_hidden=51")],
+)  # fmt: skip
+def test_a_degree_that_does_not_divide_the_model_is_refused(sizes, field):
+    config = ModelConfig(**{"vocab_size": 16, "n_layer": 1, "n_embd": 16, **sizes})
+    with pytest.raises(ConfigError, match=f"must divide model.{field}"):
+        check_model(config, 2)
+    check_model(config, 1)  # one process splits nothing
+
+
+def test_train_refuses_an_indivisible_degree_before_any_process_starts(compose_train):
+    cfg = compose_train("strategy=tensor_parallel", "trainer.devices=2", "model.n_head=1")
+    with pytest.raises(ConfigError, match="must divide model.n_head=1"):
+        train(cfg)
+
+
+def test_clip_grad_norm_of_replicated_gradients_is_torchs():
+    grads = [torch.randn(3, 4) * 5, torch.randn(7)]
+    mine, theirs = ([torch.nn.Parameter(torch.zeros_like(g)) for g in grads] for _ in range(2))
+    for params in (mine, theirs):
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+    norm = clip_grad_norm(mine, 1.0)
+    assert norm == pytest.approx(float(torch.nn.utils.clip_grad_norm_(theirs, 1.0)))
+    for a, b in zip(mine, theirs, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
