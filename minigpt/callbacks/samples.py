@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from minigpt.inference.generate import GenerationConfig, generate
+from minigpt.scale.sharding import gather_full_model, is_sharded
 from minigpt.scale.tensor_parallel import is_tensor_parallel
 
 
@@ -42,13 +43,20 @@ class SampleGeneration(L.Callback):
         if trainer.fast_dev_run:  # a rehearsal of the loop: it writes nothing into the run folder
             return
         # A tensor-parallel model's forward is a collective: every rank generates (the same tokens, from
-        # the same seed), rank 0 reports. A replicated model generates on rank 0 alone.
-        if not trainer.is_global_zero and not is_tensor_parallel(pl_module):
+        # the same seed), rank 0 reports. An FSDP-sharded model's weights are spread over the ranks: every
+        # rank helps gather a plain copy, rank 0 samples from it. A replicated model samples on rank 0 alone.
+        model = pl_module.model
+        if is_sharded(model) and not is_tensor_parallel(pl_module):
+            model = gather_full_model(model)
+            if model is None:
+                return
+            model = model.to(pl_module.device)
+        elif not trainer.is_global_zero and not is_tensor_parallel(pl_module):
             return
         ids = tokenizer.encode(self.prompt, allow_special=True) or [tokenizer.eos_id or 0]
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         # eval mode inside, then restored; the tokenizer serves sampling.stop_strings
-        out = generate(pl_module.model, [ids], self.config, generator=generator, tokenizer=tokenizer)
+        out = generate(model, [ids], self.config, generator=generator, tokenizer=tokenizer)
         self.last_samples = [tokenizer.decode(ids + row, skip_special=True) for row in out.token_lists()]
         if not trainer.is_global_zero:
             return

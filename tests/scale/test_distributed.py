@@ -52,12 +52,16 @@ def test_ddp_writes_one_run_folder_and_fsdp_matches_its_losses(run_train, losses
     common = ("trainer.devices=2", "trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.log_every_n_steps=1")
     common += ("optim.warmup_steps=0",)  # full lr from the start: 6 steps visibly lower the loss
     run_train("strategy=ddp", f"hydra.run.dir={tmp_path / 'runs' / 'ddp'}", *common)
-    run_train("strategy=fsdp", f"hydra.run.dir={tmp_path / 'runs' / 'fsdp'}", *common)
+    # With validation samples on: rank 0 alone cannot run a sharded forward, so the ranks gather a copy first.
+    run_train(
+        "strategy=fsdp", f"hydra.run.dir={tmp_path / 'runs' / 'fsdp'}", "callbacks.samples.num_samples=1", *common
+    )
 
     # One folder per run: rank 1 logged into rank 0's folder instead of making its own.
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["ddp", "fsdp"]
     assert (tmp_path / "runs" / "ddp" / "train_ddp_process_1.log").exists()
     assert (tmp_path / "runs" / "fsdp" / "model" / "model.safetensors").exists()  # gathered from the shards
+    assert "=== step 6" in (tmp_path / "runs" / "fsdp" / "samples.txt").read_text(encoding="utf-8")
 
     ddp, fsdp = losses(tmp_path / "runs" / "ddp"), losses(tmp_path / "runs" / "fsdp")
     assert sorted(ddp) == list(range(6))
