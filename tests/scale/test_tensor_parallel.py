@@ -4,14 +4,13 @@ and weights, across a checkpoint resume; a degree that cannot split the model fa
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 from conftest import compose_config, tiny_run_overrides
+from distributed_fixtures import free_port, train_then_resume
 from safetensors.torch import load_file
 
 from minigpt.model.config import ModelConfig
@@ -27,14 +26,8 @@ LLAMA = ("model.activation=swiglu", "model.n_head=4", "model.n_kv_head=2", "mode
 
 
 def _overrides(tmp_path: Path, folder: Path, *extra: str) -> list[str]:
-    losses = ["+callbacks.losses._target_=test_zero.GlobalLosses", f"+callbacks.losses.folder={folder}"]
+    losses = ["+callbacks.losses._target_=distributed_fixtures.GlobalLosses", f"+callbacks.losses.folder={folder}"]
     return [*tiny_run_overrides(tmp_path), *COMMON, *LLAMA, *losses, *extra]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _rank(rank: int, tmp_path: Path, ports: list[int]) -> None:
@@ -45,14 +38,7 @@ def _rank(rank: int, tmp_path: Path, ports: list[int]) -> None:
     overrides = _overrides(
         tmp_path, folder, "strategy=tensor_parallel", "trainer.devices=2", "callbacks.samples.num_samples=1"
     )
-    first = ["trainer.max_steps=2", "trainer.val_check_interval=2"]
-    resume = [f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"]
-    for part, extra in enumerate((first, resume)):
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[part]))
-        os.environ.update(WORLD_SIZE="2", NODE_RANK="0", LOCAL_RANK=str(rank))
-        train(compose_config("train", [*overrides, *extra], folder))
-        if rank == 0 and part == 0:
-            (folder / "losses.json").rename(folder / "losses_before_resume.json")
+    train_then_resume(rank, folder, overrides, (ports[0], ports[1]))
 
 
 @pytest.mark.slow
@@ -60,7 +46,7 @@ def test_tensor_parallel_on_two_processes_gives_the_single_process_losses_across
     single, tp = tmp_path / "single", tmp_path / "tp"
     single.mkdir(), tp.mkdir()
     train(compose_config("train", _overrides(tmp_path, single), single))
-    mp.spawn(_rank, args=(tmp_path, [_free_port() for _ in range(2)]), nprocs=2, join=True)
+    mp.spawn(_rank, args=(tmp_path, [free_port() for _ in range(2)]), nprocs=2, join=True)
 
     want = json.loads((single / "losses.json").read_text())
     assert len(want) == STEPS and want[-1] < want[0]  # it learns

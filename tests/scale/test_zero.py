@@ -5,16 +5,14 @@ state the planner says."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import compose_config, tiny_run_overrides
+from distributed_fixtures import free_port, train_then_resume
 from lightning.pytorch.strategies import DDPStrategy
 from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.distributed.tensor import DTensor
@@ -32,28 +30,6 @@ COMMON = (f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={STEPS}", "
 COMMON += ("optim.min_lr_ratio=1.0",)
 # Each stage also recomputes something (the single process does not): sharding and checkpointing compose.
 RECOMPUTE = {1: "mlp", 2: "attention", 3: "true"}
-
-
-class GlobalLosses(L.Callback):
-    """Rank 0 writes the loss of every step, averaged over the ranks, to `<folder>/losses.json`.
-
-    Lightning logs rank 0's own loss; the mean over ranks is the loss of the whole (global) batch, which
-    is what a single process with the ranks' batches put together computes.
-    """
-
-    def __init__(self, folder: str) -> None:
-        self.folder, self.losses = folder, []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"].detach().clone()
-        if dist.is_initialized():
-            dist.all_reduce(loss)
-            loss /= dist.get_world_size()
-        self.losses.append(float(loss))
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if trainer.is_global_zero:
-            (Path(self.folder) / "losses.json").write_text(json.dumps(self.losses))
 
 
 def _local_bytes(tensors) -> int:
@@ -85,18 +61,12 @@ class StateBytes(L.Callback):
 def _overrides(tmp_path: Path, folder: Path, *extra: str) -> list[str]:
     callbacks = [
         *(
-            f"+callbacks.{name}._target_={__name__}.{cls}"
-            for name, cls in (("losses", "GlobalLosses"), ("held", "StateBytes"))
+            f"+callbacks.{name}._target_={cls}"
+            for name, cls in (("losses", "distributed_fixtures.GlobalLosses"), ("held", f"{__name__}.StateBytes"))
         ),
         *(f"+callbacks.{name}.folder={folder}" for name in ("losses", "held")),
     ]
     return [*tiny_run_overrides(tmp_path), *COMMON, *callbacks, *extra]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _rank(rank: int, tmp_path: Path, ports: list[int]) -> None:
@@ -111,14 +81,7 @@ def _rank(rank: int, tmp_path: Path, ports: list[int]) -> None:
         overrides = _overrides(tmp_path, folder, "strategy=fsdp", f"strategy.zero={zero}", "trainer.devices=2")
         overrides.append(f"model.activation_checkpointing={RECOMPUTE[zero]}")  # changes no number either
         overrides.append(f"data.batch_size={BATCH}")
-        first = ["trainer.max_steps=2", "trainer.val_check_interval=2"]
-        resume = [f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"]
-        for part, extra in enumerate((first, resume)):
-            os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[2 * (zero - 1) + part]))
-            os.environ.update(WORLD_SIZE="2", NODE_RANK="0", LOCAL_RANK=str(rank))
-            train(compose_config("train", [*overrides, *extra], folder))
-            if rank == 0 and part == 0:
-                (folder / "losses.json").rename(folder / "losses_before_resume.json")
+        train_then_resume(rank, folder, overrides, (ports[2 * (zero - 1)], ports[2 * (zero - 1) + 1]))
 
 
 @pytest.mark.slow
@@ -126,7 +89,7 @@ def test_every_zero_stage_on_two_processes_gives_the_single_process_losses_acros
     single = tmp_path / "single"
     single.mkdir()
     train(compose_config("train", [*_overrides(tmp_path, single), f"data.batch_size={2 * BATCH}"], single))
-    mp.spawn(_rank, args=(tmp_path, [_free_port() for _ in range(6)]), nprocs=2, join=True)
+    mp.spawn(_rank, args=(tmp_path, [free_port() for _ in range(6)]), nprocs=2, join=True)
 
     want = json.loads((single / "losses.json").read_text())
     assert len(want) == STEPS and want[-1] < want[0]  # it learns
