@@ -32,7 +32,16 @@ def load_balancing_loss(router_probs: Tensor, expert_index: Tensor) -> Tensor:
     counts = torch.bincount(expert_index.flatten(), minlength=num_experts)
     fraction_dispatched = counts.to(router_probs.dtype) / expert_index.numel()  # fᵢ, eq. 5
     mean_prob = router_probs.mean(dim=0)  # Pᵢ, eq. 6
-    return num_experts * torch.sum(fraction_dispatched * mean_prob)  # eq. 4 without α
+    return balancing_loss_from(fraction_dispatched, mean_prob)
+
+
+def balancing_loss_from(fraction_dispatched: Tensor, mean_prob: Tensor) -> Tensor:
+    """E · Σᵢ fᵢ · Pᵢ (Fedus et al. 2021, eq. 4 without α) from the two per-expert statistics (E,).
+
+    Split out so that expert parallelism can first sum fᵢ and Pᵢ over the ranks' batches: the loss is a
+    product of two means, so the mean of the ranks' losses is not the loss of the global batch.
+    """
+    return fraction_dispatched.numel() * torch.sum(fraction_dispatched * mean_prob)  # eq. 4 without α
 
 
 def router_z_loss(router_logits: Tensor) -> Tensor:

@@ -226,19 +226,32 @@ class MoELayer(nn.Module):
             routing = route_top_k(probs, moe.top_k, moe.renormalize, moe.capacity_factor)
         return logits, probs, routing
 
+    def dispatch(self, x: Tensor, routing: Routing) -> Tensor:
+        """Σ gate · expert(token) for the tokens x (N, C): `combine` on this layer's experts.
+
+        Expert parallelism (`minigpt.scale.expert_parallel`) overrides it to run each expert on the rank
+        that holds it.
+        """
+        return combine(x, routing, self.experts)
+
+    def balancing_loss(self, probs: Tensor, chosen: Tensor) -> Tensor:
+        """The Switch balancing loss of this batch's routing (token choice); expert parallelism overrides it
+        to count the global batch of all ranks."""
+        return load_balancing_loss(probs, chosen)
+
     def forward(self, x: Tensor) -> tuple[Tensor, dict[str, Any]]:
         """(B, T, C) → ((B, T, C), aux)."""
         B, T, C = x.shape
         flat = x.reshape(B * T, C)
         logits, probs, routing = self.route(flat)
-        out = combine(flat, routing, self.experts).to(x.dtype)
+        out = self.dispatch(flat, routing).to(x.dtype)
         if self.shared is not None:
             out = out + self.shared(flat)
         z_loss = router_z_loss(logits)
         aux_loss = self.moe.z_loss_coef * z_loss
         balance = None
         if routing.chosen is not None:
-            balance = load_balancing_loss(probs, routing.chosen)
+            balance = self.balancing_loss(probs, routing.chosen)
             aux_loss = aux_loss + self.moe.aux_loss_coef * balance
         return out.view(B, T, C), {"aux_loss": aux_loss, "moe": self._stats(probs, routing, balance, z_loss)}
 

@@ -18,6 +18,7 @@ from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
 from minigpt.model.transformer import Transformer
+from minigpt.scale.expert_parallel import gather_expert_parallel_model, is_expert_parallel
 from minigpt.scale.tensor_parallel import plain_qkv_rows
 
 
@@ -63,8 +64,8 @@ def build_optimizer(factory: partial[Optimizer], groups: list[dict[str, Any]], s
 
 
 def is_sharded(model: nn.Module) -> bool:
-    """Whether any parameter of `model` is a sharded `DTensor`."""
-    return any(isinstance(p, DTensor) for p in model.parameters())
+    """Whether any parameter of `model` is a sharded `DTensor`, or its experts are split over ranks."""
+    return any(isinstance(p, DTensor) for p in model.parameters()) or is_expert_parallel(model)
 
 
 def unshard_stage(stage: nn.Module) -> None:
@@ -84,6 +85,8 @@ def gather_full_model(model: Transformer) -> Transformer | None:
 
     Every rank must call it: gathering the full weights is a collective.
     """
+    if is_expert_parallel(model):
+        return gather_expert_parallel_model(model)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)

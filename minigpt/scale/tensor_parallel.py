@@ -35,6 +35,7 @@ from minigpt.model.attention import CausalSelfAttention
 from minigpt.model.config import ModelConfig
 from minigpt.model.mlp import SwiGLU
 from minigpt.model.transformer import Transformer
+from minigpt.scale.grad_norm import clip_split_grad_norm
 from minigpt.utils.errors import ConfigError
 
 
@@ -70,27 +71,18 @@ def clip_grad_norm(parameters: Iterable[Tensor], max_norm: float) -> Tensor:
 
     A sharded gradient's squares are summed locally, then over the ranks (each holds different entries);
     a replicated one (plain, or a `Replicate` DTensor such as a row-parallel bias) is counted once, since
-    every rank holds all of it.
+    every rank holds all of it (`clip_split_grad_norm`).
     """
-    grads = [p.grad for p in parameters if p.grad is not None]
-    sharded = torch.zeros((), dtype=torch.float32)
-    replicated = torch.zeros((), dtype=torch.float32)
+    split: list[Tensor] = []
+    whole: list[Tensor] = []
     group = None
-    for grad in grads:
+    for grad in (p.grad for p in parameters if p.grad is not None):
         if isinstance(grad, DTensor) and any(placement.is_shard() for placement in grad.placements):
-            sharded += grad.to_local().float().pow(2).sum().cpu()
+            split.append(grad.to_local())
             group = grad.device_mesh.get_group()
         else:
-            local = grad.to_local() if isinstance(grad, DTensor) else grad
-            replicated += local.float().pow(2).sum().cpu()
-    if group is not None:
-        torch.distributed.all_reduce(sharded, group=group)
-    total = (sharded + replicated).sqrt()
-    scale = float(max_norm / (total + 1e-6))  # the epsilon torch.nn.utils.clip_grad_norm_ uses
-    if scale < 1.0:
-        for grad in grads:
-            grad.mul_(scale)
-    return total
+            whole.append(grad.to_local() if isinstance(grad, DTensor) else grad)
+    return clip_split_grad_norm(split, whole, max_norm, group)
 
 
 def is_tensor_parallel(module: Any) -> bool:
