@@ -10,6 +10,8 @@ from pathlib import Path
 import lightning as L
 import torch.distributed as dist
 from conftest import compose_config
+from torch.distributed.optim import ZeroRedundancyOptimizer
+from torch.distributed.tensor import DTensor
 
 from minigpt.run import train
 
@@ -34,6 +36,32 @@ class GlobalLosses(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             (Path(self.folder) / "losses.json").write_text(json.dumps(self.losses))
+
+
+def _local_bytes(tensors) -> int:
+    """Bytes this process holds of `tensors` (its shard of a sharded `DTensor`)."""
+    return sum(t.to_local().nbytes if isinstance(t, DTensor) else t.nbytes for t in tensors)
+
+
+class StateBytes(L.Callback):
+    """After the first optimizer step, each rank writes the bytes of weights, gradients and optimizer state
+    it holds to `<folder>/bytes<rank>.json`."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx:
+            return
+        optimizer = trainer.optimizers[0]
+        states = optimizer.optim.state if isinstance(optimizer, ZeroRedundancyOptimizer) else optimizer.state
+        params = list(pl_module.parameters())
+        held = {
+            "params": _local_bytes(params),
+            "grads": _local_bytes(p.grad for p in params if p.grad is not None),
+            "optimizer": _local_bytes(v for state in states.values() for v in state.values() if v.dim() > 0),
+        }
+        (Path(self.folder) / f"bytes{trainer.global_rank}.json").write_text(json.dumps(held))
 
 
 def free_port() -> int:

@@ -13,6 +13,14 @@ keeps fp32 weights and gradients and casts on the fly: 4 + 4 + 8 bytes, the same
 Activations (Korthikanti et al. 2022, §4.1, eq. 2): a GPT block stores s·b·h·(34 + 5·a·s/h) bytes in
 16-bit training (sequence s, micro-batch b, width h, a heads), of which 5·a·s²·b are the attention
 scores that a fused (flash) attention kernel never stores. Checkpointing a block keeps 2·s·b·h.
+
+Model parallelism splits a part of the parameters instead of all model states (`Strategy.splits`):
+
+    tensor parallel over t GPUs   (Ψ − Ψ_tp + Ψ_tp/t)·(2 + 2 + K)   Ψ_tp: block matrices and vocabulary
+    expert parallel over R GPUs   (Ψ − Ψ_e + Ψ_e/R)·(2 + 2 + K)     Ψ_e: the experts of every MoE layer
+
+and tensor parallelism divides 24 of the 34 s·b·h of a block's activations and the attention scores by t
+(Korthikanti et al. 2022, eq. 3: s·b·h·(10 + 24/t + 5·a·s/(h·t))), and the vocabulary-sharded logits too.
 """
 
 from __future__ import annotations
@@ -46,6 +54,10 @@ _KEPT_SBH = {
     "mlp": 2 + _ATTENTION_SBH + _NORM_SBH,  # attention kept; norm + MLP recomputed
     True: 2,
 }
+# Of those, what tensor parallelism splits over its t ranks (Korthikanti et al. 2022, eq. 3: 24 of 34): in
+# attention Q/K/V, scores, the input of the output projection (8 of 11); in the MLP its hidden units (16 of 19).
+# The block's input, the norms, the inputs of the first linear layers and the dropout masks stay whole.
+_SPLIT_SBH = {False: 24, "attention": 16, "mlp": 8, True: 0}
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,14 @@ class Strategy:
     sharded: str
     master_copy: bool  # DeepSpeed's 16-bit weights + fp32 master layout, else autocast's
     gathers: str = ""
+    splits: str = ""  # model parallelism: "tensor" (Ψ_tp split over the GPUs) or "experts" (Ψ_e split)
+
+    def applies(self, shape: ModelShape) -> bool:
+        """Whether the strategy can train `shape`'s model: expert parallelism needs experts, tensor
+        parallelism splits dense MLPs only."""
+        if self.splits == "experts":
+            return shape.expert_params > 0
+        return not (self.splits == "tensor" and shape.expert_params)
 
 
 STRATEGIES = (
@@ -72,6 +92,8 @@ STRATEGIES = (
     Strategy("fsdp zero=3", "os+g+p", master_copy=False, gathers="block"),
     Strategy("deepspeed_zero2", "os+g", master_copy=True),
     Strategy("deepspeed_zero3", "os+g+p", master_copy=True, gathers="block"),
+    Strategy("tensor_parallel", "", master_copy=False, splits="tensor"),
+    Strategy("expert_parallel", "", master_copy=False, splits="experts"),
 )
 
 
@@ -86,6 +108,8 @@ class ModelShape:
     n_embd: int
     n_head: int
     vocab_size: int
+    tensor_parallel_params: int = 0  # Ψ_tp: what tensor parallelism splits (`minigpt.scale.tensor_parallel`)
+    expert_params: int = 0  # Ψ_e: the experts of all MoE layers
 
 
 @dataclass(frozen=True)
@@ -105,7 +129,7 @@ class MemoryPlan:
         return self.params + self.grads + self.optimizer + self.gathered + self.activations
 
 
-def model_states(psi: int, layout: tuple[int, int, int], sharded: str, gpus: int) -> tuple[float, float, float]:
+def model_states(psi: float, layout: tuple[int, int, int], sharded: str, gpus: int) -> tuple[float, float, float]:
     """(weights, gradients, optimizer state) bytes per GPU for Ψ=`psi` parameters (ZeRO §5, Figure 1)."""
     p, g, o = layout
     return (
@@ -116,18 +140,28 @@ def model_states(psi: int, layout: tuple[int, int, int], sharded: str, gpus: int
 
 
 def activation_bytes(
-    shape: ModelShape, micro_batch: int, seq_len: int, precision: str, recompute: bool | str, flash: bool
+    shape: ModelShape,
+    micro_batch: int,
+    seq_len: int,
+    precision: str,
+    recompute: bool | str,
+    flash: bool,
+    tensor_parallel: int = 1,
 ) -> float:
     """Activations kept for backward per GPU (Korthikanti et al. 2022, eq. 2), plus the fp32 logits and
     their gradient (2·4·s·b·V, the cross-entropy's input). With whole-block recomputation one block's
-    activations are rebuilt at a time during backward, so one full block is added back."""
+    activations are rebuilt at a time during backward, so one full block is added back. Tensor parallelism
+    over `tensor_parallel` GPUs divides the split share (eq. 3), the scores and the logits."""
     sbh = seq_len * micro_batch * shape.n_embd
-    scores = 0 if flash else 5 * shape.n_head * seq_len**2 * micro_batch  # one byte each for the mask
+    t = tensor_parallel
+    scores = 0 if flash else 5 * shape.n_head * seq_len**2 * micro_batch / t  # one byte each for the mask
     kept_scores = 0 if recompute in (True, "attention") else scores
     width = ACTIVATION_BYTES[precision] / 2  # eq. 2 counts 16-bit values
-    per_block = (_KEPT_SBH[recompute] * sbh + kept_scores) * width
-    rebuilt = (_BLOCK_SBH * sbh + scores) * width if recompute is True else 0
-    logits = 2 * 4 * seq_len * micro_batch * shape.vocab_size
+    kept_sbh = _KEPT_SBH[recompute] - _SPLIT_SBH[recompute] * (1 - 1 / t)
+    per_block = (kept_sbh * sbh + kept_scores) * width
+    block_sbh = _BLOCK_SBH - _SPLIT_SBH[False] * (1 - 1 / t)
+    rebuilt = (block_sbh * sbh + scores) * width if recompute is True else 0
+    logits = 2 * 4 * seq_len * micro_batch * shape.vocab_size / t
     return shape.n_layer * per_block + rebuilt + logits
 
 
@@ -143,12 +177,15 @@ def plan(
 ) -> MemoryPlan:
     """The memory of one training step per GPU under `strategy` on `gpus` data-parallel GPUs."""
     layout = (MASTER_COPY_BYTES if strategy.master_copy else AUTOCAST_BYTES)[precision]
-    params, grads, optimizer = model_states(shape.params, layout, strategy.sharded, gpus)
+    split = {"tensor": shape.tensor_parallel_params, "experts": shape.expert_params}.get(strategy.splits, 0)
+    psi = shape.params - split + split / gpus  # model parallelism: each GPU keeps 1/N of the split part
+    params, grads, optimizer = model_states(psi, layout, strategy.sharded, gpus)
     if strategy.gathers == "model":  # full weights from forward to backward: all but the stored shard
         gathered = layout[0] * shape.params * (1 - 1 / gpus)
     elif strategy.gathers == "block":  # one block's weights and gradients in full at a time
         gathered = (layout[0] + layout[1]) * shape.block_params
     else:
         gathered = 0.0
-    activations = activation_bytes(shape, micro_batch, seq_len, precision, recompute, flash)
+    degree = gpus if strategy.splits == "tensor" else 1
+    activations = activation_bytes(shape, micro_batch, seq_len, precision, recompute, flash, degree)
     return MemoryPlan(strategy.name, params, grads, optimizer, gathered, activations)

@@ -1,8 +1,9 @@
 """`python -m minigpt.scale.plan model=gpt_small gpus=8 gpu_memory=80GB`: will it fit, and with which strategy?
 
 Prints, per GPU, the bytes of weights, gradients, optimizer state, transiently gathered weights and
-activations of one training step for each data-parallel strategy (`minigpt.scale.memory` has the
-arithmetic and its sources), and whether it fits in `gpu_memory`. The model is built on PyTorch's meta
+activations of one training step for each data-parallel strategy, for tensor parallelism over the GPUs
+(dense models) and for expert parallelism (MoE models), and whether it fits in `gpu_memory`
+(`minigpt.scale.memory` has the arithmetic and its sources). The model is built on PyTorch's meta
 device, so the parameter count is the real one and a 7B model costs no memory.
 """
 
@@ -35,9 +36,20 @@ def model_shape(config: ModelConfig) -> ModelShape:
     with torch.device("meta"):
         model = Transformer(config)
     block = max(sum(p.numel() for p in b.parameters()) for b in model.blocks)
+    named = dict(model.named_parameters())  # a tied matrix once
+    experts = sum(p.numel() for name, p in named.items() if ".experts." in name)
+    split = sum(p.numel() for name, p in named.items() if _TENSOR_PARALLEL_SPLITS.search(name))
     return ModelShape(
-        model.num_params(), block, config.n_layer, config.n_embd, config.n_head, model.config.vocab_size or 0
-    )
+        model.num_params(), block, config.n_layer, config.n_embd, config.n_head, model.config.vocab_size or 0,
+        tensor_parallel_params=split, expert_params=experts,
+    )  # fmt: skip
+
+
+# What `minigpt.scale.tensor_parallel.parallelize` splits: column-parallel weights and biases, row-parallel
+# weights (their bias is added once, after the all-reduce: replicated), the vocabulary matrices.
+_TENSOR_PARALLEL_SPLITS = re.compile(
+    r"attn\.qkv\.|attn\.proj\.weight|ffn\.(fc|gate|up)\.|ffn\.proj\.weight|tok_emb|lm_head"
+)
 
 
 def format_table(plans: list[MemoryPlan], gpu_memory: float) -> str:
@@ -79,6 +91,7 @@ def main(cfg: DictConfig) -> list[MemoryPlan]:
             cfg.flash_attention,
         )
         for s in STRATEGIES
+        if s.applies(shape)
     ]
     print(
         f"{shape.params / 1e6:,.1f}M parameters; {cfg.gpus} GPUs × {memory / 1e9:g} GB; {cfg.train_precision}; "

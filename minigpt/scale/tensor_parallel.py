@@ -10,9 +10,18 @@ Each block's attention and MLP are split across the T processes of the tensor-pa
   all-reduce sums the partial outputs (Megatron's g operator); backward has one all-reduce at the input
   of the column-parallel layer (Megatron's f).
 
-Embeddings, norms and the output head stay replicated (every rank computes them identically on the same
-batch). All ranks of the tensor-parallel axis read the same batch: Lightning's `ModelParallelStrategy`
-hands the sampler the data-parallel rank only.
+The vocabulary is split too (Megatron §3, "parallelize the output embedding GEMM"): the head is
+column-parallel over the vocabulary, so rank r computes the logits of its V/T tokens only, and the token
+embedding is row-parallel over the same rows (a lookup in rank r's rows, zero elsewhere, summed over the
+ranks), so a tied matrix stays one sharded matrix. In training the logits stay sharded and the
+cross-entropy runs on the shards (`loss_parallel`, see `vocab_parallel_steps`): with m = maxᵥ zᵥ
+all-reduced (max), log Σᵥ e^{zᵥ} = m + log Σ_r Σ_{v∈r} e^{zᵥ−m} needs one all-reduce of a (B, T) sum, and
+the target's logit lives on one rank (an all-reduce of a (B, T) tensor, zero elsewhere) — the (B, T, V)
+logits are never gathered, in forward or backward (Megatron: b·s instead of b·s·v numbers to move).
+Outside training (validation, sampling) the head gathers the full logits, so inference code sees plain
+tensors. Norms stay replicated (every rank computes them identically on the same batch).
+All ranks of the tensor-parallel axis read the same batch: Lightning's `ModelParallelStrategy` hands the
+sampler the data-parallel rank only.
 
 The fused `qkv` projection holds [all q rows, all k rows, all v rows]; a contiguous split of its rows
 would give rank 0 all the queries. Its rows are therefore reordered once, before sharding, to
@@ -64,6 +73,34 @@ class TensorParallelStrategy(ModelParallelStrategy):
         super().setup(trainer)
         plugin = self.precision_plugin
         plugin.clip_grad_by_norm = lambda optimizer, clip_val: clip_grad_norm(plugin.main_params(optimizer), clip_val)  # type: ignore[method-assign]
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        """The stage's step with the cross-entropy on vocabulary-sharded logits (`vocab_parallel_steps`)."""
+        with vocab_parallel_steps():
+            return plain_loss(super().training_step(*args, **kwargs))
+
+    def backward(self, closure_loss: Tensor, optimizer: Any, *args: Any, **kwargs: Any) -> Tensor:
+        """Backward through the sharded cross-entropy: it needs the same context as its forward."""
+        with vocab_parallel_steps():
+            return super().backward(closure_loss, optimizer, *args, **kwargs)
+
+
+def vocab_parallel_steps() -> Any:
+    """A context in which `F.cross_entropy` (so `minigpt.losses.lm.lm_loss`) reads logits sharded over the
+    vocabulary: DTensor's `loss_parallel`, which computes the log-sum-exp from all-reduced maxima and sums
+    of exponentials (see the module docstring) and returns a replicated loss."""
+    from torch.distributed.tensor.parallel import loss_parallel
+
+    return loss_parallel()
+
+
+def plain_loss(output: Any) -> Any:
+    """A step's output with a replicated `DTensor` loss made a plain tensor (differentiably), for Lightning."""
+    if isinstance(output, DTensor):
+        return output.full_tensor()
+    if isinstance(output, dict) and isinstance(output.get("loss"), DTensor):
+        return {**output, "loss": output["loss"].full_tensor()}
+    return output
 
 
 def clip_grad_norm(parameters: Iterable[Tensor], max_norm: float) -> Tensor:
@@ -121,7 +158,9 @@ def qkv_row_order(config: ModelConfig, degree: int) -> Tensor:
 
 
 def parallelize(model: Transformer, mesh: Any) -> None:
-    """Split every block's attention and MLP over the 1-D device mesh `mesh` (its size is the degree)."""
+    """Split every block's attention and MLP, and the vocabulary, over the 1-D device mesh `mesh` (its size is
+    the degree)."""
+    from torch.distributed.tensor import Replicate, Shard
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
     degree = mesh.size()
@@ -139,6 +178,20 @@ def parallelize(model: Transformer, mesh: Any) -> None:
         plan |= {f"ffn.{name}": ColwiseParallel() for name in up}
         plan["ffn.proj"] = RowwiseParallel()
         parallelize_module(block, mesh, plan)
+    # Vocabulary parallel: embedding rows and head rows (= output features) split the same way.
+    vocab_plan = {
+        "tok_emb": RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate()),
+        "lm_head": ColwiseParallel(output_layouts=Shard(-1), use_local_output=False),
+    }
+    parallelize_module(model, mesh, vocab_plan)
+    if model.config.tie_embeddings:  # each style made its own parameter: tie them again (same Shard(0) rows)
+        model.lm_head.weight = model.tok_emb.weight
+    model.lm_head.register_forward_hook(_full_logits_outside_training)
+
+
+def _full_logits_outside_training(head: nn.Module, inputs: Any, logits: DTensor) -> Tensor | DTensor:
+    """Gather the vocabulary-sharded logits when the head does not train (validation, sampling)."""
+    return logits if head.training else logits.full_tensor()
 
 
 def plain_qkv_rows(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:

@@ -14,10 +14,14 @@ from conftest import compose_config, tiny_run_overrides
 from distributed_fixtures import free_port, train_then_resume
 from safetensors.torch import load_file
 
+from minigpt.model.config import ModelConfig
 from minigpt.run import train
 from minigpt.scale.expert_parallel import _rank_within_group
+from minigpt.scale.memory import STRATEGIES, plan
+from minigpt.scale.plan import model_shape
 from minigpt.utils.errors import ConfigError
 
+EXPERT_PARALLEL = next(s for s in STRATEGIES if s.name == "expert_parallel")
 STEPS, BATCH = 4, 4  # per rank; the single process takes both ranks' samples in one batch of 2·BATCH
 COMMON = (f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={STEPS}", "optim.warmup_steps=0", "optim.lr=1e-2")
 COMMON += ("optim.min_lr_ratio=1.0",)  # constant lr: 2 + 2 steps see the 4-step rates
@@ -28,8 +32,12 @@ MOE += ("model.moe.z_loss_coef=0.01", "trainer.gradient_clip_val=0.1")
 
 
 def _overrides(tmp_path: Path, folder: Path, *extra: str) -> list[str]:
-    losses = ["+callbacks.losses._target_=distributed_fixtures.GlobalLosses", f"+callbacks.losses.folder={folder}"]
-    return [*tiny_run_overrides(tmp_path), *COMMON, *MOE, *losses, *extra]
+    callbacks = [
+        f"+callbacks.{name}._target_=distributed_fixtures.{cls}"
+        for name, cls in (("losses", "GlobalLosses"), ("held", "StateBytes"))
+    ]
+    callbacks += [f"+callbacks.{name}.folder={folder}" for name in ("losses", "held")]
+    return [*tiny_run_overrides(tmp_path), *COMMON, *MOE, *callbacks, *extra]
 
 
 def _rank(rank: int, tmp_path: Path, ports: list[int]) -> None:
@@ -64,6 +72,13 @@ def test_expert_parallel_on_two_processes_gives_the_single_process_losses_across
     assert gathered["blocks.0.ffn.experts.w_in"].shape[0] == 4
     for name in plain:
         torch.testing.assert_close(gathered[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
+    # The planner's expert-parallel row is what each rank holds: half the experts, all the rest.
+    held = [json.loads((ep / f"bytes{rank}.json").read_text()) for rank in (0, 1)]
+    planned = plan(
+        model_shape(ModelConfig.load(single / "model" / "config.json")), EXPERT_PARALLEL, 2, "fp32", BATCH, 32
+    )
+    for kind in ("params", "grads", "optimizer"):
+        assert held[0][kind] == held[1][kind] == pytest.approx(getattr(planned, kind), rel=0.05), kind
 
 
 def test_rows_are_placed_per_group_in_order():

@@ -52,8 +52,31 @@ def test_sharding_leaves_a_gpus_share_and_recomputation_shrinks_activations():
 def test_plan_command_prints_every_strategy_and_refuses_a_bad_size(compose_command, capsys):
     plans = main(compose_command("plan", "model=gpt_nano", "gpus=2", "gpu_memory=1GB", "vocab_size=65"))
     out = capsys.readouterr().out
-    assert [p.strategy for p in plans] == [s.name for s in STRATEGIES]
+    assert [p.strategy for p in plans] == [s.name for s in STRATEGIES if s.name != "expert_parallel"]  # dense
     assert all(p.strategy in out for p in plans) and "yes" in out
     assert parse_bytes("24GiB") == 24 * 2**30 and parse_bytes("8e10") == 8e10
     with pytest.raises(ConfigError, match="gpu_memory=lots"):
         parse_bytes("lots")
+
+
+def test_model_parallel_rows_split_their_part_of_the_model():
+    dense = model_shape(ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=32, vocab_size=100))
+    moe = model_shape(
+        ModelConfig.from_dict(
+            dict(n_layer=2, n_head=2, n_embd=64, block_size=32, vocab_size=100, moe=dict(num_experts=4, top_k=2))
+        )
+    )
+    by_name = {s.name: s for s in STRATEGIES}
+    tp, ep = by_name["tensor_parallel"], by_name["expert_parallel"]
+    assert tp.applies(dense) and not ep.applies(dense) and ep.applies(moe) and not tp.applies(moe)
+    # Ψ/GPU = Ψ − Ψ_split + Ψ_split/N, the same for weights, gradients and both Adam moments (fp32: 4, 4, 8 bytes).
+    for shape, strategy, split in ((dense, tp, dense.tensor_parallel_params), (moe, ep, moe.expert_params)):
+        assert 0 < split < shape.params
+        planned = plan(shape, strategy, 4, "fp32", 2, 32)
+        psi = shape.params - split + split / 4
+        assert (planned.params, planned.grads, planned.optimizer) == pytest.approx((4 * psi, 4 * psi, 8 * psi))
+    # Tensor parallelism divides 24 of a block's 34·s·b·h activations and the logits (Korthikanti eq. 3).
+    ddp = plan(dense, by_name["ddp"], 4, "bf16_mixed", 2, 32)
+    split = plan(dense, tp, 4, "bf16_mixed", 2, 32)
+    sbh, logits = 32 * 2 * 64, 2 * 4 * 32 * 2 * 100
+    assert ddp.activations - split.activations == pytest.approx(2 * (24 * sbh * 0.75) + logits * 0.75)

@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import torch.multiprocessing as mp
 from conftest import compose_config, tiny_run_overrides
 from distributed_fixtures import free_port, train_then_resume
 from safetensors.torch import load_file
+from torch.distributed.tensor import DTensor
 
 from minigpt.model.config import ModelConfig
 from minigpt.run import train
+from minigpt.scale.memory import STRATEGIES, plan
+from minigpt.scale.plan import model_shape
 from minigpt.scale.tensor_parallel import check_model, clip_grad_norm, qkv_row_order
 from minigpt.utils.errors import ConfigError
 
@@ -22,12 +26,38 @@ STEPS, BATCH = 4, 4  # every rank of the tensor-parallel axis reads the same bat
 COMMON = (f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={STEPS}", "optim.warmup_steps=0", "optim.lr=1e-2")
 COMMON += ("optim.min_lr_ratio=1.0", f"data.batch_size={BATCH}")  # constant lr: 2 + 2 steps see the 4-step rates
 # Llama-style blocks (SwiGLU: gate and up both column-parallel; 4 query heads sharing 2 key/value heads).
+TENSOR_PARALLEL = next(s for s in STRATEGIES if s.name == "tensor_parallel")
 LLAMA = ("model.activation=swiglu", "model.n_head=4", "model.n_kv_head=2", "model.norm=rmsnorm", "model.bias=false")
 
 
+class VocabRows(L.Callback):
+    """Rank 0 writes the vocabulary rows its head and embedding hold, after the first step, to `vocab_rows.json`."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        model = pl_module.model
+        if batch_idx == 0 and trainer.is_global_zero and isinstance(model.lm_head.weight, DTensor):
+            rows = {
+                "vocab": model.config.vocab_size,
+                "head": model.lm_head.weight.to_local().shape[0],
+                "tied": model.lm_head.weight is model.tok_emb.weight,
+            }
+            (Path(self.folder) / "vocab_rows.json").write_text(json.dumps(rows))
+
+
 def _overrides(tmp_path: Path, folder: Path, *extra: str) -> list[str]:
-    losses = ["+callbacks.losses._target_=distributed_fixtures.GlobalLosses", f"+callbacks.losses.folder={folder}"]
-    return [*tiny_run_overrides(tmp_path), *COMMON, *LLAMA, *losses, *extra]
+    callbacks = [
+        f"+callbacks.{name}._target_={cls}"
+        for name, cls in (
+            ("losses", "distributed_fixtures.GlobalLosses"),
+            ("rows", f"{__name__}.VocabRows"),
+            ("held", "distributed_fixtures.StateBytes"),
+        )
+    ]
+    callbacks += [f"+callbacks.{name}.folder={folder}" for name in ("losses", "rows", "held")]
+    return [*tiny_run_overrides(tmp_path), *COMMON, *LLAMA, *callbacks, *extra]
 
 
 def _rank(rank: int, tmp_path: Path, ports: list[int]) -> None:
@@ -53,6 +83,17 @@ def test_tensor_parallel_on_two_processes_gives_the_single_process_losses_across
     got = [json.loads((tp / f"{name}.json").read_text()) for name in ("losses_before_resume", "losses")]
     assert len(got[0]) == 2 and len(got[1]) == 2
     assert got[0] + got[1] == pytest.approx(want, abs=1e-5)  # splitting heads moves work, not numbers
+    # The vocabulary was split: rank 0 held ⌈V/2⌉ rows of the one (tied) embedding/head matrix, and the
+    # cross-entropy above ran on vocabulary-sharded logits.
+    rows = json.loads((tp / "vocab_rows.json").read_text())
+    assert rows == {"vocab": rows["vocab"], "head": -(-rows["vocab"] // 2), "tied": True}
+    # The planner's tensor-parallel row is what each rank holds (norms whole, matrices and vocabulary halved).
+    held = [json.loads((tp / f"bytes{rank}.json").read_text()) for rank in (0, 1)]
+    planned = plan(
+        model_shape(ModelConfig.load(single / "model" / "config.json")), TENSOR_PARALLEL, 2, "fp32", BATCH, 32
+    )
+    for kind in ("params", "grads", "optimizer"):
+        assert (held[0][kind] + held[1][kind]) / 2 == pytest.approx(getattr(planned, kind), rel=0.05), kind
     assert (tp / "samples.txt").read_text().count("=== step") == 2  # after step 2 and step 4
     # The exported model is the plain one: the qkv rows reordered for sharding are put back.
     plain, gathered = (load_file(folder / "model" / "model.safetensors") for folder in (single, tp))

@@ -7,15 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import torch.multiprocessing as mp
 from conftest import compose_config, tiny_run_overrides
 from distributed_fixtures import free_port, train_then_resume
 from lightning.pytorch.strategies import DDPStrategy
-from torch.distributed.optim import ZeroRedundancyOptimizer
-from torch.distributed.tensor import DTensor
 
 from minigpt.model.config import ModelConfig
 from minigpt.run import train
@@ -32,37 +29,14 @@ COMMON += ("optim.min_lr_ratio=1.0",)
 RECOMPUTE = {1: "mlp", 2: "attention", 3: "true"}
 
 
-def _local_bytes(tensors) -> int:
-    """Bytes this process holds of `tensors` (its shard of a sharded `DTensor`)."""
-    return sum(t.to_local().nbytes if isinstance(t, DTensor) else t.nbytes for t in tensors)
-
-
-class StateBytes(L.Callback):
-    """After the first optimizer step, each rank writes the bytes of weights, gradients and optimizer state
-    it holds to `<folder>/bytes<rank>.json`."""
-
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx:
-            return
-        optimizer = trainer.optimizers[0]
-        states = optimizer.optim.state if isinstance(optimizer, ZeroRedundancyOptimizer) else optimizer.state
-        params = list(pl_module.parameters())
-        held = {
-            "params": _local_bytes(params),
-            "grads": _local_bytes(p.grad for p in params if p.grad is not None),
-            "optimizer": _local_bytes(v for state in states.values() for v in state.values() if v.dim() > 0),
-        }
-        (Path(self.folder) / f"bytes{trainer.global_rank}.json").write_text(json.dumps(held))
-
-
 def _overrides(tmp_path: Path, folder: Path, *extra: str) -> list[str]:
     callbacks = [
         *(
             f"+callbacks.{name}._target_={cls}"
-            for name, cls in (("losses", "distributed_fixtures.GlobalLosses"), ("held", f"{__name__}.StateBytes"))
+            for name, cls in (
+                ("losses", "distributed_fixtures.GlobalLosses"),
+                ("held", "distributed_fixtures.StateBytes"),
+            )
         ),
         *(f"+callbacks.{name}.folder={folder}" for name in ("losses", "held")),
     ]
