@@ -179,8 +179,13 @@ class ExpertParallelMoELayer(MoELayer):
         return balancing_loss_from(counts_all / assignments, mean_prob)
 
     def inactive_params(self) -> float:
-        """As `MoELayer.inactive_params`, for the full layer (the FLOPs per token do not depend on the split)."""
-        return super().inactive_params() * self.world
+        """Expert parameters one token does not pass through, counted against this rank's parameters.
+
+        `Transformer.flops_per_token` subtracts this from the parameters the rank holds (E/R experts per layer),
+        while a token still visits k of all E experts: local − R·local·k/E leaves the full layer's active k/E.
+        """
+        local = sum(p.numel() for p in self.experts.parameters())
+        return local - local * self.world * self.moe.top_k / self.moe.num_experts
 
 
 def moe_layers(model: nn.Module) -> list[tuple[str, MoELayer]]:

@@ -15,8 +15,9 @@ from distributed_fixtures import free_port, train_then_resume
 from safetensors.torch import load_file
 
 from minigpt.model.config import ModelConfig
+from minigpt.model.transformer import Transformer
 from minigpt.run import train
-from minigpt.scale.expert_parallel import _rank_within_group
+from minigpt.scale.expert_parallel import ExpertParallelMoELayer, _rank_within_group
 from minigpt.scale.memory import STRATEGIES, plan
 from minigpt.scale.plan import model_shape
 from minigpt.utils.errors import ConfigError
@@ -100,3 +101,15 @@ def test_train_refuses_an_impossible_split_before_any_process_starts(compose_tra
     cfg = compose_train("model=moe_8x", "strategy=expert_parallel", "trainer.devices=2", *overrides)
     with pytest.raises(ConfigError, match=message):
         train(cfg)
+
+
+def test_a_split_layer_counts_the_flops_of_the_whole_layer():
+    config = ModelConfig.from_dict(
+        dict(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=20, moe=dict(num_experts=4, top_k=2))
+    )
+    whole = Transformer(config)
+    split = Transformer(config)
+    layer = split.blocks[0].ffn
+    split.blocks[0].ffn = ExpertParallelMoELayer.from_layer(layer, config, rank=1, world=2, group=None)
+    assert split.num_params() < whole.num_params()  # this rank holds 2 of the 4 experts
+    assert split.flops_per_token(8) == whole.flops_per_token(8)  # a token still visits 2 of all 4
