@@ -98,8 +98,11 @@ def test_tensor_parallel_on_two_processes_gives_the_single_process_losses_across
     # The exported model is the plain one: the qkv rows reordered for sharding are put back.
     plain, gathered = (load_file(folder / "model" / "model.safetensors") for folder in (single, tp))
     assert plain.keys() == gathered.keys()
+    # 1e-4 rather than the losses' 1e-5: the sharded cross-entropy sums the exponentials in another order,
+    # and Adam's m/√v turns those float-rounding differences of near-zero gradients into update differences
+    # of up to ~1e-5 (measured: 1.6e-5 at most, on weights that moved by ~1e-2 in 4 steps of lr 1e-2).
     for name in plain:
-        torch.testing.assert_close(gathered[name], plain[name], atol=1e-5, rtol=1e-4, msg=name)
+        torch.testing.assert_close(gathered[name], plain[name], atol=1e-4, rtol=1e-4, msg=name)
 
 
 def test_qkv_row_order_gives_each_rank_its_own_heads():
