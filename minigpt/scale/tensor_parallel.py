@@ -72,7 +72,11 @@ class TensorParallelStrategy(ModelParallelStrategy):
         """
         super().setup(trainer)
         plugin = self.precision_plugin
-        plugin.clip_grad_by_norm = lambda optimizer, clip_val: clip_grad_norm(plugin.main_params(optimizer), clip_val)  # type: ignore[method-assign]
+
+        def clip(optimizer: Any, clip_val: float) -> None:
+            clip_grad_norm(plugin.main_params(optimizer), clip_val)
+
+        plugin.clip_grad_by_norm = clip  # type: ignore[method-assign]
 
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
         """The stage's step with the cross-entropy on vocabulary-sharded logits (`vocab_parallel_steps`)."""
