@@ -172,6 +172,7 @@ def parallelize(model: Transformer, mesh: Any) -> None:
     order = qkv_row_order(model.config, degree)
     for block in model.blocks:
         attn = block.attn
+        assert isinstance(attn, CausalSelfAttention)
         with torch.no_grad():  # rank r's heads become the r-th contiguous chunk of rows
             for param in attn.qkv.parameters():
                 param.copy_(param[order])
