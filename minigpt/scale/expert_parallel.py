@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx
 from torch.nn.parallel import DistributedDataParallel
 
+from minigpt.losses.moe import balancing_loss_from
 from minigpt.model.config import ModelConfig
 from minigpt.model.moe import ExpertMLPs, MoELayer, Routing
 from minigpt.model.transformer import Transformer
@@ -166,8 +167,6 @@ class ExpertParallelMoELayer(MoELayer):
         bracket detached. Its value is S, and rank r's gradient is R·∂S_r, which DDP's mean over the ranks
         turns into Σ_r ∂S_r = ∂S — the single-process gradient — with no collective inside backward.
         """
-        from minigpt.losses.moe import balancing_loss_from
-
         n_experts = probs.shape[-1]
         counts = torch.bincount(chosen.flatten(), minlength=n_experts).to(probs.dtype)
         prob_sum = probs.sum(dim=0)
