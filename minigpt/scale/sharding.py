@@ -18,6 +18,7 @@ from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
 from minigpt.model.transformer import Transformer
+from minigpt.scale.pipeline import gather_pipeline_model, is_pipeline_stage
 from minigpt.scale.tensor_parallel import plain_qkv_rows
 
 
@@ -63,8 +64,8 @@ def build_optimizer(factory: partial[Optimizer], groups: list[dict[str, Any]], s
 
 
 def is_sharded(model: nn.Module) -> bool:
-    """Whether any parameter of `model` is a sharded `DTensor`."""
-    return any(isinstance(p, DTensor) for p in model.parameters())
+    """Whether `model`'s weights are spread over the ranks: a sharded `DTensor` parameter, or a pipeline stage."""
+    return is_pipeline_stage(model) or any(isinstance(p, DTensor) for p in model.parameters())
 
 
 def unshard_stage(stage: nn.Module) -> None:
@@ -84,6 +85,8 @@ def gather_full_model(model: Transformer) -> Transformer | None:
 
     Every rank must call it: gathering the full weights is a collective.
     """
+    if is_pipeline_stage(model):  # strategy=pipeline: each rank holds some blocks in full
+        return gather_pipeline_model(model)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
