@@ -56,7 +56,8 @@ class PipelineStrategy(DDPStrategy):
 
     @property
     def distributed_sampler_kwargs(self) -> dict[str, Any]:
-        """Every stage reads the same batches: the first needs the tokens, the last the targets."""
+        """Every stage reads the same batches: the first needs the tokens, the last the targets (a datamodule
+        that makes its own `DistributedSampler`, like the text one, asks for these)."""
         return {"num_replicas": 1, "rank": 0}
 
     def configure_ddp(self) -> None:
@@ -71,7 +72,12 @@ class PipelineStrategy(DDPStrategy):
         self.runner = PipelineRunner(
             module.model, self.global_rank, self.world_size, self.microbatches, self.schedule, self.root_device
         )
-        module.trainer.fit_loop._skip_backward = True  # the schedule runs backward inside the step
+        trainer = module.trainer
+        trainer.fit_loop._skip_backward = True  # the schedule runs backward inside the step
+        # Every stage reads the batches a single process would, in its order: the datamodule's own seeded
+        # shuffling, not a `DistributedSampler` that Lightning would otherwise swap in (as `Trainer(
+        # use_distributed_sampler=False)` does; the data loaders are made after this setup).
+        trainer._accelerator_connector.use_distributed_sampler = False
         plugin, runner = self.precision_plugin, self.runner
         elsewhere = runner.tied if runner.is_last else None
         plugin.clip_grad_by_norm = lambda optimizer, clip_val: clip_grad_norm(  # type: ignore[method-assign]
