@@ -3,6 +3,7 @@ single-process losses, across a checkpoint resume; impossible settings fail befo
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -15,6 +16,8 @@ from distributed_fixtures import free_port, train_then_resume
 from safetensors.torch import load_file
 
 from minigpt.run import train
+from minigpt.scale.pipeline import StageModule, cut_model, stage_layers
+from minigpt.utils.errors import ConfigError
 
 STEPS, BATCH = 4, 4  # every stage reads the same batch; 4 microbatches of 1 sequence
 COMMON = (f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={STEPS}", "optim.warmup_steps=0", "optim.lr=1e-2")
@@ -86,3 +89,38 @@ def test_each_schedule_on_two_processes_gives_the_single_process_losses_across_a
     for name in SFT_RUNS:  # the masked loss of each microbatch adds up to the batch's mean
         want, got = (json.loads((tmp_path / run / "losses.json").read_text()) for run in (f"{name}_single", name))
         assert len(want) == 2 and got == pytest.approx(want, abs=1e-5), name
+
+
+def test_stages_split_the_blocks_evenly_and_run_the_whole_model_in_turn(tiny_model):
+    assert [list(stage_layers(5, 2, i)) for i in range(2)] == [[0, 1, 2], [3, 4]]
+    assert [len(stage_layers(8, 3, i)) for i in range(3)] == [3, 3, 2]
+    whole = tiny_model("llama", n_layer=3)  # RoPE in every block, untied head
+    stages = [copy.deepcopy(whole) for _ in range(2)]
+    for index, stage in enumerate(stages):
+        cut_model(stage, index, 2)
+    assert list(stages[0].state_dict()) + list(stages[1].state_dict()) == list(whole.state_dict())  # same names
+    assert stages[0].lm_head is None and stages[1].tok_emb is None
+    idx = torch.randint(0, 64, (2, 10))
+    hidden = StageModule(stages[0])(idx)
+    torch.testing.assert_close(StageModule(stages[1])(hidden), whole(idx)[0])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [(("trainer.devices=3", "model.n_layer=2"), "model.n_layer=2 blocks cannot fill them"),
+     (("data.batch_size=6", "strategy.microbatches=4"), "strategy.microbatches=4 must divide data.batch_size=6"),
+     (("strategy.microbatches=1",), "strategy.schedule=1f1b needs at least one microbatch per stage"),
+     (("stage=moe", "model=moe_8x"), "trains stage=pretrain and stage=sft only"),
+     (("model=moe_8x",), "runs dense models only")],
+)  # fmt: skip
+def test_impossible_pipelines_fail_before_any_process_starts(compose_train, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        train(compose_train("strategy=pipeline", "trainer.devices=2", *overrides))
+    assert not torch.distributed.is_initialized()
+
+
+def test_an_unknown_schedule_is_one_sentence_and_exit_status_2(run_train):
+    done = run_train("strategy=pipeline", "trainer.devices=2", "strategy.schedule=zigzag", check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip() == "error: strategy.schedule=zigzag is not a pipeline schedule; use gpipe or 1f1b."
+    assert "Initializing distributed" not in done.stdout + done.stderr
