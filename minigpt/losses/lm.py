@@ -21,7 +21,9 @@ def lm_loss(logits: Tensor, targets: Tensor, ignore_index: int = IGNORE_INDEX, r
     Computed in float32 even under bf16 autocast: the log-sum-exp over a large vocabulary loses
     precision in bf16.
     """
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index, reduction=reduction)
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index, reduction=reduction
+    )
 
 
 def bits_per_byte(loss_nats_per_token: Tensor | float, bytes_per_token: float) -> Tensor | float:

@@ -153,9 +153,13 @@ def check_pipeline(strategy: object, cfg: DictConfig, config: ModelConfig) -> No
         )
     target = str(cfg.stage.get("_target_"))
     if target not in PIPELINED_STAGES:
-        raise ConfigError(f"strategy=pipeline trains stage=pretrain and stage=sft only, not {target.rsplit('.', 1)[-1]}.")
+        raise ConfigError(
+            f"strategy=pipeline trains stage=pretrain and stage=sft only, not {target.rsplit('.', 1)[-1]}."
+        )
     if config.moe is not None:
-        raise ConfigError("strategy=pipeline runs dense models only; an MoE model needs strategy=expert_parallel or ddp.")
+        raise ConfigError(
+            "strategy=pipeline runs dense models only; an MoE model needs strategy=expert_parallel or ddp."
+        )
     if cfg.trainer.get("accumulate_grad_batches", 1) != 1:
         raise ConfigError(
             f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} with strategy=pipeline: "

@@ -1,7 +1,7 @@
 """`python -m minigpt.scale.plan model=gpt_small gpus=8 gpu_memory=80GB`: will it fit, and with which strategy?
 
 Prints, per GPU, the bytes of weights, gradients, optimizer state, transiently gathered weights and
-activations of one training step for each data-parallel strategy (`minigpt.scale.memory` has the
+activations of one training step for each strategy (`minigpt.scale.memory` has the
 arithmetic and its sources), and whether it fits in `gpu_memory`. The model is built on PyTorch's meta
 device, so the parameter count is the real one and a 7B model costs no memory.
 """
@@ -35,9 +35,14 @@ def model_shape(config: ModelConfig) -> ModelShape:
     with torch.device("meta"):
         model = Transformer(config)
     block = max(sum(p.numel() for p in b.parameters()) for b in model.blocks)
-    return ModelShape(
-        model.num_params(), block, config.n_layer, config.n_embd, config.n_head, model.config.vocab_size or 0
+    embedding = sum(
+        p.numel() for table in (model.tok_emb, model.pos_emb) if table is not None for p in table.parameters()
     )
+    head = sum(p.numel() for p in model.norm_f.parameters()) + model.lm_head.weight.numel()
+    return ModelShape(
+        model.num_params(), block, config.n_layer, config.n_embd, config.n_head, model.config.vocab_size or 0,
+        embedding_params=embedding, head_params=head,
+    )  # fmt: skip
 
 
 def format_table(plans: list[MemoryPlan], gpu_memory: float) -> str:
@@ -77,6 +82,7 @@ def main(cfg: DictConfig) -> list[MemoryPlan]:
             seq_len,
             config.activation_checkpointing,
             cfg.flash_attention,
+            cfg.get("microbatches", 1),
         )
         for s in STRATEGIES
     ]
