@@ -85,6 +85,7 @@ def main(cfg: DictConfig) -> list[MemoryPlan]:
             cfg.get("microbatches", 1),
         )
         for s in STRATEGIES
+        if not s.pipeline or cfg.gpus <= config.n_layer  # a pipeline stage needs at least one block
     ]
     print(
         f"{shape.params / 1e6:,.1f}M parameters; {cfg.gpus} GPUs × {memory / 1e9:g} GB; {cfg.train_precision}; "
@@ -92,6 +93,8 @@ def main(cfg: DictConfig) -> list[MemoryPlan]:
         f"activation_checkpointing={str(config.activation_checkpointing).lower()}"
     )
     print(format_table(plans, memory))
+    if cfg.gpus > config.n_layer:
+        print(f"(no pipeline rows: {cfg.gpus} stages would be more than the model's {config.n_layer} blocks)")
     return plans
 
 
