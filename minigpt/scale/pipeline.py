@@ -71,7 +71,8 @@ def cut_model(model: Transformer, index: int, stages: int) -> None:
     first and last stage then sum their gradients of it (`PipelineRunner`), so both copies take the
     single model's update.
     """
-    model.blocks = KeptBlocks({str(i): model.blocks[i] for i in stage_layers(model.config.n_layer, stages, index)})
+    kept = {str(i): model.blocks[i] for i in stage_layers(model.config.n_layer, stages, index)}
+    model.blocks = KeptBlocks(kept)  # type: ignore[assignment]  # iterated and indexed by name alike
     if index > 0:
         for name in ("tok_emb", "pos_emb"):
             setattr(model, name, None)
@@ -132,7 +133,7 @@ class PipelineRunner:
         self._schedules: dict[tuple[Any, ...], PipelineScheduleSingle] = {}
         self._counted = torch.ones(())
         # The tied embedding matrix: the first stage reads tokens with it, the last scores them with it.
-        self.tied: nn.Parameter | None = None
+        self.tied: Tensor | None = None
         self.tied_group: Any = None
         if model.config.tie_embeddings and stages > 1:
             self.tied_group = dist.new_group([0, stages - 1])  # every rank takes part in making a group
@@ -171,7 +172,8 @@ class PipelineRunner:
         losses: list[Tensor] = []
         args = (idx,) if self.index == 0 else ()  # tokens enter at the first stage, targets meet the last
         target = targets if self.is_last else None
-        (schedule.step if train else schedule.eval)(*args, target=target, losses=losses, **extra)
+        run: Any = schedule.step if train else schedule.eval  # the keyword inputs go to every stage's forward
+        run(*args, target=target, losses=losses, **extra)
         loss = torch.stack(losses).sum().detach() if self.is_last else torch.zeros((), device=self.device)
         dist.broadcast(loss, src=self.stages - 1)
         if train and self.tied is not None and self.tied.grad is not None:

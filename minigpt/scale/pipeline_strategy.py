@@ -23,13 +23,15 @@ parallelism across pipelines yet), and a checkpoint resumes on the same number o
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig
+from torchmetrics import MeanMetric
 
 from minigpt.losses.lm import IGNORE_INDEX
 from minigpt.model.config import ModelConfig
+from minigpt.model.transformer import Transformer
 from minigpt.scale.pipeline import SCHEDULES, PipelineRunner, clip_grad_norm, cut_model, gather_state, lm_batch
 from minigpt.utils.errors import ConfigError
 
@@ -67,7 +69,7 @@ class PipelineStrategy(DDPStrategy):
         is built, so that the optimizer holds this stage's parameters only.
         """
         module = self.lightning_module
-        assert module is not None
+        assert module is not None and isinstance(module.model, Transformer)
         cut_model(module.model, self.global_rank, self.world_size)
         self.runner = PipelineRunner(
             module.model, self.global_rank, self.world_size, self.microbatches, self.schedule, self.root_device
@@ -80,9 +82,11 @@ class PipelineStrategy(DDPStrategy):
         trainer._accelerator_connector.use_distributed_sampler = False
         plugin, runner = self.precision_plugin, self.runner
         elsewhere = runner.tied if runner.is_last else None
-        plugin.clip_grad_by_norm = lambda optimizer, clip_val: clip_grad_norm(  # type: ignore[method-assign]
-            list(plugin.main_params(optimizer)), clip_val, elsewhere
-        )
+
+        def clip(optimizer: Any, clip_val: float) -> None:  # Lightning's clipping, over all stages' gradients
+            clip_grad_norm(list(plugin.main_params(optimizer)), clip_val, elsewhere)
+
+        plugin.clip_grad_by_norm = clip  # type: ignore[method-assign]
 
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
         """The pipelined step on the batch: the gradients of the full batch's mean loss; returns that loss."""
@@ -101,7 +105,8 @@ class PipelineStrategy(DDPStrategy):
         idx, targets, extra = lm_batch(args[0])
         with self.precision_plugin.val_step_context():
             loss = runner.run(idx, targets, extra, train=False)
-        module.val_loss.update(loss, weight=(targets != IGNORE_INDEX).sum())
+        val_loss = cast(MeanMetric, module.val_loss)  # pretraining's and SFT's token-weighted mean
+        val_loss.update(loss, weight=(targets != IGNORE_INDEX).sum())
         return None
 
     def lightning_module_state_dict(self) -> dict[str, Any]:
