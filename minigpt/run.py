@@ -25,6 +25,7 @@ from minigpt.pipeline.upstream import command_line_overrides, with_upstream
 from minigpt.run_config import check_types
 from minigpt.scale import expert_parallel
 from minigpt.scale.loggers import close_loggers, continue_logs, publish_model_folder
+from minigpt.scale.pipeline_strategy import check_pipeline
 from minigpt.scale.resume import checkpoint_step, resolve_ckpt_path
 from minigpt.scale.sharding import unshard_stage
 from minigpt.scale.strategy import build_strategy, distributed_job
@@ -165,6 +166,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model_config = build_model_config(cfg, tokenizer)
     check_before_launch(strategy, cfg.trainer, model_config)  # a TP degree that cannot split the heads
     expert_parallel.check_before_launch(strategy, cfg.trainer, model_config)  # experts that ranks cannot split
+    check_pipeline(strategy, cfg, model_config)  # more pipeline stages than blocks, microbatches that do not divide
     # _partial_: the stage's own options come from the config, the built objects are passed as they are.
     stage: Stage = instantiate(cfg.stage, _partial_=True)(
         model_config=model_config, optim=cfg.optim, tokenizer=tokenizer, init_from=cfg.init_from

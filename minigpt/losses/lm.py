@@ -10,8 +10,9 @@ from torch import Tensor
 IGNORE_INDEX = -100
 
 
-def lm_loss(logits: Tensor, targets: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """Mean cross-entropy −(1/N) Σ log p(targetₜ | x<t) over the targets that are not `ignore_index`.
+def lm_loss(logits: Tensor, targets: Tensor, ignore_index: int = IGNORE_INDEX, reduction: str = "mean") -> Tensor:
+    """Mean cross-entropy −(1/N) Σ log p(targetₜ | x<t) over the targets that are not `ignore_index`
+    (`reduction="sum"`: the sum, without 1/N — a part of a batch whose N counts the whole batch).
 
     Args:
         logits: (B, T, V) unnormalised scores for the token at each position's *next* step.
@@ -20,7 +21,9 @@ def lm_loss(logits: Tensor, targets: Tensor, ignore_index: int = IGNORE_INDEX) -
     Computed in float32 even under bf16 autocast: the log-sum-exp over a large vocabulary loses
     precision in bf16.
     """
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index)
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore_index, reduction=reduction
+    )
 
 
 def bits_per_byte(loss_nats_per_token: Tensor | float, bytes_per_token: float) -> Tensor | float:

@@ -183,12 +183,23 @@ class Transformer(nn.Module):
         Reading the largest position out of the tensor to check it would end a compiled graph; the compiled
         decoding step (`minigpt.inference.compiled`) calls this with positions its decoder keeps in range.
         """
+        x = self.embed(idx, positions)
+        rope = self.rope(positions) if self.rope is not None else None
+        x, aux = self.run_blocks(x, rope, attn_mask, kv_cache)
+        return self.norm_f(x), aux
+
+    def embed(self, idx: Tensor, positions: Tensor) -> Tensor:
+        """Token (+ learned position) embeddings of `idx` (B, T) → (B, T, C), with dropout in training."""
         x = self.tok_emb(idx)  # (B, T, C)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)
-        if self.training:
-            x = self.drop(x)
-        rope = self.rope(positions) if self.rope is not None else None
+        return self.drop(x) if self.training else x
+
+    def run_blocks(
+        self, x: Tensor, rope: RopeAngles | None, attn_mask: Tensor | None, kv_cache: KVCacheLike | None
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """The residual stream (B, T, C) through every block this model holds (a pipeline stage holds some),
+        and the blocks' aux values gathered into lists."""
         aux: dict[str, Any] = {}
         for block in self.blocks:
             # Whole-block recomputation keeps only the block's input (B, T, C) for backward: activation
@@ -198,7 +209,7 @@ class Transformer(nn.Module):
             x, block_aux = _maybe_recompute(recompute, block, x, rope, attn_mask, kv_cache)
             for key, value in block_aux.items():
                 aux.setdefault(key, []).append(value)
-        return self.norm_f(x), aux
+        return x, aux
 
     def forward(
         self,
@@ -261,9 +272,10 @@ class Transformer(nn.Module):
         """Parameter count; `non_embedding` drops the token/position tables (Kaplan et al. 2020 count)."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= self.tok_emb.weight.numel()
-            if self.pos_emb is not None:
-                n -= self.pos_emb.weight.numel()
+            # A pipeline stage (`minigpt.scale.pipeline`) holds only some of the model: absent parts are None.
+            for table in (self.tok_emb, self.pos_emb):
+                if table is not None:
+                    n -= table.weight.numel()
         return n
 
     def flops_per_token(self, seq_len: int) -> float:
@@ -273,8 +285,9 @@ class Transformer(nn.Module):
         includes the LM head, which is a real matmul per token, and counts active MoE experts only.
         """
         n = float(self.num_params(non_embedding=True))
-        if self.config.tie_embeddings:
-            n += self.lm_head.weight.numel()
+        if self.config.tie_embeddings and self.tok_emb is not None and self.lm_head is not None:
+            n += self.lm_head.weight.numel()  # the tied matrix, subtracted above as the embedding
         # Mixture-of-experts layers: count only the experts a token actually visits.
         n -= sum(m.inactive_params() for m in self.modules() if isinstance(m, MoELayer))
-        return 6.0 * n + 12.0 * self.config.n_layer * self.config.n_embd * seq_len
+        # len(self.blocks): a pipeline stage counts the blocks it runs
+        return 6.0 * n + 12.0 * len(self.blocks) * self.config.n_embd * seq_len

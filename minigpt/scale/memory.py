@@ -25,7 +25,7 @@ and tensor parallelism divides 24 of the 34 s·b·h of a block's activations and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # Bytes per parameter of (weights, gradients, optimizer state) for Adam, by precision.
 AUTOCAST_BYTES = {
@@ -74,6 +74,7 @@ class Strategy:
     sharded: str
     master_copy: bool  # DeepSpeed's 16-bit weights + fp32 master layout, else autocast's
     gathers: str = ""
+    pipeline: str = ""  # strategy=pipeline's schedule ("gpipe" | "1f1b"): the GPUs are stages, not replicas
     splits: str = ""  # model parallelism: "tensor" (Ψ_tp split over the GPUs) or "experts" (Ψ_e split)
 
     def applies(self, shape: ModelShape) -> bool:
@@ -94,6 +95,8 @@ STRATEGIES = (
     Strategy("deepspeed_zero3", "os+g+p", master_copy=True, gathers="block"),
     Strategy("tensor_parallel", "", master_copy=False, splits="tensor"),
     Strategy("expert_parallel", "", master_copy=False, splits="experts"),
+    Strategy("pipeline gpipe", "", master_copy=False, pipeline="gpipe"),
+    Strategy("pipeline 1f1b", "", master_copy=False, pipeline="1f1b"),
 )
 
 
@@ -110,6 +113,8 @@ class ModelShape:
     vocab_size: int
     tensor_parallel_params: int = 0  # Ψ_tp: what tensor parallelism splits (`minigpt.scale.tensor_parallel`)
     expert_params: int = 0  # Ψ_e: the experts of all MoE layers
+    embedding_params: int = 0  # token (+ position) tables: the first pipeline stage's besides its blocks
+    head_params: int = 0  # final norm + output matrix (a tied one copied): the last stage's besides its blocks
 
 
 @dataclass(frozen=True)
@@ -174,9 +179,15 @@ def plan(
     seq_len: int,
     recompute: bool | str = False,
     flash: bool = True,
+    microbatches: int = 1,
 ) -> MemoryPlan:
-    """The memory of one training step per GPU under `strategy` on `gpus` data-parallel GPUs."""
+    """The memory of one training step per GPU under `strategy` on `gpus` data-parallel GPUs (pipeline
+    stages for a pipeline strategy, each batch cut into `microbatches` of `micro_batch` sequences)."""
     layout = (MASTER_COPY_BYTES if strategy.master_copy else AUTOCAST_BYTES)[precision]
+    if strategy.pipeline:
+        return pipeline_plan(
+            shape, strategy, gpus, layout, precision, micro_batch, seq_len, recompute, flash, microbatches
+        )
     split = {"tensor": shape.tensor_parallel_params, "experts": shape.expert_params}.get(strategy.splits, 0)
     psi = shape.params - split + split / gpus  # model parallelism: each GPU keeps 1/N of the split part
     params, grads, optimizer = model_states(psi, layout, strategy.sharded, gpus)
@@ -189,3 +200,44 @@ def plan(
     degree = gpus if strategy.splits == "tensor" else 1
     activations = activation_bytes(shape, micro_batch, seq_len, precision, recompute, flash, degree)
     return MemoryPlan(strategy.name, params, grads, optimizer, gathered, activations)
+
+
+def pipeline_plan(
+    shape: ModelShape,
+    strategy: Strategy,
+    stages: int,
+    layout: tuple[int, int, int],
+    precision: str,
+    micro_batch: int,
+    seq_len: int,
+    recompute: bool | str,
+    flash: bool,
+    microbatches: int,
+) -> MemoryPlan:
+    """The busiest of `stages` pipeline stages (`minigpt.scale.pipeline`): the first holds ⌈L/P⌉ blocks and
+    the embeddings, the last ⌊L/P⌋ blocks, the final norm and the head; nothing is sharded.
+
+    Activations are kept per microbatch in flight, from its forward to its backward: GPipe (Huang et al.
+    2019) runs all M forwards first, so every stage holds M; 1F1B (Narayanan et al. 2019) lets stage s hold
+    at most P − s, so the first holds min(P, M) and the last 1 (it runs each backward right after its
+    forward). The last stage's activations include its microbatches' logits.
+    """
+    blocks = [-(-shape.n_layer // stages), shape.n_layer // stages]  # ⌈L/P⌉ on the first, ⌊L/P⌋ on the last
+    in_flight = [microbatches] * 2 if strategy.pipeline == "gpipe" else [min(stages, microbatches), 1]
+    if stages == 1:  # one stage holds everything
+        weights, in_flight = [shape.params], in_flight[:1]
+    else:
+        weights = [
+            blocks[0] * shape.block_params + shape.embedding_params,
+            blocks[1] * shape.block_params + shape.head_params,
+        ]
+    plans = []
+    for i, (params, held) in enumerate(zip(weights, in_flight)):
+        last = i == len(weights) - 1
+        kept = replace(
+            shape, n_layer=blocks[i] if stages > 1 else shape.n_layer, vocab_size=shape.vocab_size if last else 0
+        )
+        activations = held * activation_bytes(kept, micro_batch, seq_len, precision, recompute, flash)
+        p, g, o = model_states(params, layout, "", 1)
+        plans.append(MemoryPlan(strategy.name, p, g, o, 0.0, activations))
+    return max(plans, key=lambda plan: plan.total)

@@ -1,9 +1,9 @@
 """`python -m minigpt.scale.plan model=gpt_small gpus=8 gpu_memory=80GB`: will it fit, and with which strategy?
 
 Prints, per GPU, the bytes of weights, gradients, optimizer state, transiently gathered weights and
-activations of one training step for each data-parallel strategy, for tensor parallelism over the GPUs
-(dense models) and for expert parallelism (MoE models), and whether it fits in `gpu_memory`
-(`minigpt.scale.memory` has the arithmetic and its sources). The model is built on PyTorch's meta
+activations of one training step for each strategy — data-parallel ones, pipeline stages, tensor
+parallelism over the GPUs (dense models) and expert parallelism (MoE models) — and whether it fits in
+`gpu_memory` (`minigpt.scale.memory` has the arithmetic and its sources). The model is built on PyTorch's meta
 device, so the parameter count is the real one and a 7B model costs no memory.
 """
 
@@ -39,9 +39,13 @@ def model_shape(config: ModelConfig) -> ModelShape:
     named = dict(model.named_parameters())  # a tied matrix once
     experts = sum(p.numel() for name, p in named.items() if ".experts." in name)
     split = sum(p.numel() for name, p in named.items() if _TENSOR_PARALLEL_SPLITS.search(name))
+    embedding = sum(
+        p.numel() for table in (model.tok_emb, model.pos_emb) if table is not None for p in table.parameters()
+    )
+    head = sum(p.numel() for p in model.norm_f.parameters()) + model.lm_head.weight.numel()
     return ModelShape(
         model.num_params(), block, config.n_layer, config.n_embd, config.n_head, model.config.vocab_size or 0,
-        tensor_parallel_params=split, expert_params=experts,
+        embedding_params=embedding, head_params=head, tensor_parallel_params=split, expert_params=experts,
     )  # fmt: skip
 
 
@@ -89,9 +93,11 @@ def main(cfg: DictConfig) -> list[MemoryPlan]:
             seq_len,
             config.activation_checkpointing,
             cfg.flash_attention,
+            cfg.get("microbatches", 1),
         )
         for s in STRATEGIES
         if s.applies(shape)
+        if not s.pipeline or cfg.gpus <= config.n_layer  # a pipeline stage needs at least one block
     ]
     print(
         f"{shape.params / 1e6:,.1f}M parameters; {cfg.gpus} GPUs × {memory / 1e9:g} GB; {cfg.train_precision}; "
@@ -99,6 +105,8 @@ def main(cfg: DictConfig) -> list[MemoryPlan]:
         f"activation_checkpointing={str(config.activation_checkpointing).lower()}"
     )
     print(format_table(plans, memory))
+    if cfg.gpus > config.n_layer:
+        print(f"(no pipeline rows: {cfg.gpus} stages would be more than the model's {config.n_layer} blocks)")
     return plans
 
 

@@ -19,6 +19,7 @@ from torch.optim import Optimizer
 
 from minigpt.model.transformer import Transformer
 from minigpt.scale.expert_parallel import gather_expert_parallel_model, is_expert_parallel
+from minigpt.scale.pipeline import gather_pipeline_model, is_pipeline_stage
 from minigpt.scale.tensor_parallel import plain_qkv_rows
 
 
@@ -64,8 +65,11 @@ def build_optimizer(factory: partial[Optimizer], groups: list[dict[str, Any]], s
 
 
 def is_sharded(model: nn.Module) -> bool:
-    """Whether any parameter of `model` is a sharded `DTensor`, or its experts are split over ranks."""
-    return any(isinstance(p, DTensor) for p in model.parameters()) or is_expert_parallel(model)
+    """Whether `model`'s weights are spread over the ranks: a sharded `DTensor` parameter, a pipeline stage, or
+    experts split over the ranks."""
+    return (
+        is_pipeline_stage(model) or is_expert_parallel(model) or any(isinstance(p, DTensor) for p in model.parameters())
+    )
 
 
 def unshard_stage(stage: nn.Module) -> None:
@@ -85,6 +89,8 @@ def gather_full_model(model: Transformer) -> Transformer | None:
 
     Every rank must call it: gathering the full weights is a collective.
     """
+    if is_pipeline_stage(model):  # strategy=pipeline: each rank holds some blocks in full
+        return gather_pipeline_model(model)
     if is_expert_parallel(model):
         return gather_expert_parallel_model(model)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
