@@ -66,8 +66,8 @@ def create_app(model: Transformer, tokenizer: Tokenizer, settings: ServeSettings
     app.state.engine, app.state.metrics, app.state.settings = engine, metrics, settings
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(CountRequests, requests=metrics.requests)  # added last: outermost, so 413s count too
 
-    app.add_middleware(CountRequests, requests=metrics.requests)
     auth = [Depends(api.check_key)]
     app.get("/v1/models", dependencies=auth)(api.models)
     app.post("/v1/chat/completions", dependencies=auth)(api.chat)
