@@ -235,6 +235,8 @@ class ContinuousBatcher:
 
     def _admit(self) -> int:
         """Move waiting requests into free rows (FIFO, within the limits) and prefill them together."""
+        if not self.waiting:  # read without the lock: a request submitted meanwhile waits for the next step
+            return 0
         admitted: list[Request] = []
         held = sum(row.request.budget for row in self.running)
         prefill = 0
@@ -286,6 +288,7 @@ class ContinuousBatcher:
         Returns the number of tokens produced.
         """
         tokens = self._choose(rows, logits.float())
+        lengths = self.cache.lengths.tolist()  # one read, not one tensor index per row
         shifting = []
         for row, token in zip(rows, tokens):
             state = self.running[row]
@@ -300,7 +303,7 @@ class ContinuousBatcher:
                 request.finish("stop")
             elif len(request.tokens) >= request.config.max_new_tokens:
                 request.finish("length")
-            elif int(self.cache.lengths[row]) == self.capacity:
+            elif lengths[row] == self.capacity:
                 shifting.append(row)
         self.pending[rows] = torch.tensor(tokens, device=self.pending.device)
         if shifting:

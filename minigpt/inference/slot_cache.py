@@ -36,6 +36,7 @@ class SlotCache:
         self.rows = 0  # rows in the current step
         self._span = 0  # slots the current step attends over: the longest row's, plus its new one
         self._mask: Tensor | None = None
+        self._row_ids = torch.arange(max_rows, device=weight.device)
 
     @property
     def length(self) -> int:
@@ -71,8 +72,7 @@ class SlotCache:
 
         The model's hook (`KVCacheLike`); its `attn_mask` is None in decoding and the cache's own is used.
         """
-        rows = torch.arange(self.rows, device=q.device)
-        lengths = self.lengths[: self.rows]
+        rows, lengths = self._row_ids[: self.rows], self.lengths[: self.rows]
         # Advanced indices on dims 0 and 2 pick (rows, n_kv_head, hd): one write per row at its own slot.
         self.k[layer][rows, :, lengths] = k[:, :, 0]
         self.v[layer][rows, :, lengths] = v[:, :, 0]

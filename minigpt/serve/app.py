@@ -18,7 +18,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -31,8 +31,8 @@ from minigpt.inference.config import GenerationConfig
 from minigpt.inference.continuous import ContinuousBatcher
 from minigpt.model.transformer import Transformer
 from minigpt.serve.errors import APIError, BodyLimit, install_error_handlers
-from minigpt.serve.metrics import ServerMetrics
-from minigpt.serve.replies import Replies
+from minigpt.serve.metrics import CountRequests, ServerMetrics
+from minigpt.serve.replies import Replies, Wakeups
 from minigpt.serve.schemas import ChatRequest, CompletionRequest, Sampling
 from minigpt.serve.settings import ServeSettings
 from minigpt.tokenizer.base import Tokenizer
@@ -56,22 +56,17 @@ def create_app(model: Transformer, tokenizer: Tokenizer, settings: ServeSettings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        api.wakeups = Wakeups(asyncio.get_running_loop())
         engine.start()
         yield
         engine.close()
 
+    api = _Api(model, tokenizer, settings, engine, metrics)
     app = FastAPI(title="minigpt", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine, app.state.metrics, app.state.settings = engine, metrics, settings
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    api = _Api(model, tokenizer, settings, engine, metrics)
-
-    @app.middleware("http")
-    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        route = request.scope.get("route")  # the matched route's path: unknown paths must not add labels
-        metrics.requests.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
-        return response
+    app.add_middleware(CountRequests, requests=metrics.requests)  # added last: outermost, so 413s count too
 
     auth = [Depends(api.check_key)]
     app.get("/v1/models", dependencies=auth)(api.models)
@@ -96,6 +91,7 @@ class _Api:
     ) -> None:
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
         self.engine, self.metrics = engine, metrics
+        self.wakeups: Wakeups | None = None  # made for the server's event loop when it starts (lifespan)
         self.created = int(time.time())
 
     async def check_key(self, request: Request) -> None:
@@ -184,14 +180,17 @@ class _Api:
             stop_strings=stops,
         )
         self.metrics.prompt_tokens.inc(len(prompt) * body.n)
+        assert self.wakeups is not None, "the app's lifespan has not started"
         return Replies(
             self.engine,
+            self.wakeups,
             self.tokenizer,
             prompt,
             config,
             n=body.n,
             seed=body.seed,
             stops=stops,
+            stream=body.stream,
             retry_after_s=settings.retry_after_s,
         )
 

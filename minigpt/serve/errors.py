@@ -110,8 +110,8 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        too_large = error_response(413, f"The request body is larger than {self.limit} bytes.")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            too_large = error_response(413, f"The request body is larger than {self.limit} bytes.")
             await too_large(scope, receive, send)
             return
         received = 0

@@ -12,6 +12,7 @@ import time
 from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from minigpt.inference.continuous import ContinuousBatcher
 
@@ -79,3 +80,33 @@ class ServerMetrics:
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""
         return generate_latest(self.registry)
+
+
+class CountRequests:
+    """ASGI middleware: counts every answered request by its route and status (`minigpt_requests_total`).
+
+    A plain ASGI wrapper rather than Starlette's `@app.middleware("http")` (`BaseHTTPMiddleware`), which
+    runs each request through a task group and memory streams of its own: Python work on the event loop's
+    thread that holds the interpreter lock while the engine's thread waits for it (docs/serving.md).
+    """
+
+    def __init__(self, app: ASGIApp, requests: Counter) -> None:
+        self.app, self.requests = app, requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # an exception that escapes the app is answered with 500 outside this middleware
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")  # the matched route's path: unknown paths must not add labels
+            self.requests.labels(getattr(route, "path", "unmatched"), str(status)).inc()

@@ -1,10 +1,20 @@
 """`Replies`: the `n` choices of one API request, decoded by the engine and read back as async events.
 
-The engine calls back on its own thread: each callback appends to a deque and, unless a wake-up is
-already on its way, wakes the server's event loop (`call_soon_threadsafe`), so that the request's
-handler simply awaits events, and a loop that falls behind the engine takes several tokens per wake-up
-instead of paying a wake-up for each. Whoever stops reading (a client gone, a timeout) calls `cancel`,
-and the engine frees the rows at its next step.
+The engine runs in a thread of its own and the handlers on the server's event loop, and both take
+turns at Python's one interpreter lock. Each wake-up of the loop from the engine's thread
+(`call_soon_threadsafe`: a write to the loop's self-pipe, then the loop's thread taking the lock) stalls
+the engine's step until the loop lets go, so the engine asks for as few as it can:
+
+- the choices of every request share one `Wakeups`: while a wake-up is on its way, a callback only
+  adds its request to the ones that wake-up will serve, so a decoding step over many rows costs about
+  one wake-up, not one per row;
+- a request that is not streamed is woken only when a choice ends (its tokens are read then), not at
+  every token;
+- a woken handler reads all tokens that arrived since it last looked (`Request.tokens`, which only the
+  engine appends to), and decodes them in one go.
+
+Whoever stops reading (a client gone, a timeout) calls `cancel`, and the engine frees the rows at its
+next step.
 """
 
 from __future__ import annotations
@@ -12,10 +22,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -35,9 +43,36 @@ class Event:
     finish_reason: str | None = None
 
 
+class Wakeups:
+    """Wakes the handlers of an event loop from the engine's thread, with at most one wake-up on its way."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._due: set[Replies] = set()
+        self._sent = False
+
+    def notify(self, replies: Replies) -> None:
+        """(Engine thread) `replies` has news: wake its handler with the next wake-up of the loop."""
+        with self._lock:
+            self._due.add(replies)
+            if self._sent:
+                return
+            self._sent = True
+        self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        """(Event loop) Wake every handler that had news since the last wake-up."""
+        with self._lock:
+            due, self._due, self._sent = self._due, set(), False
+        for replies in due:
+            replies.ready.set()
+
+
 class Replies:
     """Submit `n` requests for `prompt` to `engine`; iterate `events()` for their text.
 
+    `stream`: events carry text as it is decoded; otherwise one event per choice, when it ends.
     Raises `APIError` 429 (with Retry-After) when the engine's queue is full and 400 for a request the
     engine refuses (over its token limit).
     """
@@ -45,6 +80,7 @@ class Replies:
     def __init__(
         self,
         engine: ContinuousBatcher,
+        wakeups: Wakeups,
         tokenizer: Tokenizer,
         prompt: list[int],
         config: GenerationConfig,
@@ -52,32 +88,21 @@ class Replies:
         n: int,
         seed: int | None,
         stops: list[str],
+        stream: bool,
         retry_after_s: int,
     ) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.pending: deque[tuple[int, str, Any]] = deque()  # (choice, "token" | "finish", id | reason)
+        self.wakeups, self.stream = wakeups, stream
         self.ready = asyncio.Event()
-        self._lock = threading.Lock()
-        self._wake_sent = False
         self.started = time.perf_counter()
-        self.first_token_at: float | None = None
+        self.first_token_at: float | None = None  # set on the engine's thread
         self.prompt_tokens = len(prompt)
         self.texts = [ReplyText(tokenizer, stops) for _ in range(n)]
         self.requests: list[Request] = []
         try:
             for index in range(n):
                 generator = None if seed is None else torch.Generator(engine.device).manual_seed(seed + index)
-                self.requests.append(
-                    engine.submit(
-                        Request(
-                            prompt,
-                            config,
-                            generator,
-                            on_token=self._callback(index, "token"),
-                            on_finish=self._callback(index, "finish"),
-                        )
-                    )
-                )
+                request = Request(prompt, config, generator, on_token=self._on_token, on_finish=self._on_finish)
+                self.requests.append(engine.submit(request))
         except QueueFull:
             self.cancel()
             raise APIError(
@@ -90,24 +115,16 @@ class Replies:
             self.cancel()
             raise APIError(400, str(err), code="context_length_exceeded") from None
 
-    def _callback(self, index: int, kind: str) -> Callable[[Any], None]:
-        """An engine callback that queues (index, kind, value) and wakes the event loop if no wake-up is due."""
+    def _on_token(self, token: int) -> None:
+        """(Engine thread) A choice has a new token."""
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        if self.stream:
+            self.wakeups.notify(self)
 
-        def called(value: Any) -> None:
-            self.pending.append((index, kind, value))
-            with self._lock:
-                if self._wake_sent:
-                    return
-                self._wake_sent = True
-            self.loop.call_soon_threadsafe(self._wake)
-
-        return called
-
-    def _wake(self) -> None:
-        """On the event loop: let `events` read what the engine queued."""
-        with self._lock:
-            self._wake_sent = False
-        self.ready.set()
+    def _on_finish(self, reason: str) -> None:
+        """(Engine thread) A choice has ended."""
+        self.wakeups.notify(self)
 
     @property
     def completion_tokens(self) -> int:
@@ -130,34 +147,32 @@ class Replies:
 
     async def events(self, timeout_s: float) -> AsyncIterator[Event]:
         """Text events until every choice has finished; `APIError` 504 after `timeout_s` (choices cancelled)."""
-        open_choices = len(self.texts)
+        done = [False] * len(self.requests)
         deadline = self.started + timeout_s
-        while open_choices:
-            try:
-                while not self.pending:
-                    self.ready.clear()
-                    if self.pending:  # queued between the check and the clear: its wake-up may have come already
-                        break
-                    await asyncio.wait_for(self.ready.wait(), deadline - time.perf_counter())
-                if time.perf_counter() > deadline:  # also while tokens keep coming
-                    raise asyncio.TimeoutError
-            except asyncio.TimeoutError:
-                self.cancel()
-                raise APIError(504, f"The request took longer than {timeout_s:g} s.", code="timeout") from None
-            index, kind, value = self.pending.popleft()
-            if self.first_token_at is None:
-                self.first_token_at = time.perf_counter()
-            text = self.texts[index]
-            if kind == "token":
-                assert isinstance(value, int)
-                piece = text.push(value)
-                if piece:
-                    yield Event(index, piece)
-            else:
-                open_choices -= 1
-                reason = str(value)
+        while not all(done):
+            self.ready.clear()  # before reading: news that comes after the reads below sets it again
+            for index, request in enumerate(self.requests):
+                if done[index]:
+                    continue
+                reason = request.finish_reason  # read first: once it is set, `tokens` is complete
+                text = self.texts[index]
+                piece = text.push(request.tokens[text.token_count :])
+                if reason is None:
+                    if piece:
+                        yield Event(index, piece)
+                    continue
+                done[index] = True
                 if reason == "cancelled":  # the client went away (nginx's 499: client closed request)
                     raise APIError(499, "The request was cancelled.", code="cancelled")
                 if reason not in ("stop", "length"):
                     raise APIError(500, f"Generation ended with {reason}.")
-                yield Event(index, text.finish(), reason)
+                yield Event(index, piece + text.finish(), reason)
+            if all(done):
+                return
+            try:
+                if time.perf_counter() > deadline:  # also while tokens keep coming
+                    raise asyncio.TimeoutError
+                await asyncio.wait_for(self.ready.wait(), deadline - time.perf_counter())
+            except asyncio.TimeoutError:
+                self.cancel()
+                raise APIError(504, f"The request took longer than {timeout_s:g} s.", code="timeout") from None

@@ -7,12 +7,14 @@ is held back until it is known either way (it is sent once it can no longer star
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from minigpt.inference.stream import TextStream
 from minigpt.tokenizer.base import Tokenizer
 
 
 class ReplyText:
-    """Text increments of one reply: `push(token)` while generating, `finish()` at the end."""
+    """Text increments of one reply: `push(tokens)` while generating, `finish()` at the end."""
 
     def __init__(self, tokenizer: Tokenizer, stops: list[str]) -> None:
         self.stream = TextStream(tokenizer)  # special tokens (<|end|>, <|eos|>) decode to nothing
@@ -20,9 +22,16 @@ class ReplyText:
         self.text = ""  # everything decoded so far
         self.sent = 0  # characters handed out
 
-    def push(self, token: int) -> str:
-        """Add a token; return the new text that is certainly part of the reply (possibly empty)."""
-        self.text += self.stream.push([token])
+    @property
+    def token_count(self) -> int:
+        """Tokens pushed so far."""
+        return len(self.stream.ids)
+
+    def push(self, tokens: Sequence[int]) -> str:
+        """Add tokens; return the new text that is certainly part of the reply (possibly empty)."""
+        if not tokens:
+            return ""
+        self.text += self.stream.push(tokens)
         return self._release(final=False)
 
     def finish(self) -> str:

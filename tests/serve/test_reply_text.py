@@ -10,7 +10,7 @@ def pieces(text: str, stops: list[str]) -> tuple[list[str], str]:
     """Feed `text` one character token at a time: the pieces handed out while streaming, and the last one."""
     tokenizer = CharTokenizer.train("abcdefgh END")
     reply = ReplyText(tokenizer, stops)
-    return [reply.push(token) for token in tokenizer.encode(text)], reply.finish()
+    return [reply.push([token]) for token in tokenizer.encode(text)], reply.finish()
 
 
 def test_stop_string_and_what_follows_never_appear() -> None:

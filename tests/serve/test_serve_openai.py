@@ -99,6 +99,13 @@ def test_seeded_choices_repeat_and_match_a_seeded_session(client: OpenAI, folder
     assert texts[0] == session_reply(folder, config, torch.Generator().manual_seed(3))  # choice i: seed + i
 
 
+def test_top_p_is_the_nucleus_filter(client: OpenAI) -> None:
+    greedy = client.completions.create(model="minigpt", prompt="the", temperature=0, max_tokens=20).choices[0].text
+    ask = dict(model="minigpt", prompt="the", temperature=1.5, max_tokens=20, seed=1)
+    assert client.completions.create(**ask, top_p=0.001).choices[0].text == greedy  # the top token alone
+    assert client.completions.create(**ask).choices[0].text != greedy  # while sampling the whole softmax differs
+
+
 def test_stop_string_cuts_the_text_before_it(client: OpenAI) -> None:
     full = client.completions.create(model="minigpt", prompt="the", temperature=0, max_tokens=25).choices[0].text
     stop = full[6:8]
