@@ -202,8 +202,9 @@ class ChatDataModule(ChatRenderedDataModule):
             else partial(collate_padded, pad_id=pad_id)
         )
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        indexed: Any = list(enumerate(splits[split]))  # (index, row) pairs; a list serves as a map-style dataset
         return DataLoader(
-            list(enumerate(splits[split])),
+            indexed,
             batch_size=self.batch_size,
             shuffle=shuffle,
             generator=generator,

@@ -40,14 +40,13 @@ from minigpt.losses.distill import LOSS_TYPES, DistillLossType, mixed_loss, toke
 from minigpt.losses.lm import IGNORE_INDEX, lm_loss
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import CONFIG, load_model_folder, resolve_model_folder
-from minigpt.model.transformer import Transformer
 from minigpt.rl.rollout import response_logits, sample_rollout
 from minigpt.stages.base import Stage
 from minigpt.stages.chat_model import ChatModel
 from minigpt.stages.distill_cache import TeacherCache, TopKTeacher, open_teacher_cache
 from minigpt.stages.inputs import StageInputs
-from minigpt.tokenizer.base import load_tokenizer
 from minigpt.stages.task_scoring import log_greedy_task_scores
+from minigpt.tokenizer.base import load_tokenizer
 from minigpt.utils.errors import ConfigError
 from minigpt.utils.modes import eval_mode
 

@@ -97,9 +97,7 @@ class TeacherCache:
         index = index.cpu()
         starts, ends = offsets[index], offsets[index + 1]
         if not torch.equal(ends - starts, counts.cpu()):
-            raise DataError(
-                self.path, "does not hold this batch's scored tokens; delete it and rerun to rebuild it"
-            )
+            raise DataError(self.path, "does not hold this batch's scored tokens; delete it and rerun to rebuild it")
         rows = torch.cat([torch.arange(s, e) for s, e in zip(starts.tolist(), ends.tolist())])
         device = counts.device
         tails = self.tensors[f"{split}.tails"][rows].to(device)
@@ -129,6 +127,7 @@ def teacher_pass(
     """One teacher pass over a split: its top-k ids, logits and tail log-sum-exps per scored token (module doc)."""
     rows: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
     vocab = teacher.config.vocab_size
+    assert vocab is not None  # a built model's config always has its vocabulary size
     k = min(top_k, vocab)
     for batch in batches:
         layout = {name: batch[name].to(device) for name in ("positions", "attn_mask") if name in batch}
@@ -139,7 +138,9 @@ def teacher_pass(
         values, ids = z.topk(k, dim=-1)
         tails = torch.stack([(z / t).scatter(-1, ids, float("-inf")).logsumexp(dim=-1) for t in temperatures], -1)
         counts = scored.sum(dim=1).tolist()
-        for row, i, v, tail in zip(batch["index"].tolist(), ids.split(counts), values.split(counts), tails.split(counts)):
+        for row, i, v, tail in zip(
+            batch["index"].tolist(), ids.split(counts), values.split(counts), tails.split(counts)
+        ):
             rows[row] = (i, v, tail)
     if sorted(rows) != list(range(len(rows))):
         raise RuntimeError("The teacher pass did not see every row of the split exactly once.")
@@ -176,9 +177,13 @@ def open_teacher_cache(
     model.requires_grad_(False).to(device)
     tensors = {"temperatures": torch.tensor(temperatures, dtype=torch.float64)}
     for split in SPLITS:
-        tensors |= {f"{split}.{name}": t for name, t in teacher_pass(model, batches(split), top_k, temperatures, device).items()}
+        tensors |= {
+            f"{split}.{name}": t for name, t in teacher_pass(model, batches(split), top_k, temperatures, device).items()
+        }
     del model
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
     tokens = sum(len(tensors[f"{split}.indices"]) for split in SPLITS)
-    rank_zero_info(f"teacher cache: one teacher pass over {tokens} scored tokens in {time.perf_counter() - start:.1f} s → {path}")
+    rank_zero_info(
+        f"teacher cache: one teacher pass over {tokens} scored tokens in {time.perf_counter() - start:.1f} s → {path}"
+    )
     return TeacherCache(tensors, path, built=True)
