@@ -258,7 +258,8 @@ def check_cache_options(teacher_cache: bool, top_k: int, on_policy_fraction: flo
     if teacher_cache and on_policy_fraction > 0:
         raise ConfigError(
             f"stage.teacher_cache=true cannot serve stage.on_policy_fraction={on_policy_fraction}: on-policy replies "
-            "are new student samples every step, which the teacher must score; set one of them to false / 0."
+            "are new student samples every step, which the teacher must score; set stage.on_policy_fraction=0 or "
+            "stage.teacher_cache=false."
         )
 
 
