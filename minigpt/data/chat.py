@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from minigpt.data.chat_files import Conversation, read_chat_jsonl
-from minigpt.data.packing import Example, collate_packed, collate_padded, pack
+from minigpt.data.packing import Example, collate_indexed, collate_packed, collate_padded, pack
 from minigpt.losses.lm import IGNORE_INDEX
 from minigpt.tasks.base import Task
 from minigpt.tokenizer.base import Tokenizer
@@ -187,7 +187,12 @@ class ChatDataModule(ChatRenderedDataModule):
         self.splits = splits
         return splits
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def dataloader(self, split: str, shuffle: bool = False) -> DataLoader:
+        """Batches of `split` ("train" or "val"), shuffled with the data seed if asked.
+
+        Each batch carries `index` (B,), its rows' positions in the split (an example, or a packed row),
+        so that a stage can keep a value per row (`stage=distill stage.teacher_cache=true`).
+        """
         splits = self.prepare()
         assert self.tokenizer is not None and self.seq_len is not None
         pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
@@ -197,20 +202,21 @@ class ChatDataModule(ChatRenderedDataModule):
             else partial(collate_padded, pad_id=pad_id)
         )
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        indexed: Any = list(enumerate(splits[split]))  # (index, row) pairs; a list serves as a map-style dataset
         return DataLoader(
-            splits[split],
+            indexed,
             batch_size=self.batch_size,
             shuffle=shuffle,
             generator=generator,
-            collate_fn=collate,
+            collate_fn=partial(collate_indexed, collate=collate),
             num_workers=self.num_workers,
             drop_last=shuffle and len(splits[split]) >= self.batch_size,
         )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (an epoch is one pass; training runs by steps)."""
-        return self._loader("train", shuffle=True)
+        return self.dataloader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in a fixed order."""
-        return self._loader("val", shuffle=False)
+        return self.dataloader("val")

@@ -12,6 +12,9 @@ what it would see alone, and its loss is the same.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -94,3 +97,16 @@ def collate_packed(batch: list[PackedRow], pad_id: int, seq_len: int) -> dict[st
         "positions": segment_positions(segments),
         "attn_mask": block_causal_mask(segments),
     }
+
+
+def collate_indexed(
+    batch: list[tuple[int, Any]], collate: Callable[[list[Any]], dict[str, Tensor]]
+) -> dict[str, Tensor]:
+    """`collate` of the rows of (index, row) pairs, plus `index` (B,): each row's position in its split.
+
+    The index names a row whatever order the loader draws it in, so a value computed once per row (a
+    teacher's cached distributions, `minigpt.stages.distill_cache`) can be looked up from any batch.
+    """
+    out = collate([row for _, row in batch])
+    out["index"] = torch.tensor([index for index, _ in batch], dtype=torch.long)
+    return out

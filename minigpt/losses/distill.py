@@ -30,6 +30,18 @@ and mixes it with the hard-label cross-entropy by α (Hinton §2: a weighted ave
     L = α · T² · mean_t D(P_t, Q_t) + (1 − α) · CE(y, softmax(z_S))
 
 The hard term uses T = 1 (the student's real predictions). α = 1 is pure distillation (GKD's setting).
+
+Top-k teachers (`topk_token_divergence`): a cached teacher keeps, per token, only its k most probable
+tokens K and the log-mass of the rest, the tail R = V ∖ K (`minigpt.stages.distill_cache`). Storing the
+top-k of the teacher's distribution is the usual way to make offline ("sparse") distillation affordable
+(Anshumann et al. 2025, "Sparse Logit Sampling", analyse it and its bias). What is done with the missing
+tail is our choice, written down: it is kept as one bucket, so both distributions stay normalised over
+k + 1 outcomes, P̃ = (P(v₁), …, P(v_k), P(R)) and Q̃ likewise with Q(R) = 1 − Σ_{v∈K} Q(v), and D is taken
+between P̃ and Q̃. Merging outcomes can only lose information (the data-processing inequality, which every
+f-divergence — both KLs and the JSD — satisfies), so D(P̃, Q̃) ≤ D(P, Q), equal when K is the whole
+vocabulary; the student is pulled towards the teacher's top-k probabilities and towards the teacher's
+total mass on the rest, but not told how to spread that mass inside it. The alternative of renormalising
+P over K alone (dropping the tail) would make the teacher over-confident on K by 1/(1 − P(R)).
 """
 
 from __future__ import annotations
@@ -77,6 +89,49 @@ def token_divergence(
         raise ValueError(f"temperature={temperature} must be positive.")
     log_q = torch.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return _divergence(log_p, log_q, loss_type, beta)
+
+
+def topk_token_divergence(
+    student_logits: Tensor,
+    teacher_indices: Tensor,
+    teacher_log_probs: Tensor,
+    loss_type: DistillLossType = "fkl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+) -> Tensor:
+    """D(P̃, Q̃) per position between a top-k teacher and the student, the tail as one bucket (module doc).
+
+    Args:
+        student_logits: (..., V) the student's scores.
+        teacher_indices: (..., k) the teacher's k most probable token ids at each position.
+        teacher_log_probs: (..., k + 1) the teacher's log-probabilities of those tokens at `temperature`, and
+            in the last column the log of its remaining mass 1 − Σ_K P (−inf when k = V: no tail).
+        loss_type, temperature, beta: as in `token_divergence`.
+    With k = V this equals `token_divergence` on the full logits (the indices only permute the vocabulary).
+    """
+    vocab, k = student_logits.shape[-1], teacher_indices.shape[-1]
+    if teacher_log_probs.shape[-1] != k + 1 or teacher_indices.shape[:-1] != student_logits.shape[:-1]:
+        raise ValueError(
+            f"A top-k teacher needs indices (..., k) and log-probs (..., k + 1) at the student's positions; got "
+            f"{tuple(teacher_indices.shape)}, {tuple(teacher_log_probs.shape)} for {tuple(student_logits.shape)}."
+        )
+    if not 0 < k <= vocab:
+        raise ValueError(f"The top-k teacher keeps k={k} tokens of a vocabulary of {vocab}; k must be in [1, {vocab}].")
+    log_q_all = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    indices = teacher_indices.long()
+    log_q = log_q_all.gather(-1, indices)
+    log_p = teacher_log_probs.float()
+    if k < vocab:  # Q(R) = Σ_{v∉K} Q(v), as a log-sum-exp over the vocabulary with K masked out
+        log_q_tail = log_q_all.scatter(-1, indices, float("-inf")).logsumexp(dim=-1, keepdim=True)
+        log_q = torch.cat([log_q, log_q_tail], dim=-1)
+    else:  # K is the whole vocabulary: no tail bucket on either side (its 0·log 0 would be NaN)
+        log_p = log_p[..., :k]
+    return _divergence(log_p, log_q, loss_type, beta)
+
+
+def _divergence(log_p: Tensor, log_q: Tensor, loss_type: DistillLossType, beta: float) -> Tensor:
+    """D(P, Q) over the last dimension from the teacher's and the student's log-probabilities (module doc)."""
     if loss_type == "fkl" or (loss_type == "jsd" and beta == 0.0):
         return _kl(log_p, log_q)
     if loss_type == "rkl" or (loss_type == "jsd" and beta == 1.0):
@@ -120,11 +175,29 @@ def distillation_loss(
     `divergence` is the unscaled mean D (comparable across T); `hard` is the cross-entropy (0, not
     computed, when α = 1).
     """
+    per_token = token_divergence(student_logits, teacher_logits, loss_type, temperature, beta)
+    return mixed_loss(per_token[targets != ignore_index], student_logits, targets, temperature, alpha, ignore_index)
+
+
+def mixed_loss(
+    divergences: Tensor,
+    student_logits: Tensor,
+    targets: Tensor,
+    temperature: float = 1.0,
+    alpha: float = 1.0,
+    ignore_index: int = IGNORE_INDEX,
+) -> DistillOutput:
+    """L = α·T²·mean(divergences) + (1 − α)·CE(targets): `distillation_loss` from D at the scored tokens.
+
+    Args:
+        divergences: (N,) D(P_t, Q_t) at the N scored positions (from `token_divergence` on the full
+            teacher, or `topk_token_divergence` on a cached top-k one).
+        student_logits, targets: (B, T, V) and (B, T), for the hard-label term.
+        temperature, alpha: T and α of `distillation_loss`.
+    """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha} must be in [0, 1].")
-    mask = (targets != ignore_index).float()
-    per_token = token_divergence(student_logits, teacher_logits, loss_type, temperature, beta)
-    divergence = (per_token * mask).sum() / mask.sum().clamp(min=1.0)
+    divergence = divergences.sum() / max(divergences.numel(), 1)
     hard = lm_loss(student_logits, targets, ignore_index) if alpha < 1.0 else divergence.new_zeros(())
     loss = alpha * temperature**2 * divergence + (1.0 - alpha) * hard
     return DistillOutput(loss, divergence.detach(), hard.detach())

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from minigpt.data.chat import ChatDataModule
 from minigpt.data.preferences import PreferenceDataModule
 from minigpt.data.prompts import PromptDataModule
 from minigpt.data.text import TextDataModule
@@ -41,6 +42,8 @@ class StageInputs:
         demonstrations: endless SFT batches of the tasks' answers (PPO-ptx) — prompt data from tasks.
         val_batches: the validation batches (a stage that measures its starting point on them).
         pair_batches: `split` → the preference pairs of that split in order (DPO's precomputed reference).
+        row_batches: `split` → the chat batches of that split in order, each with its rows' `index` in the
+            split — chat data only (distillation's cached teacher).
         val_bytes_per_token: UTF-8 bytes per validation token, for bits per byte — raw-text data only.
     """
 
@@ -51,6 +54,7 @@ class StageInputs:
     demonstrations: Callable[[], Iterator[dict[str, Any]]] | None = None
     val_batches: Callable[[], Iterable[Any]] | None = None
     pair_batches: Callable[[str], Iterable[dict[str, Any]]] | None = None
+    row_batches: Callable[[str], Iterable[dict[str, Any]]] | None = None
     val_bytes_per_token: Callable[[], float] | None = None
 
 
@@ -66,6 +70,7 @@ def stage_inputs(datamodule: Any) -> StageInputs:
         demonstrations=partial(datamodule.demonstrations, datamodule.batch_size) if prompts else None,
         val_batches=getattr(datamodule, "val_dataloader", None),
         pair_batches=datamodule.dataloader if isinstance(datamodule, PreferenceDataModule) else None,
+        row_batches=datamodule.dataloader if isinstance(datamodule, ChatDataModule) else None,
         val_bytes_per_token=partial(getattr, datamodule, "val_bytes_per_token") if text else None,
     )  # bound methods and partials, not lambdas: `strategy=ddp_spawn` pickles the stage with its inputs
 

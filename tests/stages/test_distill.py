@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from conftest import QUIET_OVERRIDES, TRAIN_PY
+from distill_fixtures import ALPHABET, OPTIM, distil, model_folder, task
 
-from minigpt.data.chat import ChatDataModule, encode_conversation
+from minigpt.data.chat import encode_conversation
 from minigpt.data.packing import collate_packed, collate_padded, pack
 from minigpt.losses.distill import token_divergence
 from minigpt.losses.lm import IGNORE_INDEX
@@ -21,36 +21,9 @@ from minigpt.model.folder import load_model_folder, save_model_folder
 from minigpt.model.transformer import Transformer
 from minigpt.rl.rollout import chat_prompt_ids
 from minigpt.stages.distill import DistillStage, batch_prompt_ids
-from minigpt.stages.inputs import prepare_fit
-from minigpt.tasks.reversal import Reversal
 from minigpt.tokenizer.char import CharTokenizer
 from minigpt.tokenizer.chat import add_chat_tokens
 from minigpt.utils.errors import ConfigError
-
-ALPHABET = "abcd"
-OPTIM = {
-    "lr": 3e-3, "weight_decay": 0.0,
-    "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 3e-3},
-}  # fmt: skip
-
-
-def task() -> Reversal:
-    return Reversal(seed=0, min_len=2, max_len=4, alphabet=ALPHABET)
-
-
-def model_folder(path: Path, seed: int, init_std: float = 0.02, text: str = ALPHABET + "reverse: ") -> Path:
-    """A tiny random model with a char tokenizer over `text` plus the chat tokens.
-
-    A teacher gets a large `init_std`: its random next-token distributions are then peaked and depend on
-    the context, a target the near-uniform student (init_std 0.02) must learn.
-    """
-    torch.manual_seed(seed)
-    tokenizer = CharTokenizer.train(text)
-    add_chat_tokens(tokenizer)
-    config = ModelConfig(
-        n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=tokenizer.vocab_size, init_std=init_std
-    )
-    return save_model_folder(path, Transformer(config), tokenizer)
 
 
 def reply_kl(student: Path, teacher: Path, n: int = 32) -> float:
@@ -66,23 +39,8 @@ def reply_kl(student: Path, teacher: Path, n: int = 32) -> float:
 
 def fit(tmp_path: Path, steps: int, **options) -> Path:
     """Distil `tmp_path/teacher` into `tmp_path/student` for `steps` steps; returns the student's new folder."""
-    teacher = model_folder(tmp_path / "teacher", seed=1, init_std=0.3)
-    student = model_folder(tmp_path / "student", seed=0)
-    _, tokenizer = load_model_folder(student)
-    dm = ChatDataModule(tasks={"reversal": task()}, num_train=256, num_val=16, num_eval=4, batch_size=16, **{
-        "pack": options.pop("pack", False), "seed": 0})  # fmt: skip
-    dm.attach_tokenizer(tokenizer)
-    torch.manual_seed(0)
-    stage = DistillStage(
-        model_config=None, optim=OPTIM, tokenizer=tokenizer, init_from=str(student), teacher=str(teacher), **options
-    )
-    trainer = L.Trainer(
-        max_steps=steps, val_check_interval=steps, check_val_every_n_epoch=None, max_epochs=-1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-    )  # fmt: skip
-    prepare_fit(stage, dm)
-    trainer.fit(stage, datamodule=dm)
-    assert all(not p.requires_grad for p in stage.teacher.parameters())
+    stage, _ = distil(tmp_path, steps, **options)
+    assert stage.teacher is not None and all(not p.requires_grad for p in stage.teacher.parameters())
     return stage.save_model_folder(tmp_path / "run" / "model")
 
 
