@@ -71,9 +71,9 @@ def load_mbpp_jsonl(path: str | Path) -> list[CodeProblem]:
             raise DataError(path, f"is not JSON ({err.msg}); write one MBPP object per line.", number) from None
         missing = [key for key in MBPP_FIELDS if key not in record]
         if missing or not isinstance(record.get("test_list"), list):
-            raise DataError(
-                path, f"needs the fields {', '.join(MBPP_FIELDS)} (test_list a list of asserts); missing {missing}.", number
-            )
+            wrong = ", ".join(missing or ["test_list"])
+            problem = f"needs the fields {', '.join(MBPP_FIELDS)} (test_list a list of asserts); check {wrong}."
+            raise DataError(path, problem, number)
         tests = "\n".join([record.get("test_setup_code", ""), *record["test_list"]])
         problems.append(
             CodeProblem(
