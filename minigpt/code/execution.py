@@ -15,8 +15,9 @@ One sample = one fresh process in a fresh temporary folder, removed afterwards. 
    standard library and nothing installed (no torch, no minigpt). The environment holds only `PATH`,
    `LANG` and a `HOME`/`TMPDIR` inside the sample's folder: no tokens or keys from the evaluator's. `-u`
    (unbuffered) keeps what a sample printed before it was killed at its timeout.
-5. **Bounded output.** stdout and stderr are read as they come and kept up to `max_output_bytes` each;
-   the rest is read and dropped (a sample that prints gigabytes neither blocks nor fills our memory).
+5. **Bounded output.** stdout and stderr are read as they come; of each, the first and the last
+   `max_output_bytes / 2` are kept and the middle is read and dropped (a sample that prints gigabytes
+   neither blocks nor fills our memory, and the end of a traceback survives).
 
 Every outcome is a `Result`, never an exception: `passed` (exit status 0), `failed` (an exception or a
 non-zero exit: wrong code, invalid Python), `timeout` (wall clock or CPU limit), `crashed` (killed by a
@@ -61,7 +62,7 @@ class Limits:
     file_bytes: int = 16 * 2**20  # the largest file it may write
     processes: int = 16  # processes (and threads) of its user, itself included
     open_files: int = 64
-    max_output_bytes: int = 64 * 2**10  # kept of each of stdout and stderr
+    max_output_bytes: int = 64 * 2**10  # kept of each of stdout and stderr (its first and last halves)
 
     def rlimits(self) -> dict[str, int]:
         """The values `sandbox_boot.set_limits` applies (CPU time: the wall timeout, rounded up, + 1 s)."""
@@ -99,10 +100,28 @@ class Result:
 
 @dataclass
 class _Output:
-    """Bytes kept from one stream, and whether some were dropped."""
+    """What is kept of one stream: its first and its last `cap // 2` bytes (the end holds a traceback's
+    exception and a judge's verdict), and how many bytes in between were dropped."""
 
-    kept: bytearray = field(default_factory=bytearray)
-    dropped: bool = False
+    cap: int
+    head: bytearray = field(default_factory=bytearray)
+    tail: bytearray = field(default_factory=bytearray)
+    dropped: int = 0
+
+    def add(self, data: bytes) -> None:
+        """Keep `data` if there is room, else roll it through the tail."""
+        room = self.cap // 2 - len(self.head)
+        self.head += data[: max(room, 0)]
+        self.tail += data[max(room, 0) :]
+        excess = len(self.tail) - (self.cap - self.cap // 2)
+        if excess > 0:
+            del self.tail[:excess]
+            self.dropped += excess
+
+    def text(self) -> str:
+        """The kept bytes as text, with a note where bytes were dropped."""
+        gap = f"\n[... {self.dropped} bytes dropped ...]\n".encode() if self.dropped else b""
+        return bytes(self.head + gap + self.tail).decode("utf-8", errors="replace")
 
 
 def _read_until(proc: subprocess.Popen[bytes], deadline: float, cap: int) -> tuple[_Output, _Output, bool]:
@@ -112,7 +131,7 @@ def _read_until(proc: subprocess.Popen[bytes], deadline: float, cap: int) -> tup
     the pipes open, and waiting for it would turn a finished sample into a timeout.
     """
     assert proc.stdout is not None and proc.stderr is not None
-    outputs = {proc.stdout.fileno(): _Output(), proc.stderr.fileno(): _Output()}
+    outputs = {proc.stdout.fileno(): _Output(cap), proc.stderr.fileno(): _Output(cap)}
     with selectors.DefaultSelector() as selector:
         for fd in outputs:
             selector.register(fd, selectors.EVENT_READ)
@@ -125,10 +144,7 @@ def _read_until(proc: subprocess.Popen[bytes], deadline: float, cap: int) -> tup
                 if not data:
                     selector.unregister(key.fd)
                     continue
-                out = outputs[key.fd]
-                room = cap - len(out.kept)
-                out.kept += data[: max(room, 0)]
-                out.dropped |= len(data) > room
+                outputs[key.fd].add(data)
             if proc.poll() is not None:
                 _kill_group(proc)  # the sample has ended: its leftover children go too
     return outputs[proc.stdout.fileno()], outputs[proc.stderr.fileno()], False
@@ -262,17 +278,17 @@ class Sandbox:
                 for stream in (proc.stdout, proc.stderr):
                     if stream is not None:
                         stream.close()
-            stderr = err.kept.decode("utf-8", errors="replace")
+            stderr = err.text()
             status, error = classify(exit_code, stderr, timed_out, self.limits)
             return Result(
                 status=status,
                 error=error,
-                stdout=out.kept.decode("utf-8", errors="replace"),
+                stdout=out.text(),
                 stderr=stderr,
                 seconds=time.monotonic() - start,
                 isolation=self.description,
                 exit_code=None if timed_out else exit_code,
-                truncated=out.dropped or err.dropped,
+                truncated=bool(out.dropped or err.dropped),
             )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -4,7 +4,7 @@ A `CodeProblem` is a prompt the model completes and the test program that judges
 judged program is built here, in one place, the way each benchmark's authors build it:
 
 - HumanEval (Chen et al. 2021): `prompt + completion + "\\n" + test + "\\n" + f"check({entry_point})"`;
-  the prompt is the function's signature and docstring, the completion its body.
+  the prompt is the function's signature and docstring, the completion its body, and `check` one test.
 - MBPP (Austin et al. 2021): the model writes the whole function from `text`; the program is
   `completion + test_setup_code + the test_list asserts`.
 """
@@ -22,19 +22,27 @@ from minigpt.utils.errors import DataError
 
 @dataclass(frozen=True)
 class CodeProblem:
-    """One problem: what the model sees (`prompt`), a known-good answer, and the tests (a program suffix)."""
+    """One problem: what the model sees (`prompt`), a known-good answer, and its tests.
+
+    `setup` defines what the tests use (HumanEval's `check` function, MBPP's imports); each of `tests` is
+    one statement that raises when the completion is wrong, so a judge can count the tests passed.
+    """
 
     task_id: str
     prompt: str
     canonical_solution: str
-    tests: str  # appended after prompt + completion; raises when the completion is wrong
+    setup: str
+    tests: tuple[str, ...]
     prefix_prompt: bool = True  # HumanEval: the completion continues the prompt; MBPP: it stands alone
     language: str = "python"
 
+    def solution(self, completion: str) -> str:
+        """The code under test: the prompt and its completion (HumanEval), or the completion alone (MBPP)."""
+        return self.prompt + completion if self.prefix_prompt else completion
+
     def program(self, completion: str) -> str:
-        """The program that passes (exits with status 0) exactly when `completion` is correct."""
-        head = self.prompt + completion if self.prefix_prompt else completion
-        return f"{head}\n{self.tests}\n"
+        """The benchmark authors' test program: it exits with status 0 exactly when every test passes."""
+        return "\n".join([self.solution(completion), self.setup, *self.tests]) + "\n"
 
 
 def humaneval_problem(record: dict[str, str]) -> CodeProblem:
@@ -43,7 +51,8 @@ def humaneval_problem(record: dict[str, str]) -> CodeProblem:
         task_id=record["task_id"],
         prompt=record["prompt"],
         canonical_solution=record["canonical_solution"],
-        tests=f"{record['test']}\ncheck({record['entry_point']})",
+        setup=record["test"],
+        tests=(f"check({record['entry_point']})",),
     )
 
 
@@ -74,13 +83,13 @@ def load_mbpp_jsonl(path: str | Path) -> list[CodeProblem]:
             wrong = ", ".join(missing or ["test_list"])
             problem = f"needs the fields {', '.join(MBPP_FIELDS)} (test_list a list of asserts); check {wrong}."
             raise DataError(path, problem, number)
-        tests = "\n".join([record.get("test_setup_code", ""), *record["test_list"]])
         problems.append(
             CodeProblem(
                 task_id=str(record.get("task_id", f"{path.stem}/{number}")),
                 prompt=record["text"],
                 canonical_solution=record["code"],
-                tests=tests,
+                setup=record.get("test_setup_code", ""),
+                tests=tuple(record["test_list"]),
                 prefix_prompt=False,
             )
         )

@@ -20,6 +20,7 @@ Arguments: `argv[1]` is a JSON object {"limits": {...}, "guard": bool, "sample":
 from __future__ import annotations
 
 import json
+import linecache
 import os
 import resource
 import sys
@@ -150,6 +151,10 @@ def main() -> None:
     sample = os.path.abspath(config["sample"])
     with open(sample, encoding="utf-8", errors="replace") as f:
         source = f.read()
+    # The file goes, its text stays in linecache for tracebacks: the sample cannot read its own source
+    # back from disk, where a judge's secret marker (minigpt.code.judge) would be in plain sight.
+    os.unlink(sample)
+    linecache.cache[sample] = (len(source), None, source.splitlines(keepends=True), sample)
     if config["guard"]:
         install_guard(os.path.dirname(sample))
     sys.argv = [sample]
