@@ -47,9 +47,11 @@ from minigpt.utils.errors import ConfigError
 BOOT_SOURCE = (Path(__file__).parent / "sandbox_boot.py").read_text()
 SAMPLE_NAME = "sample.py"
 STATUSES = ("passed", "failed", "timeout", "crashed", "refused")
-# Namespace samples run as uid BASE_UID + slot: one user per concurrent worker, so that the per-user
-# process limit counts one sample's processes only.
+# Namespace samples run as a user of their own: uid BASE_UID + 64 * (evaluator's pid mod 500) + worker slot,
+# so that the per-user process limit counts one sample's processes only, also when several evaluators
+# (parallel test workers) run at once.
 BASE_UID = 61000
+SLOTS = 64
 ERROR_CHARS = 2000
 
 
@@ -230,7 +232,8 @@ class Sandbox:
                 "keep guard=true, or use isolation=namespaces (root with unshare and setpriv)."
             )
         self.guard = guard
-        self._slots: list[int] = list(range(64))  # free worker slots (each a uid in the namespace level)
+        self._slots: list[int] = list(range(SLOTS))  # free worker slots (each a uid in the namespace level)
+        self._first_uid = BASE_UID + SLOTS * (os.getpid() % 500)
         self._lock = threading.Lock()
 
     @property
@@ -239,11 +242,16 @@ class Sandbox:
         layers = ["namespaces(net,pid,mount-ro,uid)"] if self.level == "namespaces" else ["process-group"]
         return "+".join([*layers, "rlimits", *(["guard"] if self.guard else [])])
 
+    @property
+    def uids(self) -> range:
+        """The user ids this sandbox's programs run as in the namespace level (to check none is left)."""
+        return range(self._first_uid, self._first_uid + SLOTS)
+
     def _command(self, workdir: Path, slot: int) -> list[str]:
         boot_args = {"limits": self.limits.rlimits(), "guard": self.guard, "sample": SAMPLE_NAME}
         python_args = ["-I", "-S", "-u", "-c", BOOT_SOURCE, json.dumps(boot_args)]
         if self.level == "namespaces":
-            return isolation.namespace_command(workdir, BASE_UID + slot, python_args)
+            return isolation.namespace_command(workdir, self._first_uid + slot, python_args)
         return isolation.direct_command(python_args)
 
     def run(self, source: str) -> Result:
