@@ -64,7 +64,10 @@ def read_verdict(result: Result, marker: str, total: int) -> Verdict:
     for line in reversed(result.stdout.splitlines()):
         fields = line.split()
         if len(fields) == 3 and fields[0] == marker and fields[2] == str(total):
-            return Verdict(int(fields[1]), total, result)
+            passed = int(fields[1])
+            if passed < total:  # the harness ran to its end, but not every test passed
+                result.status, result.error = "failed", f"{total - passed} of {total} tests failed"
+            return Verdict(passed, total, result)
     if result.status == "passed":
         result.status, result.error = "failed", "the program exited before its tests ran to the end"
     return Verdict(0, total, result)
