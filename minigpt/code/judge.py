@@ -20,14 +20,17 @@ from minigpt.code.execution import Result, Sandbox
 from minigpt.code.problems import CodeProblem
 
 _HARNESS = """
+import sys
+
+
 def _minigpt_judge(tests):
     passed = 0
     for test in tests:
         try:
             exec(test, globals())
             passed += 1
-        except BaseException:  # SystemExit too: a test that exits has not passed
-            pass
+        except BaseException as err:  # SystemExit too: a test that exits has not passed
+            print(f"{{test}}: {{type(err).__name__}}: {{err}}", file=sys.stderr)
     print({marker!r}, passed, len(tests), flush=True)
 
 
@@ -66,7 +69,8 @@ def read_verdict(result: Result, marker: str, total: int) -> Verdict:
         if len(fields) == 3 and fields[0] == marker and fields[2] == str(total):
             passed = int(fields[1])
             if passed < total:  # the harness ran to its end, but not every test passed
-                result.status, result.error = "failed", f"{total - passed} of {total} tests failed"
+                failures = "\n".join(result.stderr.strip().splitlines()[-3:])
+                result.status, result.error = "failed", f"{total - passed} of {total} tests failed:\n{failures}"
             return Verdict(passed, total, result)
     if result.status == "passed":
         result.status, result.error = "failed", "the program exited before its tests ran to the end"

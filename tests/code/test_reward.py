@@ -64,3 +64,12 @@ def test_build_reward_registers_execution_and_refuses_tasks_without_tests() -> N
     assert isinstance(build_reward("execution", None, {"double": DoubleTask()}, None), ExecutionReward)  # type: ignore[dict-item]
     with pytest.raises(ConfigError, match="stage.reward=execution needs prompts from a code task"):
         build_reward("execution", None, {}, None)
+
+
+def test_a_failed_verdict_names_the_failing_tests() -> None:
+    (verdict,) = judge(Sandbox(Limits(timeout=1.5)), [DOUBLE], ["    return x + 2\n"])
+    assert verdict.fraction == pytest.approx(1 / 3) and verdict.result.status == "failed"
+    assert (
+        "2 of 3 tests failed" in verdict.result.error
+        and "assert double(-3) == -6: AssertionError" in verdict.result.error
+    )
