@@ -248,7 +248,12 @@ class Sandbox:
         return range(self._first_uid, self._first_uid + SLOTS)
 
     def _command(self, workdir: Path, slot: int) -> list[str]:
-        boot_args = {"limits": self.limits.rlimits(), "guard": self.guard, "sample": SAMPLE_NAME}
+        limits = self.limits.rlimits()
+        if self.level != "namespaces":
+            # RLIMIT_NPROC counts every process (and thread) of the user: without a user of its own the
+            # sample would share the count with everything the evaluator's user runs. The guard refuses forks.
+            limits["processes"] = 0
+        boot_args = {"limits": limits, "guard": self.guard, "sample": SAMPLE_NAME}
         python_args = ["-I", "-S", "-u", "-c", BOOT_SOURCE, json.dumps(boot_args)]
         if self.level == "namespaces":
             return isolation.namespace_command(workdir, self._first_uid + slot, python_args)

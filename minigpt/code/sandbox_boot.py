@@ -86,8 +86,9 @@ def set_limits(limits: dict[str, int]) -> None:
       wall-clock timeout is the other half: a sample that sleeps uses no CPU).
     - Address space: an allocation past it fails with MemoryError instead of swapping the machine.
     - File size: a sample that writes a huge file is stopped (SIGXFSZ) before the disk fills.
-    - Processes: the number of processes of the sample's user; binds only a non-root user (the kernel
-      exempts root), which is why the namespace layer runs the sample as a user of its own.
+    - Processes: the number of processes (and threads) of the sample's user; binds only a non-root user
+      (the kernel exempts root) and counts all of that user's processes, which is why it is set only when
+      the namespace layer runs the sample as a user of its own (`processes` is 0 otherwise).
     - Open files: bounds descriptor leaks; core dumps are off (a crash writes nothing).
     """
     pairs = {
