@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from minigpt.code.ast_tools import NODE_KINDS, NodeKind, node_spans
+from minigpt.utils.errors import ConfigError
 
 FIM_PREFIX = "<|fim_prefix|>"
 FIM_SUFFIX = "<|fim_suffix|>"
@@ -106,3 +107,33 @@ def reassemble(example: str) -> str:
         return example
     split = parse_fim(example)
     return split.prefix + split.middle + split.suffix
+
+
+@dataclass(frozen=True)
+class FIMOptions:
+    """How a training corpus gets FIM examples (`data.fim_rate`, `data.fim_spm_rate`, `data.fim_middle_by`)."""
+
+    rate: float = 0.0
+    spm_rate: float = 0.5
+    middle_by: MiddleBy = "span"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, value in (("fim_rate", self.rate), ("fim_spm_rate", self.spm_rate)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"data.{name}={value} must be between 0 and 1 (the paper uses 0.5).")
+        if self.middle_by not in ("span", "ast"):
+            raise ConfigError(f"data.fim_middle_by={self.middle_by} must be span or ast.")
+
+    def key(self) -> str:
+        """What identifies these options in a cache key."""
+        return f"fim{self.rate}-{self.spm_rate}-{self.middle_by}-{self.seed}"
+
+    def check(self, special_tokens: list[str]) -> None:
+        """Refuse a tokenizer without the sentinels: they must be single ids, not text the model can write."""
+        missing = [t for t in FIM_TOKENS if t not in special_tokens]
+        if missing:
+            raise ConfigError(
+                f"data.fim_rate={self.rate} needs a tokenizer with the FIM tokens {missing} as special tokens; "
+                "use tokenizer=bpe_code (or add them to tokenizer.special_tokens)."
+            )
