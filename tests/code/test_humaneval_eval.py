@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from minigpt.code.humaneval_eval import evaluate_humaneval, truncate_at_stop
@@ -47,3 +49,24 @@ def test_pass_at_k_counts_each_problems_samples(tiny_model, monkeypatch) -> None
     result = evaluate_humaneval(tiny_model(), ByteTokenizer(), n=2, k=(1, 2), problems=PROBLEMS)
     assert result["pass@1"] == pytest.approx(0.25) and result["pass@2"] == pytest.approx(0.5)
     assert result["statuses"] == {"passed": 1, "failed": 3}
+
+
+def test_evaluate_py_eval_humaneval_writes_pass_at_k(compose_train, compose_eval, tmp_path) -> None:
+    from minigpt.evaluation.report import evaluate_run
+    from minigpt.run import train
+
+    train(compose_train("trainer.max_steps=2", "trainer.val_check_interval=2"))
+    cfg = compose_eval(
+        f"run={tmp_path / 'run' / 'model'}",
+        "eval=humaneval",
+        "humaneval.n=2",
+        "humaneval.k=[1,2]",
+        "humaneval.limit=2",
+        "humaneval.max_new_tokens=8",
+        "num_samples=0",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    )
+    results = evaluate_run(cfg)
+    saved = json.loads((tmp_path / "run" / "model" / "eval.json").read_text())["humaneval"]
+    assert saved == results["humaneval"] and saved["problems"] == 2 and set(saved) >= {"pass@1", "pass@2"}
+    assert sum(saved["statuses"].values()) == 4 and saved["example"]["task_id"] == "HumanEval/0"
