@@ -229,7 +229,7 @@ class Sandbox:
         if self.level == "process" and not guard:
             raise ConfigError(
                 "guard=false at the process isolation level would run the sample with no isolation at all; "
-                "keep guard=true, or use isolation=namespaces (root with unshare and setpriv)."
+                "keep guard=true, or use isolation=namespaces (root with util-linux's unshare)."
             )
         self.guard = guard
         self._slots: list[int] = list(range(SLOTS))  # free worker slots (each a uid in the namespace level)

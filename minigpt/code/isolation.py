@@ -1,15 +1,15 @@
-"""The kernel's layer of the sandbox: Linux namespaces, entered with util-linux's `unshare` and `setpriv`.
+"""The kernel's layer of the sandbox: Linux namespaces, entered with util-linux's `unshare`.
 
 Two levels, chosen once per process (`isolation=auto` takes the strongest that works here):
 
-- `namespaces` (needs root, `unshare` and `setpriv`): each sample gets
+- `namespaces` (needs root and util-linux's `unshare`): each sample gets
   * a **network namespace** with no interface but a downed loopback: no connection leaves, not even to
     localhost;
   * a **PID namespace**: the sample is process 1 of its own process tree, sees no other process (a fresh
     `/proc`) and can signal none; when it exits, the kernel kills everything it left behind;
   * a **mount namespace** in which every mount is remounted read-only except the sample's own folder, so
     no file outside it can be written (not `/tmp` or `/dev/shm` either);
-  * a **user id of its own** (`setpriv`), so that the process-count limit binds (the kernel exempts root
+  * a **user id of its own**, so that the process-count limit binds (the kernel exempts root
     from `RLIMIT_NPROC`) and root's files (its home, its keys) are closed to it. The Python installation
     is bind-mounted into the sample's folder, read-only, because it may live where that user cannot
     reach (here: under `/root`).
@@ -21,6 +21,7 @@ Two levels, chosen once per process (`isolation=auto` takes the strongest that w
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -32,20 +33,9 @@ from minigpt.utils.errors import ConfigError
 
 LEVELS = ("auto", "namespaces", "process")
 PYTHON_MOUNT = ".python"  # where the Python installation appears inside the sample's folder
-SETUP_FAILED = 120  # exit status of the namespace setup script when a mount fails
-
-# Runs as root inside the new namespaces, then becomes the sample's user. $1: the sample's folder,
-# $2: the Python installation, $3: uid, $4..: the Python command. The folder and the installation are
-# bind-mounted first (a bind mount is a mount of its own, so the folder stays writable when the loop
-# below makes every other mount read-only).
-_SETUP = r"""
-dir="$1"; python_home="$2"; uid="$3"; shift 3
-mount --bind "$dir" "$dir" && mount --bind -o ro "$python_home" "$dir/.python" || exit 120
-for m in $(awk '{print $5}' /proc/self/mountinfo | sort -u); do
-    [ "$m" = "$dir" ] || mount -o remount,bind,ro "$m" 2>/dev/null
-done
-cd "$dir" && exec setpriv --reuid="$uid" --regid="$uid" --clear-groups "$@"
-"""
+# The setup that runs as root inside the new namespaces, then becomes the sample's user (its own file).
+SETUP_SOURCE = (Path(__file__).parent / "sandbox_setup.py").read_text()
+SETUP_FAILED = 120  # its exit status when a mount fails
 
 
 def python_home() -> Path:
@@ -66,9 +56,15 @@ def namespace_command(workdir: Path, uid: int, python_args: list[str]) -> list[s
     """The command that runs `python <python_args>` inside fresh namespaces as user `uid`, in `workdir`."""
     (workdir / PYTHON_MOUNT).mkdir(exist_ok=True)
     os.chown(workdir, uid, uid)  # the sample's user owns its folder (and nothing else)
-    python = str(workdir / PYTHON_MOUNT / python_in_home())
+    setup = {
+        "dir": str(workdir),
+        "python_home": str(python_home()),
+        "python": str(workdir / PYTHON_MOUNT / python_in_home()),
+        "uid": uid,
+        "args": python_args,
+    }
     unshare = ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
-    return [*unshare, "sh", "-c", _SETUP, "sandbox", str(workdir), str(python_home()), str(uid), python, *python_args]
+    return [*unshare, *direct_command(["-I", "-S", "-c", SETUP_SOURCE, json.dumps(setup)])]
 
 
 def direct_command(python_args: list[str]) -> list[str]:
@@ -79,7 +75,7 @@ def direct_command(python_args: list[str]) -> list[str]:
 @functools.cache
 def namespaces_work() -> bool:
     """Whether the `namespaces` level works on this machine: a trial run of `python -c pass` in it."""
-    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("setpriv")):
+    if os.geteuid() != 0 or not shutil.which("unshare"):
         return False
     with tempfile.TemporaryDirectory(prefix="minigpt-probe-") as tmp:
         os.chmod(tmp, 0o755)
@@ -100,7 +96,7 @@ def resolve_level(level: str) -> str:
         return "namespaces"
     if level == "namespaces":
         raise ConfigError(
-            "isolation=namespaces needs root with util-linux's unshare and setpriv, which this machine "
+            "isolation=namespaces needs root with util-linux's unshare, which this machine "
             "lacks; use isolation=process (resource limits and the audit-hook guard only) or isolation=auto."
         )
     return "process"

@@ -30,7 +30,7 @@ def guarded() -> Sandbox:
 @pytest.fixture(scope="module")
 def kernel() -> Sandbox:
     if not namespaces_work():
-        pytest.skip("the namespace level needs root with util-linux's unshare and setpriv")
+        pytest.skip("the namespace level needs root with util-linux's unshare")
     return Sandbox(LIMITS, "namespaces", guard=False)
 
 
