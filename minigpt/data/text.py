@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from minigpt.code.fim import FIMOptions
 from minigpt.data.corpora import Corpus
 from minigpt.data.token_cache import TokenSplits, token_splits
 from minigpt.tokenizer.base import Tokenizer
@@ -107,6 +108,9 @@ class TextDataModule(L.LightningDataModule):
         seed: int = 1337,
         cache_dir: str | None = None,
         skip_bad_files: bool = False,
+        fim_rate: float = 0.0,
+        fim_spm_rate: float = 0.5,
+        fim_middle_by: str = "span",
     ) -> None:
         super().__init__()
         for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("max_val_windows", max_val_windows)):
@@ -118,6 +122,8 @@ class TextDataModule(L.LightningDataModule):
         self.corpus, self.seq_len, self.batch_size = corpus, seq_len, batch_size
         self.val_fraction, self.max_val_windows = val_fraction, max_val_windows
         self.num_workers, self.num_proc, self.seed, self.cache_dir = num_workers, num_proc, seed, cache_dir
+        # Fill-in-the-middle examples in the training split (Bavarian et al. 2022; minigpt/code/fim.py).
+        self.fim = FIMOptions(fim_rate, fim_spm_rate, fim_middle_by, seed) if fim_rate > 0 else None  # type: ignore[arg-type]
         self.tokenizer: Tokenizer | None = None
         self.splits: TokenSplits | None = None
 
@@ -130,7 +136,9 @@ class TextDataModule(L.LightningDataModule):
         if self.splits is None:
             if self.tokenizer is None:
                 raise RuntimeError("TextDataModule needs attach_tokenizer(...) before use.")
-            self.splits = token_splits(self.corpus, self.tokenizer, self.val_fraction, self.cache_dir, self.num_proc)
+            self.splits = token_splits(
+                self.corpus, self.tokenizer, self.val_fraction, self.cache_dir, self.num_proc, self.fim
+            )
         return self.splits
 
     def setup(self, stage: str | None = None) -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from rich.progress import Progress
 
+from minigpt.code.fim import FIMOptions, apply_fim
 from minigpt.data.assets import cache_root
 from minigpt.data.corpora import Corpus
 from minigpt.tokenizer.base import Tokenizer
@@ -73,13 +75,20 @@ def token_splits(
     val_fraction: float,
     cache_dir: str | None = None,
     num_proc: int = 1,
+    fim: FIMOptions | None = None,
 ) -> TokenSplits:
     """Return the cached token splits of `corpus`, building them on first use.
 
     Documents are joined with `<|eos|>` (when the tokenizer has one) so the model learns where a text
-    ends; the last `val_fraction` of the token stream is the validation split.
+    ends; the last `val_fraction` of the token stream is the validation split. With `fim`, documents that
+    lie wholly in the training split become fill-in-the-middle examples at `fim.rate`
+    (`minigpt.code.fim`); the validation split stays exactly the plain one, so that left-to-right losses
+    of runs with and without FIM compare on the same tokens.
     """
     key = f"{corpus.name}-{corpus.fingerprint}-{tokenizer.fingerprint()}-{val_fraction}"
+    if fim is not None and fim.rate > 0:
+        fim.check(list(tokenizer.special_tokens))
+        key += f"-{fim.key()}"
     folder = cache_root(cache_dir) / "tokens" / key
     meta_path = folder / "meta.json"
     if meta_path.exists():
@@ -103,7 +112,31 @@ def token_splits(
         "train_bytes": int(round(bytes_per_token[:split_at].sum())),
         "val_bytes": int(round(bytes_per_token[split_at:].sum())),
     }
-    atomic_write(folder / "train.bin", lambda tmp: tokens[:split_at].tofile(tmp))
+    train = tokens[:split_at]
+    if fim is not None and fim.rate > 0:
+        train = with_fim(train, documents, lengths, tokenizer, eos, fim)
+        meta["train_tokens"] = len(train)
+    atomic_write(folder / "train.bin", lambda tmp: train.tofile(tmp))
     atomic_write(folder / "val.bin", lambda tmp: tokens[split_at:].tofile(tmp))
     atomic_write_text(meta_path, json.dumps(meta))  # written last: its presence marks a complete cache
     return TokenSplits(folder=folder, **meta)
+
+
+def with_fim(
+    train: np.ndarray, documents: list[str], lengths: np.ndarray, tokenizer: Tokenizer, eos: list[int], fim: FIMOptions
+) -> np.ndarray:
+    """The training tokens with each document that ends inside them re-encoded as a FIM example at `fim.rate`
+    (the document cut by the split boundary keeps its plain tokens)."""
+    rng = random.Random(fim.seed)
+    ends = np.cumsum(lengths)
+    whole = int(np.searchsorted(ends, len(train), side="right"))  # documents 0 … whole-1 end inside train
+    parts: list[np.ndarray] = []
+    for i in range(whole):
+        text = apply_fim(documents[i], rng, fim.rate, fim.spm_rate, fim.middle_by)
+        start = int(ends[i] - lengths[i])
+        if text is documents[i]:
+            parts.append(train[start : int(ends[i])])
+        else:
+            parts.append(np.array([*tokenizer.encode(text, allow_special=True), *eos], dtype=train.dtype))
+    parts.append(train[int(ends[whole - 1]) if whole else 0 :])
+    return np.concatenate(parts)

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 
+from minigpt.code.humaneval_eval import evaluate_humaneval
 from minigpt.evaluation.compare import ROWS, flatten, profile, ratios
 from minigpt.evaluation.logs import find_metrics_csv, read_metrics
 from minigpt.evaluation.moe_plots import plot_expert_load
@@ -94,6 +95,10 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("eval") == "tasks":
         results["tasks"] = task_scores(cfg, trained, model, tokenizer, tasks)
 
+    if cfg.get("eval") == "humaneval":
+        options = OmegaConf.to_container(cfg.humaneval, resolve=True)
+        results["humaneval"] = evaluate_humaneval(model, tokenizer, seed=cfg.seed, **options)  # type: ignore[arg-type]
+
     if cfg.get("compare"):
         results["compare"] = compare_models(cfg, (folder, model, tokenizer), datamodule, tasks)
 
@@ -158,6 +163,11 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
     console.print(table)
     if "compare" in results:
         show_comparison(console, results["compare"])
+    if "humaneval" in results:
+        humaneval = results["humaneval"]
+        passes = ", ".join(f"{key} {value:.3f}" for key, value in humaneval.items() if key.startswith("pass@"))
+        title = f"HumanEval ({humaneval['problems']} problems, n={humaneval['n']})"
+        console.print(f"{title}: {passes}; statuses {humaneval['statuses']}")
     for when, scores in results.get("tasks", {}).items():
         console.print(f"task scores ({when}): " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     for i, text in enumerate(results.get("samples", [])):

@@ -3,6 +3,8 @@
 * `ModelReward`: a reward model trained by `stage=reward` (the RLHF recipe: a learned proxy of
   preferences, which a policy can over-optimise — Gao et al. 2022);
 * `TaskReward`: a task's gold scorer as a *verifiable* reward (exact-match arithmetic, VADER sentiment);
+* `ExecutionReward` (`minigpt.code.reward`): the share of a code problem's tests the reply passes, run in
+  the sandbox, with a penalty for a timeout;
 * `CountReward`: +1 per occurrence of a string — a toy reward whose optimum is obvious, for tests;
 * `FunctionReward`: a user's function `fn(prompts, completions, tasks) -> scores`, given in the config
   as a `_target_` node (`stage.reward={_target_: my.module.fn, _partial_: true}`).
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from minigpt.code.reward import ExecutionReward
 from minigpt.model.heads import RewardScorer, load_reward_model
 from minigpt.tasks.base import Task
 from minigpt.utils.errors import ConfigError
@@ -27,7 +30,8 @@ from minigpt.utils.errors import ConfigError
 if TYPE_CHECKING:
     from minigpt.rl.rollout import Rollout
 
-REWARD_KINDS = ("model", "task", "count")
+REWARD_KINDS = ("model", "task", "count", "execution")
+DATA_REWARDS = ("task", "execution")  # built from the data's tasks, once the stage has its data
 
 
 class RewardFunction(Protocol):
@@ -143,7 +147,8 @@ def build_reward(
     tasks: Mapping[str, Task],
     count_text: str | None,
 ) -> RewardFunction:
-    """The reward `stage.reward` names: `model` (needs `stage.reward_model`), `task`, `count`, or a callable."""
+    """The reward `stage.reward` names: `model` (needs `stage.reward_model`), `task`, `count`, `execution`
+    (tasks with code problems), or a callable."""
     if callable(kind):
         return FunctionReward(kind)
     if kind not in REWARD_KINDS:
@@ -157,4 +162,6 @@ def build_reward(
         return ModelReward(load_reward_model(reward_model))
     if kind == "task":
         return TaskReward(tasks)
+    if kind == "execution":
+        return ExecutionReward(tasks)
     return CountReward(count_text or "")

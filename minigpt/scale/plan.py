@@ -9,8 +9,6 @@ device, so the parameter count is the real one and a 7B model costs no memory.
 
 from __future__ import annotations
 
-import re
-
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -19,16 +17,7 @@ from minigpt.model.config import ModelConfig
 from minigpt.model.transformer import Transformer
 from minigpt.scale.memory import ACTIVATION_BYTES, STRATEGIES, MemoryPlan, ModelShape, plan
 from minigpt.utils.errors import ConfigError
-
-_UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-
-
-def parse_bytes(text: object) -> float:
-    """`80GB` → 8e10, `24GiB` → 24·2³⁰, `1e9` → 1e9; a `ConfigError` for anything else."""
-    match = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
-    if match is None or match.group(2).upper() not in _UNITS:
-        raise ConfigError(f"gpu_memory={text} is not a size; write it like 80GB, 24GiB or 8e10.")
-    return float(match.group(1)) * _UNITS[match.group(2).upper()]
+from minigpt.utils.sizes import parse_bytes
 
 
 def model_shape(config: ModelConfig) -> ModelShape:
@@ -81,7 +70,7 @@ def main(cfg: DictConfig) -> list[MemoryPlan]:
     assert isinstance(fields, dict)
     fields["vocab_size"] = fields.get("vocab_size") or cfg.vocab_size
     config = ModelConfig.from_dict(fields)
-    shape, memory = model_shape(config), parse_bytes(cfg.gpu_memory)
+    shape, memory = model_shape(config), parse_bytes(cfg.gpu_memory, "gpu_memory")
     seq_len = cfg.seq_len or config.block_size
     plans = [
         plan(

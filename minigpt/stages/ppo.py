@@ -55,7 +55,7 @@ from minigpt.losses.ppo import (
     whiten,
 )
 from minigpt.model.heads import ScalarHead, ValueModel
-from minigpt.rl.rewards import ModelReward, build_reward, score_rollout
+from minigpt.rl.rewards import DATA_REWARDS, ModelReward, build_reward, score_rollout
 from minigpt.rl.rollout import Rollout, frozen_logprobs, logprobs_of, response_hidden, sample_rollout
 from minigpt.rl.settings import RolloutSettings
 from minigpt.stages.base import Stage
@@ -154,9 +154,9 @@ class PPOStage(SampledReplyValidation, Stage):
         self.iteration = 0
 
         self.reference = frozen_copy(self.model)
-        # A task reward needs the data's tasks (gold scorers): it is built in `attach_data`. The others are
+        # A task or execution reward needs the data's tasks: it is built in `attach_data`. The others are
         # built now, a reward model so that the critic can start from it.
-        self.reward_fn: Any = None if reward == "task" else build_reward(reward, reward_model, {}, count_text)
+        self.reward_fn: Any = None if reward in DATA_REWARDS else build_reward(reward, reward_model, {}, count_text)
         has_reward_model = isinstance(self.reward_fn, ModelReward)
         if critic_init == "reward" and (share_trunk or not has_reward_model):
             raise ConfigError(
@@ -186,8 +186,8 @@ class PPOStage(SampledReplyValidation, Stage):
         reward and the PPO-ptx demonstrations from the data's tasks."""
         super().attach_data(inputs)
         require_prompts(inputs, "ppo", self.ppo.max_new_tokens, self.model.config.block_size)
-        if self.reward_kind == "task":
-            self.reward_fn = build_reward("task", None, inputs.tasks, None)
+        if self.reward_kind in DATA_REWARDS:
+            self.reward_fn = build_reward(self.reward_kind, None, inputs.tasks, None)
         if self.ppo.ptx_coef > 0 and not (inputs.tasks and inputs.demonstrations):
             raise ConfigError(
                 f"stage.ptx_coef={self.ppo.ptx_coef} needs task prompts (data=prompts/<task>): their answers "

@@ -81,7 +81,7 @@ class Task(ABC):
             if len(out) == n:
                 return out
             example = self.generate(rng)
-            if example.prompt not in seen and split_of(self.name, example.prompt) == split:
+            if example.prompt not in seen and self.split_of(example.prompt) == split:
                 seen.add(example.prompt)
                 out.append(example)
         if len(out) == n:
@@ -90,6 +90,10 @@ class Task(ABC):
             f"Task {self.name!r} found only {len(out)} distinct {split} prompts, fewer than the {n} asked "
             "for; ask for fewer examples or widen the task (e.g. more digits or longer strings)."
         )
+
+    def split_of(self, prompt: str) -> str:
+        """The split `prompt` belongs to: a hash of the prompt (a task may split coarser, e.g. by template)."""
+        return split_of(self.name, prompt)
 
     def is_exact(self, prompt: str, completion: str) -> bool:
         """Whether the completion earns the full score."""

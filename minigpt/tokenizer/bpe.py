@@ -38,12 +38,19 @@ log = logging.getLogger(__name__)
 # backtracking: same matches, faster). "gpt2" is GPT-2's rule (Radford et al. 2019 §2.2): contractions,
 # an optional space glued to the following word/number/punctuation run, and whitespace runs that leave
 # their last space to the next word. "gpt4" is cl100k's: case-insensitive contractions, numbers in groups
-# of at most three digits, and newlines kept apart from other whitespace.
+# of at most three digits, and newlines kept apart from other whitespace. "code" is for source code: a
+# newline run together with the next line's indentation is one pre-token (Python's blocks are spelled by
+# it, so "\n        " becomes one token instead of eight spaces), identifiers keep their underscores and
+# digits (`max_len_2`), numbers come in groups of at most three digits, operator runs stay together (`**=`).
 PATTERNS: dict[str, str] = {
     "gpt2": r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""",
     "gpt4": (
         r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
         r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+    ),
+    "code": (
+        r"""(?:\r?\n)++[ \t]*+| ?[\p{L}_][\p{L}\p{N}_]*+| ?\p{N}{1,3}+| ?[^\s\p{L}\p{N}_]++"""
+        r"""|[ \t]++$|[ \t]+(?!\S)|\s"""
     ),
 }
 

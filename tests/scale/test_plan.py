@@ -56,7 +56,7 @@ def test_plan_command_prints_every_strategy_and_refuses_a_bad_size(compose_comma
     assert all(p.strategy in out for p in plans) and "yes" in out
     assert parse_bytes("24GiB") == 24 * 2**30 and parse_bytes("8e10") == 8e10
     with pytest.raises(ConfigError, match="gpu_memory=lots"):
-        parse_bytes("lots")
+        parse_bytes("lots", "gpu_memory")
 
 
 def test_model_parallel_rows_split_their_part_of_the_model():

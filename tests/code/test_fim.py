@@ -1,0 +1,66 @@
+"""Fill-in-the-middle: PSM and SPM reassemble the file; AST middles are whole nodes; the rates hold."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from minigpt.code.ast_tools import parses_alone
+from minigpt.code.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, apply_fim, parse_fim, reassemble, split_by_node
+
+CODE = '''def mean(xs):
+    """Average of a list."""
+    total = 0
+    for x in xs:
+        total += x
+    return total / len(xs)
+
+
+def label(n):
+    if n > 0:
+        return "positive"
+    return "not positive"
+'''
+
+
+@pytest.mark.parametrize("middle_by", ["span", "ast"])
+def test_psm_and_spm_reassemble_the_file(middle_by: str) -> None:
+    rng = random.Random(0)
+    for _ in range(200):
+        example = apply_fim(CODE, rng, fim_rate=1.0, fim_spm_rate=0.5, middle_by=middle_by)
+        assert example.startswith(FIM_PREFIX) and reassemble(example) == CODE
+
+
+def test_psm_and_spm_layouts() -> None:
+    rng = random.Random(1)
+    psm = apply_fim("abcdef", rng, fim_rate=1.0, fim_spm_rate=0.0)
+    prefix, middle, suffix = parse_fim(psm).prefix, parse_fim(psm).middle, parse_fim(psm).suffix
+    assert psm == f"{FIM_PREFIX}{prefix}{FIM_SUFFIX}{suffix}{FIM_MIDDLE}{middle}"
+    spm = apply_fim("abcdef", rng, fim_rate=1.0, fim_spm_rate=1.0)
+    assert spm.startswith(FIM_PREFIX + FIM_SUFFIX) and reassemble(spm) == "abcdef"
+
+
+def test_ast_middles_are_whole_nodes() -> None:
+    rng = random.Random(2)
+    kinds_seen = set()
+    for _ in range(300):
+        split = split_by_node(CODE, rng)
+        kinds = [k for k in ("expression", "statement", "body") if parses_alone(split.middle, k)]  # type: ignore[arg-type]
+        assert kinds, f"not a whole node: {split.middle!r}"
+        kinds_seen.update(kinds)
+    assert kinds_seen == {"expression", "statement", "body"}
+
+
+def test_fim_rate_and_spm_rate_are_the_shares_of_documents() -> None:
+    rng = random.Random(3)
+    examples = [apply_fim(CODE, rng, fim_rate=0.5, fim_spm_rate=0.25) for _ in range(2000)]
+    fim = [e for e in examples if e.startswith(FIM_PREFIX)]
+    spm = [e for e in fim if e.startswith(FIM_PREFIX + FIM_SUFFIX)]
+    assert abs(len(fim) / 2000 - 0.5) < 0.05 and abs(len(spm) / len(fim) - 0.25) < 0.05
+    assert all(e == CODE for e in examples if not e.startswith(FIM_PREFIX))
+
+
+def test_text_that_does_not_parse_falls_back_to_a_character_span() -> None:
+    split = split_by_node("def broken(:\n  pass", random.Random(4))
+    assert split.prefix + split.middle + split.suffix == "def broken(:\n  pass"
