@@ -94,6 +94,12 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("eval") == "tasks":
         results["tasks"] = task_scores(cfg, trained, model, tokenizer, tasks)
 
+    if cfg.get("eval") == "vision":  # docs/multimodal.md
+        from minigpt.evaluation.vision import evaluate_vision_run
+
+        vision_data = trained.data if trained is not None and cfg.get("data") is None else cfg.get("data")
+        results["vision"] = evaluate_vision_run(folder, vision_data, cfg.task_prompts, out_dir)
+
     if cfg.get("compare"):
         results["compare"] = compare_models(cfg, (folder, model, tokenizer), datamodule, tasks)
 
