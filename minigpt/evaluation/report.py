@@ -166,7 +166,14 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
         show_comparison(console, results["compare"])
     for when, scores in results.get("tasks", {}).items():
         console.print(f"task scores ({when}): " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    vision = results.get("vision", {})
+    for key, score in vision.get("scores", {}).items():
+        console.print(
+            f"vision {key}: accuracy {score['accuracy']:.3f} "
+            f"(text-only prior {score['prior']:.3f}, {score['n']} held-out examples)"
+        )
     for i, text in enumerate(results.get("samples", [])):
         console.rule(f"sample {i}")
         console.print(text, markup=False)
-    console.print(f"wrote {out_dir / 'eval.json'}" + "".join(f"\nwrote {p}" for p in results.get("plots", [])))
+    plots = [*results.get("plots", []), *([vision["grid"]] if "grid" in vision else [])]
+    console.print(f"wrote {out_dir / 'eval.json'}" + "".join(f"\nwrote {p}" for p in plots))

@@ -66,7 +66,9 @@ def exact_matches(
     return hits
 
 
-def greedy_answer(model: VisionLanguageModel, tokenizer: Tokenizer, example: VisionExample, max_new_tokens: int = 24) -> str:
+def greedy_answer(
+    model: VisionLanguageModel, tokenizer: Tokenizer, example: VisionExample, max_new_tokens: int = 24
+) -> str:
     """The model's greedy reply to `example.prompt` with its images."""
     ids, _ = encode_vision_example(tokenizer, example, model.tower.config.num_tokens, add_generation_prompt=True)
     images = torch.from_numpy(np.stack(example.images)) if example.images else None
@@ -136,10 +138,9 @@ def evaluate_vision_run(folder: Path, data: DictConfig | None, n: int, out_dir: 
     from hydra.utils import instantiate
 
     model, tokenizer = load_vision_language_model(folder, field="run")
-    sources = dict(instantiate(data.sources)) if data is not None and "sources" in data else {
-        "digits": Digits(), "shapes": Shapes()
-    }
-    sources = {name: source for name, source in sources.items() if source is not None}
+    sources: dict[str, VisionSource] = {"digits": Digits(), "shapes": Shapes()}
+    if data is not None and "sources" in data:
+        sources = {name: source for name, source in instantiate(data.sources).items() if source is not None}
     scores, examples = vision_scores(model, tokenizer, sources, n)
     # Show a spread of sources and kinds: every len/16-th example.
     step = max(1, len(examples) // 16)

@@ -101,9 +101,7 @@ class VisionConfig:
 
 def block_config(config: VisionConfig) -> ModelConfig:
     """The `ModelConfig` the encoder's (shared) `Block`s are built from: GPT-2 style, the encoder's size."""
-    return ModelConfig(
-        n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd, block_size=config.num_tokens
-    )
+    return ModelConfig(n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd, block_size=config.num_tokens)
 
 
 class ViTEncoder(nn.Module):
@@ -218,9 +216,7 @@ class VisionLanguageModel(nn.Module):
         attn_mask: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Any]]:
         """Logits (B, T, vocab) and aux of the LM on the spliced embeddings."""
-        return self.lm(
-            input_ids, positions=positions, attn_mask=attn_mask, inputs_embeds=self.embed(input_ids, images)
-        )
+        return self.lm(input_ids, positions=positions, attn_mask=attn_mask, inputs_embeds=self.embed(input_ids, images))
 
     @torch.no_grad()
     def greedy(self, prompt: list[int], images: Tensor | None, stop_id: int, max_new_tokens: int) -> list[int]:

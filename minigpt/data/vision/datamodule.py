@@ -49,7 +49,9 @@ def encode_vision_example(
     messages = example.prompt if add_generation_prompt else example.messages
     markers = sum(m["content"].count(IMAGE_MARKER) for m in messages)
     if markers != len(example.images):
-        raise ConfigError(f"A {example.kind} example has {markers} {IMAGE_MARKER} markers but {len(example.images)} images.")
+        raise ConfigError(
+            f"A {example.kind} example has {markers} {IMAGE_MARKER} markers but {len(example.images)} images."
+        )
     return render_chat(tokenizer, messages, add_generation_prompt, encode_content=encode)
 
 
@@ -91,7 +93,9 @@ class VisionChatDataModule(ChatRenderedDataModule):
     ) -> None:
         super().__init__()
         if not sources:
-            raise ConfigError("data.sources is empty; use data=vision/digits, vision/shapes, vision/mix or vision/jsonl.")
+            raise ConfigError(
+                "data.sources is empty; use data=vision/digits, vision/shapes, vision/mix or vision/jsonl."
+            )
         self.sources = dict(sources)
         self.image_size, self.image_tokens = image_size, image_tokens
         self.num_train, self.num_val, self.seq_len = num_train, num_val, seq_len
@@ -112,7 +116,10 @@ class VisionChatDataModule(ChatRenderedDataModule):
     def documents(self) -> list[str]:
         """The text of every training and validation message (markers removed)."""
         return [
-            m["content"].replace(IMAGE_MARKER, "") for s in ("train", "val") for ex in self.examples(s) for m in ex.messages
+            m["content"].replace(IMAGE_MARKER, "")
+            for s in ("train", "val")
+            for ex in self.examples(s)
+            for m in ex.messages
         ]
 
     def encode(self, example: VisionExample) -> VisionRow:

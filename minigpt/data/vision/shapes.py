@@ -67,7 +67,9 @@ def random_scene(rng: np.random.Generator, image_size: int) -> list[Thing]:
     size = image_size // 3 - 2
     slots = sorted(rng.choice(3, size=int(rng.integers(1, 4)), replace=False))
     return [
-        Thing(int(s), str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES)), int(rng.integers(0, image_size - size + 1)))
+        Thing(
+            int(s), str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES)), int(rng.integers(0, image_size - size + 1))
+        )
         for s in slots
     ]
 
