@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import load_model_folder, resolve_model_folder, save_model_folder
+from minigpt.model.mot import ModalityState, apply_mot, is_mot, load_image_weights, split_mot_state
 from minigpt.model.transformer import Block, Transformer, build_norm
 from minigpt.tokenizer.base import Tokenizer
 from minigpt.tokenizer.chat import IMAGE_TOKEN
@@ -56,7 +57,7 @@ class VisionConfig:
     ViT: patches of `patch_size` (so `num_tokens` = (image_size / patch_size)²), `n_layer` blocks of width
     `n_embd` with `n_head` heads. CNN: `n_embd` output channels pooled to a √num_tokens grid.
     The projector is Linear(n_embd → hidden) · GELU · Linear(hidden → LM width), hidden = `projector_hidden`
-    or the LM's width.
+    or the LM's width. `mot` unties the LM's norms and MLPs by modality (`minigpt.model.mot`).
     """
 
     kind: EncoderKind = "vit"
@@ -68,6 +69,7 @@ class VisionConfig:
     n_head: int = 4
     n_embd: int = 64
     projector_hidden: int | None = None
+    mot: bool = False
 
     def __post_init__(self) -> None:
         for name in ("image_size", "channels", "num_tokens", "n_layer", "n_head", "n_embd"):
@@ -190,7 +192,8 @@ class VisionLanguageModel(nn.Module):
     """The LM and the vision tower, composed: `forward(input_ids, images)` → the LM's (logits, aux).
 
     Args:
-        lm: the shared `Transformer`, unchanged.
+        lm: the shared `Transformer`; with `tower.config.mot`, its norms and MLPs are untied by modality
+            (`apply_mot`, in place), routed by the `<|image|>` positions of each call.
         tower: encoder + projector.
         image_id: the id of `<|image|>` in the LM's tokenizer.
     """
@@ -198,6 +201,9 @@ class VisionLanguageModel(nn.Module):
     def __init__(self, lm: Transformer, tower: VisionTower, image_id: int) -> None:
         super().__init__()
         self.lm, self.tower, self.image_id = lm, tower, image_id
+        self.modality = ModalityState()
+        if tower.config.mot and not is_mot(lm):
+            apply_mot(lm, self.modality)
 
     def embed(self, input_ids: Tensor, images: Tensor | None) -> Tensor:
         """The LM's token embeddings (B, T, C) with the projected images at the placeholders."""
@@ -216,7 +222,12 @@ class VisionLanguageModel(nn.Module):
         attn_mask: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Any]]:
         """Logits (B, T, vocab) and aux of the LM on the spliced embeddings."""
-        return self.lm(input_ids, positions=positions, attn_mask=attn_mask, inputs_embeds=self.embed(input_ids, images))
+        embeds = self.embed(input_ids, images)
+        self.modality.image_mask = input_ids == self.image_id  # read by the MoT switches, if any
+        try:
+            return self.lm(input_ids, positions=positions, attn_mask=attn_mask, inputs_embeds=embeds)
+        finally:
+            self.modality.image_mask = None
 
     @torch.no_grad()
     def greedy(self, prompt: list[int], images: Tensor | None, stop_id: int, max_new_tokens: int) -> list[int]:
@@ -240,11 +251,30 @@ class VisionLanguageModel(nn.Module):
 
 
 def save_vision_language_model(folder: str | Path, model: VisionLanguageModel, tokenizer: Tokenizer | None) -> Path:
-    """A normal model folder for the LM, plus `vision.safetensors` and `extra["vision"]` in `config.json`."""
+    """A normal model folder for the LM, plus `vision.safetensors` and `extra["vision"]` in `config.json`.
+
+    With MoT, `model.safetensors` holds the LM with its text weights (every text tool reads it as a dense
+    model) and `vision.safetensors` also holds the image copies, under `mot.<dense key>`.
+    """
     model.lm.config.extra["vision"] = model.tower.config.to_dict()
-    folder = save_model_folder(folder, model.lm, tokenizer)
-    atomic_write(Path(folder) / VISION_WEIGHTS, lambda tmp: save_model(model.tower, str(tmp)))
+    text, image = split_mot_state(model.lm.state_dict())
+    lm = model.lm
+    if image:  # a dense Transformer with the text weights, for the ordinary folder
+        lm = Transformer(model.lm.config)
+        lm.load_state_dict(text)
+    folder = save_model_folder(folder, lm, tokenizer)
+    weights = {**model.tower.state_dict(), **{f"mot.{k}": v for k, v in image.items()}}
+    atomic_write(
+        Path(folder) / VISION_WEIGHTS, lambda tmp: save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp))
+    )
     return folder
+
+
+def read_vision_weights(folder: Path) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(the tower's weights, the MoT image weights keyed as in the dense LM) of a model folder."""
+    weights = load_file(str(folder / VISION_WEIGHTS))
+    tower = {k: v for k, v in weights.items() if not k.startswith("mot.")}
+    return tower, {k.removeprefix("mot."): v for k, v in weights.items() if k.startswith("mot.")}
 
 
 def has_vision(path: str | Path) -> bool:
@@ -264,5 +294,8 @@ def load_vision_language_model(
             "pass the model folder of a stage=multimodal run."
         )
     tower = VisionTower(VisionConfig.from_dict(lm.config.extra["vision"]), lm.config.n_embd)
-    load_model(tower, str(folder / VISION_WEIGHTS), device=map_location)
-    return VisionLanguageModel(lm, tower, tokenizer.special_id(IMAGE_TOKEN)), tokenizer
+    tower_weights, image_weights = read_vision_weights(folder)
+    tower.load_state_dict(tower_weights)
+    model = VisionLanguageModel(lm, tower, tokenizer.special_id(IMAGE_TOKEN))
+    load_image_weights(lm, image_weights)
+    return model.to(torch.device(map_location)), tokenizer

@@ -33,12 +33,13 @@ from torchmetrics import MeanMetric
 from minigpt.evaluation.vision import reply_exact_match
 from minigpt.losses.lm import IGNORE_INDEX, lm_loss
 from minigpt.model.folder import resolve_model_folder
+from minigpt.model.mot import is_mot, load_image_weights
 from minigpt.model.vision import (
     VISION_WEIGHTS,
     VisionConfig,
     VisionLanguageModel,
     VisionTower,
-    load_vision_language_model,
+    read_vision_weights,
     save_vision_language_model,
 )
 from minigpt.stages.base import Stage
@@ -60,6 +61,7 @@ def vision_config(vision: Mapping[str, Any]) -> VisionConfig:
     if vision["encoder"] not in encoders:
         raise ConfigError(f"vision.encoder={vision['encoder']!r} is unknown; use one of {sorted(encoders)}.")
     fields = dict(encoders[vision["encoder"]], image_size=vision["image_size"], num_tokens=vision["num_tokens"])
+    fields["mot"] = bool(vision.get("mot", False))
     return VisionConfig.from_dict(fields)
 
 
@@ -68,7 +70,7 @@ class MultimodalStage(Stage):
 
     Args (besides `Stage`'s):
         vision: the `vision` node: `encoder`, `encoders`, `image_size`, `num_tokens`, `train`
-            (projector | vision | projector_lm | all).
+            (projector | vision | projector_lm | all), `mot` (Mixture-of-Transformers, `minigpt.model.mot`).
     """
 
     def __init__(self, *args: Any, vision: Mapping[str, Any], **kwargs: Any) -> None:
@@ -80,6 +82,8 @@ class MultimodalStage(Stage):
         add_image_token(self.tokenizer)
         ChatModel.prepare(self.model, self.tokenizer, None, "multimodal")  # grows the embedding for new tokens
         self.vlm = VisionLanguageModel(self.model, self._tower(vision), self.tokenizer.special_id("<|image|>"))
+        if self._image_weights and is_mot(self.model):  # MoT stage 1 → stage 2: its image copies too
+            load_image_weights(self.model, self._image_weights)
         train_encoder, train_projector, train_lm = TRAIN_MODES[vision["train"]]
         self.vlm.tower.encoder.requires_grad_(train_encoder)
         self.vlm.tower.projector.requires_grad_(train_projector)
@@ -91,9 +95,14 @@ class MultimodalStage(Stage):
         """The tower of `init_from` when it has one (stage 2 after stage 1), else a fresh one."""
         wanted = vision_config(vision)
         folder = resolve_model_folder(self._init_from) if self._init_from else None
+        self._image_weights: dict[str, Tensor] = {}
         if folder is None or not (folder / VISION_WEIGHTS).exists():
             return VisionTower(wanted, self.model.config.n_embd)
-        tower = load_vision_language_model(folder)[0].tower
+        # The encoder's shape comes from the folder; MoT (untying the LM by modality) is this run's choice.
+        config = VisionConfig.from_dict({**self.model.config.extra["vision"], "mot": wanted.mot})
+        tower = VisionTower(config, self.model.config.n_embd)
+        tower_weights, self._image_weights = read_vision_weights(folder)
+        tower.load_state_dict(tower_weights)
         if (tower.config.image_size, tower.config.num_tokens) != (wanted.image_size, wanted.num_tokens):
             raise ConfigError(
                 f"init_from's encoder takes {tower.config.image_size}px images as {tower.config.num_tokens} tokens; "

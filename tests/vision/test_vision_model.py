@@ -2,29 +2,16 @@
 
 import pytest
 import torch
+from tests_vision_helpers import tiny_vlm
 
-from minigpt.model.config import ModelConfig
-from minigpt.model.transformer import Transformer
 from minigpt.model.vision import (
     VisionConfig,
-    VisionLanguageModel,
-    VisionTower,
     load_vision_language_model,
     save_vision_language_model,
     splice_images,
 )
-from minigpt.tokenizer.char import CharTokenizer
-from minigpt.tokenizer.chat import IMAGE_TOKEN, add_image_token
+from minigpt.tokenizer.chat import IMAGE_TOKEN
 from minigpt.utils.errors import ConfigError
-
-
-def tiny_vlm(kind: str = "vit") -> tuple[VisionLanguageModel, CharTokenizer]:
-    torch.manual_seed(0)
-    tokenizer = CharTokenizer.train("0123456789 abcdefghijklmnopqrstuvwxyz?")
-    image_id = add_image_token(tokenizer)
-    lm = Transformer(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=48, vocab_size=tokenizer.vocab_size))
-    tower = VisionTower(VisionConfig(kind=kind, image_size=8, num_tokens=4, patch_size=4, n_embd=16, n_head=2), 32)
-    return VisionLanguageModel(lm, tower, image_id), tokenizer
 
 
 @pytest.mark.parametrize("kind", ["vit", "cnn"])
