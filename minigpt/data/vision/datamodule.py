@@ -68,7 +68,7 @@ class VisionChatDataModule(ChatRenderedDataModule):
     """Image conversations from one or more `VisionSource`s (digits, scenes, a user's JSONL).
 
     Args:
-        sources: {name: VisionSource}.
+        sources: {name: VisionSource}; a None source is switched off (`data.sources.digits=null`).
         num_train: training examples per source (null = all a fixed data set has).
         num_val: validation examples per source.
         image_size: the encoder's input size (images are made this size by each source).
@@ -92,6 +92,7 @@ class VisionChatDataModule(ChatRenderedDataModule):
         path: str | None = None,
     ) -> None:
         super().__init__()
+        sources = {name: source for name, source in sources.items() if source is not None}  # null = off
         if not sources:
             raise ConfigError(
                 "data.sources is empty; use data=vision/digits, vision/shapes, vision/mix or vision/jsonl."
