@@ -169,8 +169,7 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
     vision = results.get("vision", {})
     for key, score in vision.get("scores", {}).items():
         console.print(
-            f"vision {key}: accuracy {score['accuracy']:.3f} "
-            f"(text-only prior {score['prior']:.3f}, {score['n']} held-out examples)"
+            f"vision {key}: accuracy {score['accuracy']:.3f} (text-only prior {score['prior']:.3f}, n={score['n']})"
         )
     for i, text in enumerate(results.get("samples", [])):
         console.rule(f"sample {i}")

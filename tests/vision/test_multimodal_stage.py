@@ -1,15 +1,18 @@
 """`stage=multimodal`: a tiny model learns an image question above chance; the projector-only stage leaves
 the LM bit-identical; the run's model folder loads back with its vision tower; `evaluate.py eval=vision`."""
 
+from pathlib import Path
+
 import lightning as L
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
+from tests_vision_helpers import OneSquare
 
 from minigpt.data.vision.datamodule import VisionChatDataModule
-from minigpt.data.vision.example import VisionExample, user_turn
-from minigpt.data.vision.shapes import COLOURS, Thing, draw
-from minigpt.evaluation.vision import exact_matches, greedy_answer
+from minigpt.data.vision.shapes import COLOURS
+from minigpt.evaluation.vision import evaluate_vision_run, exact_matches, greedy_answer
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import load_model_folder, save_model_folder
 from minigpt.model.transformer import Transformer
@@ -30,19 +33,6 @@ VISION = {
     "num_tokens": 4,
     "encoders": {"cnn_tiny": {"kind": "cnn", "channels": 3, "n_embd": 32}},
 }
-
-
-class OneSquare:
-    """One square of one of 4 colours somewhere on a 12×12 canvas: "what colour?" (chance: 25 %)."""
-
-    def examples(self, split: str, n: int | None, image_size: int) -> list[VisionExample]:
-        rng = np.random.default_rng(("train", "val", "test").index(split))
-        out = []
-        for _ in range(n or 64):
-            colour = str(rng.choice(list(COLOURS)))
-            thing = Thing(int(rng.integers(0, 3)), colour, "square", int(rng.integers(0, 9)))
-            out.append(VisionExample([draw([thing], image_size)], user_turn("colour?", colour), "colour"))
-        return out
 
 
 @pytest.fixture
@@ -84,6 +74,12 @@ def test_tiny_model_learns_a_four_way_image_question(base_model, tmp_path):
     assert float(np.mean(exact_matches(loaded, tokenizer, test))) == accuracy
     lm, _ = load_model_folder(folder)  # every text tool still reads the folder
     assert lm.config.extra["vision"]["kind"] == "cnn"
+    # evaluate.py eval=vision: the same accuracy on the run's data, the prior, and the grid of answers.
+    data = OmegaConf.create({"sources": {"squares": {"_target_": "tests_vision_helpers.OneSquare"}}})
+    report = evaluate_vision_run(folder, data, 64, tmp_path)
+    score = report["scores"]["squares/colour"]
+    assert score["accuracy"] == accuracy and score["n"] == 64 and score["prior"] <= 0.5
+    assert Path(report["grid"]).stat().st_size > 0
 
 
 def test_projector_only_stage_leaves_the_lm_and_encoder_bit_identical(base_model):
