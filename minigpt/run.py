@@ -252,7 +252,11 @@ def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
     kind = type(stage).__module__.rsplit(".", 1)[-1]  # pretrain, sft, reward, dpo, ppo, grpo, rest, moe
     model = run / "model"
     evaluate = f"python evaluate.py run={run}" + (
-        " eval=tasks" if kind in ("sft", "dpo", "ppo", "grpo", "rest") else ""
+        " eval=tasks"
+        if kind in ("sft", "dpo", "ppo", "grpo", "rest")
+        else " eval=vision"
+        if kind == "multimodal"
+        else ""
     )
     following = {
         "pretrain": [
@@ -271,6 +275,9 @@ def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
         "ppo": [f"python -m minigpt.cli.chat run={run}"],
         "grpo": [f"python -m minigpt.cli.chat run={run}"],
         "rest": [f"python -m minigpt.cli.chat run={run}"],
+        "multimodal": [
+            f"python train.py stage=multimodal init_from={model} data=vision/mix vision.train=all   # stage 2"
+        ],
     }
     steps = 2 * int(cfg.trainer.max_steps)
     longer = " ".join([*map(shlex.quote, this_run_overrides()), f"resume={run}", f"trainer.max_steps={steps}"])

@@ -143,6 +143,12 @@ def data_file(kind: str, workdir: Path) -> str:
     if kind == "ChatDataModule":
         chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
         return write_jsonl(workdir / "chat.jsonl", [chat] * 40)
+    if kind == "VisionChatDataModule":  # data=vision/jsonl: image conversations, images as .npy files
+        import numpy as np
+
+        np.save(workdir / "image.npy", np.zeros((24, 24), dtype=np.float32))
+        chat = [{"role": "user", "content": "<image> colour?"}, {"role": "assistant", "content": "black"}]
+        return write_jsonl(workdir / "images.jsonl", [{"images": ["image.npy"], "messages": chat}] * 10)
     raise AssertionError(f"tests/test_configs.py does not know which file {kind} reads; add it to data_file.")
 
 

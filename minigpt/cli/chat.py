@@ -1,6 +1,7 @@
 """Chat with a trained model in the terminal.
 
     python -m minigpt.cli.chat run=outputs/train/<run> [system="You are terse."] [sampling.temperature=0.7]
+    python -m minigpt.cli.chat run=<stage=multimodal run> image=picture.png   # talk about an image
 
 Commands: `/reset` forgets the conversation, `/system <text>` sets the system message (and resets),
 `/quit` (or Ctrl-D) leaves. Answers stream token by token. Models whose tokenizer has no chat tokens
@@ -62,11 +63,21 @@ def repl(
 @command("chat")
 def main(cfg: DictConfig) -> None:
     """Load the model in `cfg.run` and start the REPL."""
+    console = Console()
+    if cfg.get("image"):  # a vision-language model, greedy answers about the image (docs/multimodal.md)
+        from minigpt.cli.vision_chat import ImageChatSession, load_image
+        from minigpt.model.vision import load_vision_language_model
+
+        vlm, tokens = load_vision_language_model(cfg.run, map_location=cfg.device, field="run")
+        image = load_image(cfg.image, vlm.tower.config.image_size)
+        image_session = ImageChatSession(vlm, tokens, image, cfg.sampling.max_new_tokens)
+        image_session.set_system(cfg.system or "")
+        repl(image_session, console.input, console)  # type: ignore[arg-type]
+        return
     model, tokenizer = load_model_and_tokenizer(cfg.run, map_location=cfg.device)
     if cfg.sampling.strategy == "beam":
         raise ConfigError("sampling.strategy=beam cannot stream a chat answer; use sampling.strategy=sample or greedy.")
     session = ChatSession(model, tokenizer, generation_config(cfg.sampling, tokenizer), system=cfg.system)
-    console = Console()
     repl(session, console.input, console, torch.Generator(device=cfg.device).manual_seed(cfg.seed))
 
 

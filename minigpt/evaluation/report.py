@@ -99,6 +99,12 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
         options = OmegaConf.to_container(cfg.humaneval, resolve=True)
         results["humaneval"] = evaluate_humaneval(model, tokenizer, seed=cfg.seed, **options)  # type: ignore[arg-type]
 
+    if cfg.get("eval") == "vision":  # docs/multimodal.md
+        from minigpt.evaluation.vision import evaluate_vision_run
+
+        vision_data = trained.data if trained is not None and cfg.get("data") is None else cfg.get("data")
+        results["vision"] = evaluate_vision_run(folder, vision_data, cfg.task_prompts, out_dir)
+
     if cfg.get("compare"):
         results["compare"] = compare_models(cfg, (folder, model, tokenizer), datamodule, tasks)
 
@@ -170,7 +176,13 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
         console.print(f"{title}: {passes}; statuses {humaneval['statuses']}")
     for when, scores in results.get("tasks", {}).items():
         console.print(f"task scores ({when}): " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    vision = results.get("vision", {})
+    for key, score in vision.get("scores", {}).items():
+        console.print(
+            f"vision {key}: accuracy {score['accuracy']:.3f} (text-only prior {score['prior']:.3f}, n={score['n']})"
+        )
     for i, text in enumerate(results.get("samples", [])):
         console.rule(f"sample {i}")
         console.print(text, markup=False)
-    console.print(f"wrote {out_dir / 'eval.json'}" + "".join(f"\nwrote {p}" for p in results.get("plots", [])))
+    plots = [*results.get("plots", []), *([vision["grid"]] if "grid" in vision else [])]
+    console.print(f"wrote {out_dir / 'eval.json'}" + "".join(f"\nwrote {p}" for p in plots))

@@ -111,6 +111,10 @@ class Transformer(nn.Module):
         kv_cache: an object with `length` and `attend(layer, q, k, v, attn_mask)` (`KVCacheLike`), which
             stores each layer's new keys/values and attends (see `minigpt.inference.kv_cache`).
         return_hidden: put the final normalised hidden states (B, T, C) into `aux["hidden"]`.
+        inputs_embeds: (B, T, C) input embeddings used instead of `tok_emb(idx)` (`idx` still gives the
+            shape and device). A caller that splices other vectors into the sequence (a vision encoder's
+            projected patches at `<|image|>` placeholders, `minigpt.model.vision`) passes them here, so the
+            trunk has no multimodal branch: it reads whatever embeddings it is given.
     """
 
     # Set by `minigpt.model.lora.apply_lora` on a model that carries LoRA adapters (absent otherwise).
@@ -159,6 +163,7 @@ class Transformer(nn.Module):
         positions: Tensor | None = None,
         attn_mask: Tensor | None = None,
         kv_cache: KVCacheLike | None = None,
+        inputs_embeds: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Any]]:
         """Final normalised hidden states (B, T, C) and the aux dict; the trunk without the head.
 
@@ -173,24 +178,30 @@ class Transformer(nn.Module):
                 f"Sequence reaches position {int(positions.max())}, beyond model.block_size="
                 f"{self.config.block_size}; shorten the input or use a model with a longer context."
             )
-        return self.hidden_states_at(idx, positions, attn_mask, kv_cache)
+        return self.hidden_states_at(idx, positions, attn_mask, kv_cache, inputs_embeds)
 
     def hidden_states_at(
-        self, idx: Tensor, positions: Tensor, attn_mask: Tensor | None, kv_cache: KVCacheLike | None
+        self,
+        idx: Tensor,
+        positions: Tensor,
+        attn_mask: Tensor | None,
+        kv_cache: KVCacheLike | None,
+        inputs_embeds: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Any]]:
         """`hidden_states` at `positions` (B, T) the caller keeps below `block_size`, which is not checked.
 
         Reading the largest position out of the tensor to check it would end a compiled graph; the compiled
         decoding step (`minigpt.inference.compiled`) calls this with positions its decoder keeps in range.
         """
-        x = self.embed(idx, positions)
+        x = self.embed(idx, positions, inputs_embeds)
         rope = self.rope(positions) if self.rope is not None else None
         x, aux = self.run_blocks(x, rope, attn_mask, kv_cache)
         return self.norm_f(x), aux
 
-    def embed(self, idx: Tensor, positions: Tensor) -> Tensor:
-        """Token (+ learned position) embeddings of `idx` (B, T) → (B, T, C), with dropout in training."""
-        x = self.tok_emb(idx)  # (B, T, C)
+    def embed(self, idx: Tensor, positions: Tensor, inputs_embeds: Tensor | None = None) -> Tensor:
+        """Token (+ learned position) embeddings of `idx` (B, T) → (B, T, C), with dropout in training;
+        `inputs_embeds` (B, T, C), when given, stands in for the token embeddings (image patches, docs/multimodal.md)."""
+        x = self.tok_emb(idx) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)
         return self.drop(x) if self.training else x
@@ -218,9 +229,10 @@ class Transformer(nn.Module):
         attn_mask: Tensor | None = None,
         kv_cache: KVCacheLike | None = None,
         return_hidden: bool = False,
+        inputs_embeds: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Any]]:
         """Logits (B, T, vocab) and the aux dict."""
-        hidden, aux = self.hidden_states(idx, positions, attn_mask, kv_cache)
+        hidden, aux = self.hidden_states(idx, positions, attn_mask, kv_cache, inputs_embeds)
         if return_hidden:
             aux["hidden"] = hidden
         return self.lm_head(hidden), aux

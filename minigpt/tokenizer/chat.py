@@ -13,11 +13,16 @@ only; the prompt tokens are conditioning, not targets).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from minigpt.tokenizer.base import Tokenizer
 
 CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
 END_OF_TURN = "<|end|>"
 ROLES = ("system", "user", "assistant")
+# One placeholder per image token: its embedding is replaced by a projected image patch
+# (`minigpt.model.vision`); like the role markers it is special, so no text can produce it.
+IMAGE_TOKEN = "<|image|>"
 
 
 def has_chat_tokens(tokenizer: Tokenizer) -> bool:
@@ -30,6 +35,12 @@ def add_chat_tokens(tokenizer: Tokenizer) -> list[int]:
     return tokenizer.add_special_tokens(CHAT_TOKENS)
 
 
+def add_image_token(tokenizer: Tokenizer) -> int:
+    """Add `<|image|>` (after the chat tokens) if missing; returns its id."""
+    add_chat_tokens(tokenizer)
+    return tokenizer.add_special_tokens([IMAGE_TOKEN])[0]
+
+
 def role_token(role: str) -> str:
     """The special token that opens a turn of `role`."""
     if role not in ROLES:
@@ -38,21 +49,26 @@ def role_token(role: str) -> str:
 
 
 def render_chat(
-    tokenizer: Tokenizer, messages: list[dict[str, str]], add_generation_prompt: bool = False
+    tokenizer: Tokenizer,
+    messages: list[dict[str, str]],
+    add_generation_prompt: bool = False,
+    encode_content: Callable[[str], list[int]] | None = None,
 ) -> tuple[list[int], list[bool]]:
     """Render `messages` ({"role", "content"} dicts) into token ids and a loss mask of the same length.
 
     ids = [bos] + for each message: [<|role|>] + encode(content) + [<|end|>], then [<|assistant|>] when
     `add_generation_prompt` (so that generation continues with the assistant's answer). The mask is True
     on assistant content tokens and their closing `<|end|>`, False elsewhere. Content is encoded without
-    special tokens: text cannot inject a turn boundary.
+    special tokens: text cannot inject a turn boundary. `encode_content` replaces `tokenizer.encode` for
+    the content (multimodal data expands its `<image>` markers into `<|image|>` placeholders there).
     """
+    encode = encode_content or tokenizer.encode
     end = tokenizer.special_id(END_OF_TURN)
     ids: list[int] = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
     mask: list[bool] = [False] * len(ids)
     for message in messages:
         marker = tokenizer.special_id(role_token(message["role"]))
-        content = tokenizer.encode(message["content"]) + [end]
+        content = encode(message["content"]) + [end]
         trained = message["role"] == "assistant"
         ids += [marker, *content]
         mask += [False] + [trained] * len(content)

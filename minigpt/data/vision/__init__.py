@@ -1,0 +1,1 @@
+"""Image-and-text chat data for `stage=multimodal`: handwritten digits, generated scenes, a user's JSONL."""

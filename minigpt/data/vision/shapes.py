@@ -1,0 +1,139 @@
+"""A scene generator: coloured shapes on a black canvas, drawn with numpy, every question with a gold answer.
+
+A scene puts 1-3 objects in distinct slots of a row (left, middle, right), each a filled square, circle or
+triangle in red, green, blue or yellow, at a random height. Scene `i` of a split is drawn from the seed
+(seed, split, i), so splits are disjoint streams; train scenes whose layout (slot, colour, shape of every
+object) occurs among the val or test scenes are skipped, so evaluation is on held-out layouts.
+
+Question types (one per scene, chosen among those that have a unique answer):
+* `count`    "how many shapes?" → "2"
+* `colour`   "what colour is the circle?" → "red"            (the shape occurs once)
+* `shape`    "what shape is the red one?" → "circle"         (the colour occurs once)
+* `position` "where is the red circle?" → "left"             (left / middle / right)
+* `caption`  "describe the image." → "red circle, blue square" (objects left to right)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from minigpt.data.vision.example import SPLITS, VisionExample, check_split, user_turn
+from minigpt.utils.errors import ConfigError
+
+COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0), "yellow": (1.0, 1.0, 0.0)}
+SHAPES = ("square", "circle", "triangle")
+SLOTS = ("left", "middle", "right")
+KINDS = ("count", "colour", "shape", "position", "caption")
+
+
+@dataclass(frozen=True)
+class Thing:
+    """One object of a scene."""
+
+    slot: int
+    colour: str
+    shape: str
+    top: int
+
+
+def shape_mask(shape: str, size: int) -> np.ndarray:
+    """A boolean size×size mask of a filled square, circle (disk) or triangle (apex up)."""
+    y, x = np.mgrid[0:size, 0:size] + 0.5
+    if shape == "square":
+        return np.ones((size, size), dtype=bool)
+    if shape == "circle":
+        return (x - size / 2) ** 2 + (y - size / 2) ** 2 <= (size / 2) ** 2
+    return np.abs(x - size / 2) <= y / 2  # triangle: half-width grows linearly from the apex at the top
+
+
+def draw(things: Sequence[Thing], image_size: int) -> np.ndarray:
+    """The scene as a (3, image_size, image_size) float32 image; each slot is image_size / 3 wide."""
+    canvas = np.zeros((3, image_size, image_size), dtype=np.float32)
+    cell = image_size // 3
+    size = cell - 2  # one pixel of margin each side keeps neighbours apart
+    for thing in things:
+        mask = shape_mask(thing.shape, size)
+        left = thing.slot * cell + 1
+        region = canvas[:, thing.top : thing.top + size, left : left + size]
+        region[:, mask] = np.asarray(COLOURS[thing.colour], dtype=np.float32)[:, None]
+    return canvas
+
+
+def random_scene(rng: np.random.Generator, image_size: int) -> list[Thing]:
+    """1-3 objects in distinct slots, listed left to right."""
+    size = image_size // 3 - 2
+    slots = sorted(rng.choice(3, size=int(rng.integers(1, 4)), replace=False))
+    return [
+        Thing(
+            int(s), str(rng.choice(list(COLOURS))), str(rng.choice(SHAPES)), int(rng.integers(0, image_size - size + 1))
+        )
+        for s in slots
+    ]
+
+
+def layout(things: Sequence[Thing]) -> tuple[tuple[int, str, str], ...]:
+    """What a scene shows, ignoring heights: the key that keeps evaluation layouts out of training."""
+    return tuple((t.slot, t.colour, t.shape) for t in things)
+
+
+def questions(things: Sequence[Thing]) -> dict[str, tuple[str, str]]:
+    """{kind: (question, answer)} for every kind with a unique answer in this scene."""
+    out = {"count": ("how many shapes?", str(len(things)))}
+    shapes = [t.shape for t in things]
+    colours = [t.colour for t in things]
+    for t in things:
+        if shapes.count(t.shape) == 1:
+            out.setdefault("colour", (f"what colour is the {t.shape}?", t.colour))
+        if colours.count(t.colour) == 1:
+            out.setdefault("shape", (f"what shape is the {t.colour} one?", t.shape))
+        if sum(1 for u in things if (u.colour, u.shape) == (t.colour, t.shape)) == 1:
+            out.setdefault("position", (f"where is the {t.colour} {t.shape}?", SLOTS[t.slot]))
+    out["caption"] = ("describe the image.", ", ".join(f"{t.colour} {t.shape}" for t in things))
+    return out
+
+
+class Shapes:
+    """The scene generator as a `VisionSource`.
+
+    Args:
+        kinds: question types to draw from (each scene asks one of those it has a unique answer for).
+        num_held_out: scenes per val / test split whose layouts are kept out of training.
+        seed: the generator's seed (fixed data, independent of the run's seed).
+    """
+
+    def __init__(self, kinds: Sequence[str] = KINDS[:4], num_held_out: int = 200, seed: int = 0) -> None:
+        if not kinds or set(kinds) - set(KINDS):
+            raise ConfigError(f"data.sources.shapes.kinds={list(kinds)} must be a non-empty subset of {list(KINDS)}.")
+        self.kinds, self.num_held_out, self.seed = list(kinds), num_held_out, seed
+
+    def _scenes(self, split: str, n: int, image_size: int, skip: set | None = None) -> list[tuple[list[Thing], str]]:
+        """`n` (scene, kind) pairs of `split`, drawn from seeds (seed, split, i) for i = 0, 1, …"""
+        out: list[tuple[list[Thing], str]] = []
+        i = 0
+        while len(out) < n:
+            rng = np.random.default_rng((self.seed, SPLITS.index(split), i))
+            i += 1
+            things = random_scene(rng, image_size)
+            if skip and layout(things) in skip:
+                continue
+            asked = [k for k in self.kinds if k in questions(things)]
+            if asked:
+                out.append((things, str(rng.choice(asked))))
+        return out
+
+    def examples(self, split: str, n: int | None, image_size: int) -> list[VisionExample]:
+        """`n` scenes of `split` (default: `num_held_out`), each with one question."""
+        check_split(split)
+        n = self.num_held_out if n is None else n
+        skip = None
+        if split == "train":
+            held = [self._scenes(s, self.num_held_out, image_size) for s in ("val", "test")]
+            skip = {layout(things) for scenes in held for things, _ in scenes}
+        out = []
+        for things, kind in self._scenes(split, n, image_size, skip):
+            question, answer = questions(things)[kind]
+            out.append(VisionExample([draw(things, image_size)], user_turn(question, answer), kind))
+        return out

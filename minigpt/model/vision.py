@@ -1,0 +1,301 @@
+"""Seeing for the one `Transformer`: a small image encoder (ViT or CNN), a projector into the LM's width,
+and the splice that puts the projected patches where a chat has `<|image|>` placeholders.
+
+LLaVA (Liu et al. 2023, "Visual Instruction Tuning", §4.1) in three lines:
+
+    Z_v = g(X_v)          the encoder's N patch features of an image, (N, d_v)
+    H_v = W(Z_v)          the projector maps them into the word-embedding space, (N, C)  [LLaVA-1.5: a 2-layer MLP]
+    x_t = H_v[j]          the j-th `<|image|>` placeholder of the prompt reads the j-th projected patch
+
+and the language model runs on the spliced sequence unchanged: the `Transformer` takes `inputs_embeds`
+(its own token embeddings with the placeholders overwritten) and has no multimodal branch inside it.
+
+The encoders are trained from scratch here (LLaVA freezes a pretrained CLIP ViT; none ships offline):
+
+* ViT (Dosovitskiy et al. 2021, eq. 1-4): non-overlapping P×P patches, linearly embedded, plus learned
+  position embeddings, through pre-norm blocks. The blocks ARE the LM's `Block` (same attention, MLP and
+  norms, from a `ModelConfig` of the encoder's size); they attend bidirectionally because they get a mask
+  that lets every patch see every other patch (`attn_mask` all True), instead of the causal default.
+* CNN: three 3×3 convolutions (the last two with stride 2), then average pooling to a √N×√N grid; each
+  cell of the grid is one token.
+
+A model folder of a multimodal run is a normal folder (`model.safetensors` holds the LM, so every text
+tool still reads it) plus `vision.safetensors` (encoder + projector) and the `VisionConfig` in
+`config.json`'s `extra["vision"]`; `load_vision_language_model` reads it back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from minigpt.model.config import ModelConfig
+from minigpt.model.folder import load_model_folder, resolve_model_folder, save_model_folder
+from minigpt.model.mot import ModalityState, apply_mot, is_mot, load_image_weights, split_mot_state
+from minigpt.model.transformer import Block, Transformer, build_norm
+from minigpt.tokenizer.base import Tokenizer
+from minigpt.tokenizer.chat import IMAGE_TOKEN
+from minigpt.utils.errors import ConfigError
+from minigpt.utils.io import atomic_write
+
+VISION_WEIGHTS = "vision.safetensors"
+EncoderKind = Literal["vit", "cnn"]
+
+
+@dataclass
+class VisionConfig:
+    """The image encoder and projector (`vision.encoders.<name>` in conf/vision/default.yaml).
+
+    Images are `channels`×`image_size`×`image_size` floats in [0, 1]; each becomes `num_tokens` tokens.
+    ViT: patches of `patch_size` (so `num_tokens` = (image_size / patch_size)²), `n_layer` blocks of width
+    `n_embd` with `n_head` heads. CNN: `n_embd` output channels pooled to a √num_tokens grid.
+    The projector is Linear(n_embd → hidden) · GELU · Linear(hidden → LM width), hidden = `projector_hidden`
+    or the LM's width. `mot` unties the LM's norms and MLPs by modality (`minigpt.model.mot`).
+    """
+
+    kind: EncoderKind = "vit"
+    image_size: int = 24
+    channels: int = 3
+    num_tokens: int = 16
+    patch_size: int = 6
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 64
+    projector_hidden: int | None = None
+    mot: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "channels", "num_tokens", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"vision.{name}={value!r} must be a positive integer.")
+        if self.kind not in ("vit", "cnn"):
+            raise ConfigError(f"vision kind={self.kind!r} is unknown; use 'vit' or 'cnn'.")
+        grid = math.isqrt(self.num_tokens)
+        if grid * grid != self.num_tokens:
+            raise ConfigError(f"vision.num_tokens={self.num_tokens} must be a square (a grid of patches), e.g. 16.")
+        if self.kind == "vit" and self.image_size != grid * self.patch_size:
+            raise ConfigError(
+                f"vision: image_size={self.image_size} with patch_size={self.patch_size} gives "
+                f"{(self.image_size // self.patch_size) ** 2} patches, not num_tokens={self.num_tokens}; "
+                f"set patch_size={self.image_size // grid} or num_tokens={(self.image_size // self.patch_size) ** 2}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form, stored in `config.json`'s `extra["vision"]`."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VisionConfig:
+        """Build from a dict, naming unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        if unknown := sorted(set(data) - known):
+            raise ConfigError(f"Unknown vision encoder keys {unknown}; known keys are {sorted(known)}.")
+        return cls(**data)
+
+
+def block_config(config: VisionConfig) -> ModelConfig:
+    """The `ModelConfig` the encoder's (shared) `Block`s are built from: GPT-2 style, the encoder's size."""
+    return ModelConfig(n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd, block_size=config.num_tokens)
+
+
+class ViTEncoder(nn.Module):
+    """Patch embedding + position embedding + bidirectional `Block`s + final norm: (B, ch, H, W) → (B, N, d)."""
+
+    def __init__(self, config: VisionConfig) -> None:
+        super().__init__()
+        blocks = block_config(config)
+        # A P×P convolution with stride P is exactly "flatten each patch, multiply by E" of ViT eq. 1.
+        self.patch = nn.Conv2d(config.channels, config.n_embd, config.patch_size, stride=config.patch_size)
+        self.pos = nn.Parameter(0.02 * torch.randn(config.num_tokens, config.n_embd))
+        self.blocks = nn.ModuleList(Block(blocks, i) for i in range(config.n_layer))
+        self.norm = build_norm(blocks)
+        # Every patch may attend every patch: the mask replaces the blocks' causal default.
+        self.register_buffer("full_mask", torch.ones(1, 1, config.num_tokens, config.num_tokens, dtype=torch.bool))
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, ch, H, W) → (B, N, d)."""
+        x = self.patch(images).flatten(2).transpose(1, 2) + self.pos  # (B, N, d)
+        for block in self.blocks:
+            x, _ = block(x, None, self.full_mask, None)
+        return self.norm(x)
+
+
+class CNNEncoder(nn.Module):
+    """Three 3×3 convolutions (GELU), average-pooled to a √N×√N grid: (B, ch, H, W) → (B, N, d)."""
+
+    def __init__(self, config: VisionConfig) -> None:
+        super().__init__()
+        width = config.n_embd // 2
+        self.net = nn.Sequential(
+            nn.Conv2d(config.channels, width, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(width, config.n_embd, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.AdaptiveAvgPool2d(math.isqrt(config.num_tokens)),
+        )
+        self.norm = nn.LayerNorm(config.n_embd)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, ch, H, W) → (B, N, d)."""
+        return self.norm(self.net(images).flatten(2).transpose(1, 2))
+
+
+class VisionTower(nn.Module):
+    """Encoder then projector: images (B, ch, H, W) → (B, N, C) vectors in the LM's embedding space."""
+
+    def __init__(self, config: VisionConfig, lm_width: int) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder: nn.Module = ViTEncoder(config) if config.kind == "vit" else CNNEncoder(config)
+        hidden = config.projector_hidden or lm_width
+        # LLaVA-1.5 (Liu et al. 2023b, §3.1): a two-layer MLP projector works better than LLaVA's linear one.
+        self.projector = nn.Sequential(nn.Linear(config.n_embd, hidden), nn.GELU(), nn.Linear(hidden, lm_width))
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, ch, H, W) → (B, N, C)."""
+        expected = (self.config.channels, self.config.image_size, self.config.image_size)
+        if tuple(images.shape[1:]) != expected:
+            raise ValueError(f"Images of shape {tuple(images.shape[1:])} given to an encoder built for {expected}.")
+        return self.projector(self.encoder(images))
+
+
+def splice_images(embeds: Tensor, input_ids: Tensor, image_id: int, image_embeds: Tensor) -> Tensor:
+    """`embeds` (B, T, C) with its `<|image|>` positions overwritten, in reading order, by the rows of
+    `image_embeds` (n_images, N, C): image 0's N vectors go to the first N placeholders, and so on.
+
+    A count mismatch (placeholders ≠ n_images · N) is refused: nothing is dropped or repeated silently.
+    """
+    where = input_ids == image_id  # (B, T)
+    vectors = image_embeds.reshape(-1, image_embeds.shape[-1]).to(embeds.dtype)  # (n_images·N, C)
+    found = int(where.sum())
+    if found != vectors.shape[0]:
+        n_images, per_image = image_embeds.shape[:2] if image_embeds.dim() == 3 else (0, 0)
+        raise ValueError(
+            f"The batch has {found} {IMAGE_TOKEN} placeholders but {n_images} images × {per_image} tokens = "
+            f"{vectors.shape[0]} image vectors; each image needs exactly {per_image} placeholders."
+        )
+    # masked_scatter fills the True positions row-major, i.e. in reading order; gradients flow to both inputs.
+    return embeds.masked_scatter(where.unsqueeze(-1), vectors)
+
+
+class VisionLanguageModel(nn.Module):
+    """The LM and the vision tower, composed: `forward(input_ids, images)` → the LM's (logits, aux).
+
+    Args:
+        lm: the shared `Transformer`; with `tower.config.mot`, its norms and MLPs are untied by modality
+            (`apply_mot`, in place), routed by the `<|image|>` positions of each call.
+        tower: encoder + projector.
+        image_id: the id of `<|image|>` in the LM's tokenizer.
+    """
+
+    def __init__(self, lm: Transformer, tower: VisionTower, image_id: int) -> None:
+        super().__init__()
+        self.lm, self.tower, self.image_id = lm, tower, image_id
+        self.modality = ModalityState()
+        if tower.config.mot and not is_mot(lm):
+            apply_mot(lm, self.modality)
+
+    def embed(self, input_ids: Tensor, images: Tensor | None) -> Tensor:
+        """The LM's token embeddings (B, T, C) with the projected images at the placeholders."""
+        embeds = self.lm.tok_emb(input_ids)
+        if images is None or images.shape[0] == 0:
+            if bool((input_ids == self.image_id).any()):
+                raise ValueError(f"The batch has {IMAGE_TOKEN} placeholders but no images.")
+            return embeds
+        return splice_images(embeds, input_ids, self.image_id, self.tower(images))
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        images: Tensor | None = None,
+        positions: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """Logits (B, T, vocab) and aux of the LM on the spliced embeddings."""
+        embeds = self.embed(input_ids, images)
+        self.modality.image_mask = input_ids == self.image_id  # read by the MoT switches, if any
+        try:
+            return self.lm(input_ids, positions=positions, attn_mask=attn_mask, inputs_embeds=embeds)
+        finally:
+            self.modality.image_mask = None
+
+    @torch.no_grad()
+    def greedy(self, prompt: list[int], images: Tensor | None, stop_id: int, max_new_tokens: int) -> list[int]:
+        """Greedy continuation of one prompt (with its images) until `stop_id` or `max_new_tokens`.
+
+        Each step reruns the whole (short) sequence: the KV-cache decoder (`minigpt.inference`) takes token
+        ids only, and answers here are a few tokens long, so recomputing the prefix costs little.
+        """
+        ids = torch.tensor([prompt], device=self.lm.tok_emb.weight.device)
+        out: list[int] = []
+        for _ in range(max_new_tokens):
+            if ids.shape[1] >= self.lm.config.block_size:
+                break
+            logits, _ = self(ids, images)
+            token = int(logits[0, -1].argmax())
+            if token == stop_id:
+                break
+            out.append(token)
+            ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)
+        return out
+
+
+def save_vision_language_model(folder: str | Path, model: VisionLanguageModel, tokenizer: Tokenizer | None) -> Path:
+    """A normal model folder for the LM, plus `vision.safetensors` and `extra["vision"]` in `config.json`.
+
+    With MoT, `model.safetensors` holds the LM with its text weights (every text tool reads it as a dense
+    model) and `vision.safetensors` also holds the image copies, under `mot.<dense key>`.
+    """
+    model.lm.config.extra["vision"] = model.tower.config.to_dict()
+    text, image = split_mot_state(model.lm.state_dict())
+    lm = model.lm
+    if image:  # a dense Transformer with the text weights, for the ordinary folder
+        lm = Transformer(model.lm.config)
+        lm.load_state_dict(text)
+    folder = save_model_folder(folder, lm, tokenizer)
+    weights = {**model.tower.state_dict(), **{f"mot.{k}": v for k, v in image.items()}}
+    atomic_write(
+        Path(folder) / VISION_WEIGHTS, lambda tmp: save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp))
+    )
+    return folder
+
+
+def read_vision_weights(folder: Path) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(the tower's weights, the MoT image weights keyed as in the dense LM) of a model folder."""
+    weights = load_file(str(folder / VISION_WEIGHTS))
+    tower = {k: v for k, v in weights.items() if not k.startswith("mot.")}
+    return tower, {k.removeprefix("mot."): v for k, v in weights.items() if k.startswith("mot.")}
+
+
+def has_vision(path: str | Path) -> bool:
+    """Whether the model (or run) folder at `path` holds a vision tower."""
+    return (resolve_model_folder(path) / VISION_WEIGHTS).exists()
+
+
+def load_vision_language_model(
+    path: str | Path, map_location: str = "cpu", field: str | None = None
+) -> tuple[VisionLanguageModel, Tokenizer]:
+    """Read back what `save_vision_language_model` wrote (a folder without a vision tower is refused)."""
+    folder = resolve_model_folder(path, field)
+    lm, tokenizer = load_model_folder(folder, map_location, field)
+    if not (folder / VISION_WEIGHTS).exists() or "vision" not in lm.config.extra or tokenizer is None:
+        raise ConfigError(
+            f"{field or 'run'}={path} has no vision tower ({VISION_WEIGHTS} and extra.vision in config.json); "
+            "pass the model folder of a stage=multimodal run."
+        )
+    tower = VisionTower(VisionConfig.from_dict(lm.config.extra["vision"]), lm.config.n_embd)
+    tower_weights, image_weights = read_vision_weights(folder)
+    tower.load_state_dict(tower_weights)
+    model = VisionLanguageModel(lm, tower, tokenizer.special_id(IMAGE_TOKEN))
+    load_image_weights(lm, image_weights)
+    return model.to(torch.device(map_location)), tokenizer
