@@ -148,9 +148,9 @@ def load_constitution(spec: str | Path | DictConfig | Constitution = "default") 
     if isinstance(spec, Constitution):
         return spec
     if isinstance(spec, DictConfig):
-        return instantiate(spec)  # type: ignore[no-any-return]
+        return instantiate(spec)
     path = Path(spec) if str(spec).endswith((".yaml", ".yml")) else CONF_DIR / f"{spec}.yaml"
     if not path.is_file():
         options = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
         raise ConfigError(f"constitution={spec} is neither a YAML file nor one of {options}.")
-    return instantiate(OmegaConf.load(path))  # type: ignore[no-any-return]
+    return instantiate(OmegaConf.load(path))

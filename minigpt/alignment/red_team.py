@@ -143,7 +143,11 @@ def benign_prompts(n: int, split: str, tasks: Sequence[str]) -> list[RedTeamProm
     if not tasks:
         return []
     per_task = max(1, n // len(tasks))
-    return [RedTeamPrompt(ex.prompt, "benign", task=name) for name in tasks for ex in get_task(name).examples(split, per_task)]
+    return [
+        RedTeamPrompt(ex.prompt, "benign", task=name)
+        for name in tasks
+        for ex in get_task(name).examples(split, per_task)
+    ]
 
 
 def make_red_team(
@@ -169,7 +173,9 @@ def parse_red_team(record: Any) -> RedTeamPrompt:
         raise ValueError('expected {"prompt": "...", "kind": "red" | "benign", ...}')
     if record.get("kind") not in ("red", "benign"):
         raise ValueError(f'"kind" must be "red" or "benign", got {record.get("kind")!r}')
-    return RedTeamPrompt(record["prompt"], record["kind"], record.get("target"), record.get("template"), record.get("task"))
+    return RedTeamPrompt(
+        record["prompt"], record["kind"], record.get("target"), record.get("template"), record.get("task")
+    )
 
 
 def read_red_team(path: str | Path, split: str = "train") -> list[RedTeamPrompt]:
