@@ -3,6 +3,8 @@
 * `ModelReward`: a reward model trained by `stage=reward` (the RLHF recipe: a learned proxy of
   preferences, which a policy can over-optimise — Gao et al. 2022);
 * `TaskReward`: a task's gold scorer as a *verifiable* reward (exact-match arithmetic, VADER sentiment);
+* `constitution`: the judges of conf/constitution/default.yaml, gold minus violations
+  (`minigpt.alignment.feedback.ConstitutionReward`, RL-CAI);
 * `CountReward`: +1 per occurrence of a string — a toy reward whose optimum is obvious, for tests;
 * `FunctionReward`: a user's function `fn(prompts, completions, tasks) -> scores`, given in the config
   as a `_target_` node (`stage.reward={_target_: my.module.fn, _partial_: true}`).
@@ -27,7 +29,7 @@ from minigpt.utils.errors import ConfigError
 if TYPE_CHECKING:
     from minigpt.rl.rollout import Rollout
 
-REWARD_KINDS = ("model", "task", "count")
+REWARD_KINDS = ("model", "task", "count", "constitution")
 
 
 class RewardFunction(Protocol):
@@ -143,7 +145,8 @@ def build_reward(
     tasks: Mapping[str, Task],
     count_text: str | None,
 ) -> RewardFunction:
-    """The reward `stage.reward` names: `model` (needs `stage.reward_model`), `task`, `count`, or a callable."""
+    """The reward `stage.reward` names: `model` (needs `stage.reward_model`), `task`, `count`, `constitution`,
+    or a callable."""
     if callable(kind):
         return FunctionReward(kind)
     if kind not in REWARD_KINDS:
@@ -157,4 +160,9 @@ def build_reward(
         return ModelReward(load_reward_model(reward_model))
     if kind == "task":
         return TaskReward(tasks)
+    if kind == "constitution":
+        from minigpt.alignment.constitution import load_constitution
+        from minigpt.alignment.feedback import ConstitutionReward
+
+        return ConstitutionReward(load_constitution("default"), tasks)
     return CountReward(count_text or "")

@@ -183,7 +183,11 @@ class CaiSLStage(Stage):
         collate = partial(collate_padded, pad_id=pad)
         generator = torch.Generator().manual_seed(0)
         loader: DataLoader[Any] = DataLoader(
-            examples, batch_size=self.revision_batch_size, shuffle=True, generator=generator, collate_fn=collate
+            examples,  # type: ignore[arg-type]  # a list is a map-style dataset
+            batch_size=self.revision_batch_size,
+            shuffle=True,
+            generator=generator,
+            collate_fn=collate,
         )
         self.revisions = itertools.chain.from_iterable(itertools.repeat(loader))
 
