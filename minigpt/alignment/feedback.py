@@ -32,7 +32,7 @@ def reply_score(
     constitution: Constitution, tasks: Mapping[str, Task], prompt: str, reply: str, task: str | None
 ) -> float:
     """s(x, y): the task's gold score (0 without a task) minus the constitution's weighted violations."""
-    gold = tasks[task].score(prompt, reply) if task in tasks else 0.0
+    gold = tasks[task].score(prompt, reply) if task is not None and task in tasks else 0.0
     return gold - constitution.total(prompt, reply)
 
 
