@@ -62,6 +62,24 @@ def task_scores(cfg: DictConfig, trained: DictConfig | None, model: Any, tokeniz
     return scores
 
 
+def safety_report(
+    cfg: DictConfig, trained: DictConfig | None, model: Any, tokenizer: Any, tasks: Any
+) -> dict[str, Any]:
+    """`minigpt.alignment.safety_eval`'s numbers for this model and, when the run had `init_from`, its start."""
+    from minigpt.alignment.constitution import load_constitution
+    from minigpt.alignment.safety_eval import safety_prompts, safety_scores
+
+    constitution = load_constitution(cfg.constitution)
+    names = list(tasks) if not isinstance(tasks, dict) else list(tasks.keys())
+    prompts = safety_prompts(cfg.get("red_team"), constitution, names, cfg.safety_prompts)
+    report = {"after": safety_scores(model, tokenizer, constitution, prompts, cfg.safety_prompts)}
+    init_from = trained.get("init_from") if trained is not None else None
+    if init_from:
+        base, base_tokenizer = load_model_folder(init_from)
+        report["before"] = safety_scores(base, base_tokenizer or tokenizer, constitution, prompts, cfg.safety_prompts)
+    return report
+
+
 def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate `cfg.run` and write `eval.json` (+ `loss_curves.png`) next to it; returns the results."""
     run_dir = Path(cfg.run).expanduser()
@@ -93,6 +111,9 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     tasks = run_tasks(cfg, trained or source)
     if cfg.get("eval") == "tasks":
         results["tasks"] = task_scores(cfg, trained, model, tokenizer, tasks)
+
+    if cfg.get("eval") == "safety":
+        results["safety"] = safety_report(cfg, trained, model, tokenizer, tasks)
 
     if cfg.get("compare"):
         results["compare"] = compare_models(cfg, (folder, model, tokenizer), datamodule, tasks)
@@ -158,6 +179,9 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
     console.print(table)
     if "compare" in results:
         show_comparison(console, results["compare"])
+    for when, scores in results.get("safety", {}).items():
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float))
+        console.print(f"safety ({when}): {shown}", markup=False)
     for when, scores in results.get("tasks", {}).items():
         console.print(f"task scores ({when}): " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     for i, text in enumerate(results.get("samples", [])):
