@@ -121,3 +121,13 @@ def test_arithmetic_repair_corrects_claims() -> None:
     assert correct_claims("what is 12 plus 5?", "20") == "17"
     assert correct_claims("", "so 3 + 4 = 8, fine") == "so 3 + 4 = 7, fine"
     assert all(c.holds for c in find_claims("", correct_claims("", "2 times 3 is 5")))
+
+
+def test_scrub_lines_reports_every_removal_by_line() -> None:
+    from minigpt.alignment.scrub import scrub_lines
+
+    text = "the mill is old\nmail ann@mail.com\ncall 555 867 5309 or 555-0134\nsort: 7 19 42"
+    clean, report = scrub_lines(text, mask="<pii>")
+    assert clean == "the mill is old\nmail <pii>\ncall <pii> or <pii>\nsort: 7 19 42"
+    assert report["removed"] == {"email": 1, "phone": 2} and report["lines"] == 2
+    assert [i["line"] for i in report["items"]] == [2, 3, 3]
