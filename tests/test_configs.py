@@ -315,6 +315,13 @@ def build_plan(cfg: DictConfig) -> None:
     assert plan(cfg)
 
 
+def build_constitution_node(cfg: DictConfig) -> None:
+    """red_team.yaml, ai_feedback.yaml: the constitution their judges and planted secret come from."""
+    from minigpt.alignment.constitution import Constitution
+
+    assert isinstance(instantiate(cfg.constitution), Constitution)
+
+
 COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "train": build_train,
     "evaluate": build_evaluate,
@@ -328,6 +335,9 @@ COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "quantize": build_nothing,
     "prune": build_nothing,
     "preference_pairs": build_preference_pairs,
+    "red_team": build_constitution_node,
+    "ai_feedback": build_constitution_node,
+    "scrub": build_nothing,
     "plan": build_plan,
 }
 # train_tokenizer reads only its data node's corpus; the rest of that node (seq_len: ${model.block_size})
@@ -340,6 +350,8 @@ COMMAND_REQUIRED: dict[str, Callable[[Path], str]] = {
     "n": lambda workdir: "4",
     "method": lambda workdir: "int8_weight_only",  # composed only: the command checks the name
     "sparsity": lambda workdir: "0.5",
+    "red_team": lambda workdir: str(workdir / "red"),
+    "input": lambda workdir: str(workdir / "in.txt"),
 }
 
 
