@@ -71,6 +71,7 @@ class CaiSLStage(Stage):
         max_new_tokens, temperature, top_k, top_p: how replies and revision candidates are sampled.
         lora, eval_tasks: as for `stage=sft`.
         eval_red_team: held-out red-team prompts answered greedily at each validation (0 = off).
+        seed: seeds the sampling of replies and revision candidates.
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class CaiSLStage(Stage):
         lora: Mapping[str, Any] | None = None,
         eval_tasks: bool = True,
         eval_red_team: int = 64,
+        seed: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -110,6 +112,8 @@ class CaiSLStage(Stage):
         self.eval_tasks, self.eval_red_team = eval_tasks, eval_red_team
         self.val_loss = MeanMetric()
         self.revisions: Iterator[dict[str, Tensor]] | None = None
+        self.seed = seed
+        self.generator: torch.Generator | None = None
 
     # --- data -------------------------------------------------------------------------------------------
 
@@ -141,9 +145,13 @@ class CaiSLStage(Stage):
     def sample(self, prompts: Sequence[str], k: int) -> list[list[str]]:
         """`k` replies to each prompt, prompt-major, from the current model (the loop's `Sampler`)."""
         assert self.tokenizer is not None
-        generator = torch.Generator(device=self.device).manual_seed(len(prompts) * 7919 + k)
+        if self.generator is None or self.generator.device != self.device:
+            # One stream for the whole loop: round 2's candidates must differ from round 1's.
+            self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         with eval_mode(self.model):
-            rollouts = sample_rollouts(self.model, self.tokenizer, prompts, self.sampling.generation(), k, generator)
+            rollouts = sample_rollouts(
+                self.model, self.tokenizer, prompts, self.sampling.generation(), k, self.generator
+            )
             replies = [reply for rollout in rollouts for reply in rollout.completions]
         return [replies[i * k : (i + 1) * k] for i in range(len(prompts))]
 
