@@ -248,7 +248,7 @@ def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
     kind = type(stage).__module__.rsplit(".", 1)[-1]  # pretrain, sft, reward, dpo, ppo, grpo, rest, moe
     model = run / "model"
     evaluate = f"python evaluate.py run={run}" + (
-        " eval=tasks" if kind in ("sft", "dpo", "ppo", "grpo", "rest") else ""
+        " eval=tasks" if kind in ("sft", "dpo", "ppo", "grpo", "rest") else " eval=safety" if kind == "cai_sl" else ""
     )
     following = {
         "pretrain": [
@@ -267,6 +267,10 @@ def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
         "ppo": [f"python -m minigpt.cli.chat run={run}"],
         "grpo": [f"python -m minigpt.cli.chat run={run}"],
         "rest": [f"python -m minigpt.cli.chat run={run}"],
+        "cai_sl": [
+            f"python -m minigpt.alignment.ai_feedback run={model} red_team=<red folder> out=prefs.jsonl   # then:",
+            f"python train.py stage=dpo init_from={model} data=preferences data.path=prefs.jsonl",
+        ],
     }
     steps = 2 * int(cfg.trainer.max_steps)
     longer = " ".join([*map(shlex.quote, this_run_overrides()), f"resume={run}", f"trainer.max_steps={steps}"])
