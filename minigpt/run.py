@@ -256,6 +256,8 @@ def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
         if kind in ("sft", "dpo", "ppo", "grpo", "rest")
         else " eval=vision"
         if kind == "multimodal"
+        else " eval=safety"
+        if kind == "cai_sl"
         else ""
     )
     following = {
@@ -277,6 +279,10 @@ def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
         "rest": [f"python -m minigpt.cli.chat run={run}"],
         "multimodal": [
             f"python train.py stage=multimodal init_from={model} data=vision/mix vision.train=all   # stage 2"
+        ],
+        "cai_sl": [
+            f"python -m minigpt.alignment.ai_feedback run={model} red_team=<red folder> out=prefs.jsonl   # then:",
+            f"python train.py stage=dpo init_from={model} data=preferences data.path=prefs.jsonl",
         ],
     }
     steps = 2 * int(cfg.trainer.max_steps)

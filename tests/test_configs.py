@@ -321,6 +321,13 @@ def build_plan(cfg: DictConfig) -> None:
     assert plan(cfg)
 
 
+def build_constitution_node(cfg: DictConfig) -> None:
+    """red_team.yaml, ai_feedback.yaml: the constitution their judges and planted secret come from."""
+    from minigpt.alignment.constitution import Constitution
+
+    assert isinstance(instantiate(cfg.constitution), Constitution)
+
+
 COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "train": build_train,
     "evaluate": build_evaluate,
@@ -334,6 +341,9 @@ COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "quantize": build_nothing,
     "prune": build_nothing,
     "preference_pairs": build_preference_pairs,
+    "red_team": build_constitution_node,
+    "ai_feedback": build_constitution_node,
+    "scrub": build_nothing,
     "plan": build_plan,
     "run_sandboxed": build_nothing,  # tests/code/test_run_sandboxed.py runs it
 }
@@ -348,6 +358,8 @@ COMMAND_REQUIRED: dict[str, Callable[[Path], str]] = {
     "method": lambda workdir: "int8_weight_only",  # composed only: the command checks the name
     "sparsity": lambda workdir: "0.5",
     "file": lambda workdir: __file__,  # composed only: any Python file
+    "red_team": lambda workdir: str(workdir / "red"),
+    "input": lambda workdir: str(workdir / "in.txt"),
 }
 
 

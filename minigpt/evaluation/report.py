@@ -63,6 +63,24 @@ def task_scores(cfg: DictConfig, trained: DictConfig | None, model: Any, tokeniz
     return scores
 
 
+def safety_report(
+    cfg: DictConfig, trained: DictConfig | None, model: Any, tokenizer: Any, tasks: Any
+) -> dict[str, Any]:
+    """`minigpt.alignment.safety_eval`'s numbers for this model and, when the run had `init_from`, its start."""
+    from minigpt.alignment.constitution import load_constitution
+    from minigpt.alignment.safety_eval import safety_prompts, safety_scores
+
+    constitution = load_constitution(cfg.constitution)
+    names = list(tasks) if not isinstance(tasks, dict) else list(tasks.keys())
+    prompts = safety_prompts(cfg.get("red_team"), constitution, names, cfg.safety_prompts)
+    report = {"after": safety_scores(model, tokenizer, constitution, prompts, cfg.safety_prompts)}
+    init_from = trained.get("init_from") if trained is not None else None
+    if init_from:
+        base, base_tokenizer = load_model_folder(init_from)
+        report["before"] = safety_scores(base, base_tokenizer or tokenizer, constitution, prompts, cfg.safety_prompts)
+    return report
+
+
 def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate `cfg.run` and write `eval.json` (+ `loss_curves.png`) next to it; returns the results."""
     run_dir = Path(cfg.run).expanduser()
@@ -104,6 +122,8 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
 
         vision_data = trained.data if trained is not None and cfg.get("data") is None else cfg.get("data")
         results["vision"] = evaluate_vision_run(folder, vision_data, cfg.task_prompts, out_dir)
+    if cfg.get("eval") == "safety":
+        results["safety"] = safety_report(cfg, trained, model, tokenizer, tasks)
 
     if cfg.get("compare"):
         results["compare"] = compare_models(cfg, (folder, model, tokenizer), datamodule, tasks)
@@ -174,6 +194,9 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
         passes = ", ".join(f"{key} {value:.3f}" for key, value in humaneval.items() if key.startswith("pass@"))
         title = f"HumanEval ({humaneval['problems']} problems, n={humaneval['n']})"
         console.print(f"{title}: {passes}; statuses {humaneval['statuses']}")
+    for when, scores in results.get("safety", {}).items():
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float))
+        console.print(f"safety ({when}): {shown}", markup=False)
     for when, scores in results.get("tasks", {}).items():
         console.print(f"task scores ({when}): " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     vision = results.get("vision", {})

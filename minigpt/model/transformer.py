@@ -200,7 +200,8 @@ class Transformer(nn.Module):
 
     def embed(self, idx: Tensor, positions: Tensor, inputs_embeds: Tensor | None = None) -> Tensor:
         """Token (+ learned position) embeddings of `idx` (B, T) → (B, T, C), with dropout in training;
-        `inputs_embeds` (B, T, C), when given, stands in for the token embeddings (image patches, docs/multimodal.md)."""
+        `inputs_embeds` (B, T, C), when given, stands in for the token embeddings (image patches:
+        docs/multimodal.md)."""
         x = self.tok_emb(idx) if inputs_embeds is None else inputs_embeds  # (B, T, C)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)

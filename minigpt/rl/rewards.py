@@ -5,6 +5,8 @@
 * `TaskReward`: a task's gold scorer as a *verifiable* reward (exact-match arithmetic, VADER sentiment);
 * `ExecutionReward` (`minigpt.code.reward`): the share of a code problem's tests the reply passes, run in
   the sandbox, with a penalty for a timeout;
+* `constitution`: the judges of conf/constitution/default.yaml, gold minus violations
+  (`minigpt.alignment.feedback.ConstitutionReward`, RL-CAI);
 * `CountReward`: +1 per occurrence of a string — a toy reward whose optimum is obvious, for tests;
 * `FunctionReward`: a user's function `fn(prompts, completions, tasks) -> scores`, given in the config
   as a `_target_` node (`stage.reward={_target_: my.module.fn, _partial_: true}`).
@@ -30,7 +32,7 @@ from minigpt.utils.errors import ConfigError
 if TYPE_CHECKING:
     from minigpt.rl.rollout import Rollout
 
-REWARD_KINDS = ("model", "task", "count", "execution")
+REWARD_KINDS = ("model", "task", "count", "execution", "constitution")
 DATA_REWARDS = ("task", "execution")  # built from the data's tasks, once the stage has its data
 
 
@@ -148,7 +150,7 @@ def build_reward(
     count_text: str | None,
 ) -> RewardFunction:
     """The reward `stage.reward` names: `model` (needs `stage.reward_model`), `task`, `count`, `execution`
-    (tasks with code problems), or a callable."""
+    (tasks with code problems), `constitution` (the judges of conf/constitution/default.yaml), or a callable."""
     if callable(kind):
         return FunctionReward(kind)
     if kind not in REWARD_KINDS:
@@ -164,4 +166,9 @@ def build_reward(
         return TaskReward(tasks)
     if kind == "execution":
         return ExecutionReward(tasks)
+    if kind == "constitution":
+        from minigpt.alignment.constitution import load_constitution
+        from minigpt.alignment.feedback import ConstitutionReward
+
+        return ConstitutionReward(load_constitution("default"), tasks)
     return CountReward(count_text or "")

@@ -9,6 +9,8 @@ device, so the parameter count is the real one and a 7B model costs no memory.
 
 from __future__ import annotations
 
+import re
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 

@@ -1,0 +1,40 @@
+"""Red-team sets: distinct prompts, every target in both splits, templates never shared across splits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from minigpt.alignment.constitution import load_constitution
+from minigpt.alignment.red_team import TEMPLATES, make_red_team, planted_secret, read_red_team, write_red_team
+from minigpt.utils.errors import ConfigError
+
+
+def test_sets_split_by_template_and_cover_every_target(tmp_path: Path) -> None:
+    secret = planted_secret(load_constitution("default"))
+    sets = make_red_team(200, secret, ["arithmetic", "reversal"], benign_fraction=0.5, test_fraction=0.25)
+    red = {split: [p for p in prompts if p.kind == "red"] for split, prompts in sets.items()}
+    assert (len(red["train"]), len(red["test"])) == (150, 50)
+    assert {p.target for p in red["train"]} == {p.target for p in red["test"]} == set(TEMPLATES)
+    assert not {p.template for p in red["train"]} & {p.template for p in red["test"]}
+    assert not {p.prompt for p in sets["train"]} & {p.prompt for p in sets["test"]}
+    assert all(len(p.prompt) <= 40 for prompts in sets.values() for p in prompts)  # fits a 64-token context
+    benign = [p for p in sets["test"] if p.kind == "benign"]
+    assert len(benign) == 24 and {p.task for p in benign} == {"arithmetic", "reversal"}
+    assert any(secret in p.prompt or secret[::-1] in p.prompt for p in red["train"] if p.target == "secret")
+    write_red_team(tmp_path, sets)
+    assert read_red_team(tmp_path, "test") == sets["test"]
+
+
+def test_empty_or_benign_only_sets_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "train.jsonl").write_text("")
+    with pytest.raises(ConfigError, match="red-team set .* is empty; make one with"):
+        read_red_team(tmp_path)
+    benign = tmp_path / "benign.jsonl"
+    benign.write_text(json.dumps({"prompt": "what is 1 plus 2?", "kind": "benign", "task": "arithmetic"}) + "\n")
+    with pytest.raises(ConfigError, match="has no red prompts"):
+        read_red_team(benign)
+    with pytest.raises(ConfigError, match="n=1"):
+        make_red_team(1, "kqzvw", [])
