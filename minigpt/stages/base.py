@@ -112,8 +112,11 @@ class Stage(L.LightningModule):
             shard_stage(self, self.model, self.device_mesh["data_parallel"], reshard_after_forward=reshard)
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """The optimizer's parameter groups; a stage that trains only some parameters (LoRA) overrides it."""
-        return self.model.param_groups(weight_decay)
+        """The optimizer's parameter groups; a stage that trains only some parameters (LoRA) overrides it.
+
+        With `optim.muon_lr` set (optim=muon) the blocks' hidden matrices form their own Muon group.
+        """
+        return self.model.param_groups(weight_decay, muon=self.optim_cfg.get("muon_lr") is not None)
 
     def build_optimizer(
         self, groups: list[dict[str, Any]], lr: float | None = None, total_steps: int | None = None
