@@ -8,7 +8,7 @@ Two processes run at once, one thread each, so that whatever else loads the mach
 * default: `python train.py`'s config (plus `--recipe` overrides, for ablations) in the Lightning stage,
   trainer and callbacks (`stage_train`).
 Both draw batches from the same training split and are evaluated every `--eval-every` steps on the same
-fixed validation windows (block 64, the classic's). The clock counts training only: evaluation time is
+fixed validation windows (of the classic's block, 64). The clock counts training only: evaluation time is
 subtracted. Reports the wall time and steps at which each first reaches the target (default: the classic's
 final val loss from this run), the final losses and the ratio; writes `curves.json` and `speedrun.png`.
 """
@@ -37,7 +37,6 @@ from minigpt.model.transformer import Transformer
 from minigpt.run import build_datamodule, build_model_config, build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-EVAL_BLOCK = 64  # the classic's context: both models are scored on the same 64-token windows
 QUICK = ["trainer.max_steps=30", "optim.warmup_steps=5"]  # --quick: the mechanics in seconds, not a result
 
 
@@ -108,7 +107,9 @@ class ScoreboardCallback(L.Callback):
         self.board.after_step(trainer.global_step, pl_module.model)
 
 
-def prepare(cfg: DictConfig) -> tuple[Transformer, list[tuple[torch.Tensor, torch.Tensor]], StridedWindows]:
+def prepare(
+    cfg: DictConfig, eval_block: int
+) -> tuple[Transformer, list[tuple[torch.Tensor, torch.Tensor]], StridedWindows]:
     """The seeded model, the training batches (the data module's own random windows) and the fixed val windows."""
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = build_datamodule(cfg)
@@ -120,15 +121,18 @@ def prepare(cfg: DictConfig) -> tuple[Transformer, list[tuple[torch.Tensor, torc
         datamodule.train_dataloader().dataset, batch_size=batch, sampler=range(steps * batch)
     )
     splits = datamodule.prepare()
-    windows = StridedWindows(splits.load("val"), EVAL_BLOCK, datamodule.max_val_windows)
+    windows = StridedWindows(splits.load("val"), eval_block, datamodule.max_val_windows)
     return model, list(loader), windows
 
 
-def run_role(role: str, overrides: list[str], eval_every: int, out: Path) -> None:
+def run_role(role: str, overrides: list[str], eval_every: int, eval_block: int, out: Path) -> None:
     """One side of the race, in this process: write `<role>.json` (the scored curve and the recipe)."""
     torch.set_num_threads(1)
     cfg = compose_cfg(overrides, out / role)
-    model, batches, windows = prepare(cfg)
+    if cfg.model.block_size < eval_block:
+        raise SystemExit(f"model.block_size={cfg.model.block_size} of the {role} recipe is shorter than the "
+                         f"classic's {eval_block}, so it cannot be scored on the same windows.")  # fmt: skip
+    model, batches, windows = prepare(cfg, eval_block)
     board = Scoreboard(windows, eval_every, len(batches))
     if role == "classic":
         optim = cfg.optim
@@ -190,10 +194,24 @@ def race(args: argparse.Namespace) -> dict[str, Any]:
         "classic": ["experiment=shakespeare_char_cpu", *common],
         "default": [*common, *args.recipe],
     }
+    # Both are scored on windows of the classic's context (64 tokens in nanoGPT's recipe).
+    eval_block = compose_cfg(roles["classic"], out / "classic").model.block_size
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--role", role, "--eval-every", str(args.eval_every), "--out", str(out), "--"]
+            [
+                sys.executable,
+                __file__,
+                "--role",
+                role,
+                "--eval-every",
+                str(args.eval_every),
+                "--eval-block",
+                str(eval_block),
+                "--out",
+                str(out),
+                "--",
+            ]
             + overrides,
             env=env,
         )
@@ -219,7 +237,11 @@ def race(args: argparse.Namespace) -> dict[str, Any]:
     if c["seconds_to_target"] and d["seconds_to_target"]:
         summary["time_ratio"] = d["seconds_to_target"] / c["seconds_to_target"]
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    plot({f"classic ({c['steps']} steps)": classic, f"default ({d['steps']} steps)": default}, target, out / "speedrun.png")
+    plot(
+        {f"classic ({c['steps']} steps)": classic, f"default ({d['steps']} steps)": default},
+        target,
+        out / "speedrun.png",
+    )
     return summary
 
 
@@ -246,11 +268,12 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--quick", action="store_true", help="30 steps each: checks the mechanics only")
     parser.add_argument("--out", default=str(ROOT / "outputs" / "benchmarks" / "speedrun"))
+    parser.add_argument("--eval-block", type=int, default=64, help=argparse.SUPPRESS)
     parser.add_argument("--role", choices=["classic", "default"], help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role:
-        run_role(args.role, args.overrides, args.eval_every, Path(args.out))
+        run_role(args.role, args.overrides, args.eval_every, args.eval_block, Path(args.out))
         return
     if args.eval_every <= 0:
         parser.error("--eval-every must be a positive number of steps")

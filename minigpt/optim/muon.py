@@ -73,14 +73,16 @@ class MuonAdamW(Optimizer):
     """Muon on the parameter groups marked `"muon": True`, AdamW (decoupled weight decay) on the others.
 
     Args:
-        params: parameter groups; a group's `muon` key (default False) picks its rule, its `lr` and
-            `weight_decay` keys override the defaults below.
+        params: parameter groups; a group's `muon` key (default False) picks its rule. An AdamW group's
+            `lr` and `weight_decay` keys override the defaults below; a Muon group takes `muon_lr` and
+            `muon_weight_decay`.
         lr: AdamW's learning rate (embeddings, head, gains, biases, and any unmarked group).
         muon_lr: Muon's learning rate, for an update whose spectral norm is ~1 (the reference's 0.02–0.05).
         momentum: Muon's momentum β; `nesterov` uses g + β·M (Nesterov) instead of M.
         ns_steps: Newton–Schulz iterations.
         betas, eps: AdamW's.
-        weight_decay: decoupled decay, θ ← θ·(1 − lr·λ), of both rules (a group's own value wins).
+        weight_decay: AdamW's decoupled decay, θ ← θ·(1 − lr·λ) (a group's own value wins).
+        muon_weight_decay: the same decay for the Muon groups.
 
     Muon step for a matrix W (m × n) with gradient G (reference implementation, `muon_update`):
         M ← β·M + (1−β)·G;   U = NS(G + β·(M − G)) if nesterov else NS(M);   W ← W − η·√max(1, m/n)·U.
@@ -99,12 +101,13 @@ class MuonAdamW(Optimizer):
         betas: tuple[float, float] = (0.9, 0.99),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        muon_weight_decay: float = 0.0,
     ) -> None:
-        groups = [dict(g) if isinstance(g, dict) else {"params": [g]} for g in params]
+        groups: list[dict[str, Any]] = [dict(g) if isinstance(g, dict) else {"params": [g]} for g in params]
         for group in groups:
             group.setdefault("muon", False)
-            if group["muon"]:
-                group.setdefault("lr", muon_lr)
+            if group["muon"]:  # Muon's own lr and decay (its steps are ~20× AdamW's: 0.1 would be strong)
+                group["lr"], group["weight_decay"] = muon_lr, muon_weight_decay
         defaults = dict(
             lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, betas=tuple(betas), eps=eps,
             weight_decay=weight_decay,
@@ -137,8 +140,10 @@ class MuonAdamW(Optimizer):
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(p)
             buf = state["momentum_buffer"]
-            buf.lerp_(p.grad, 1 - beta)  # M ← β·M + (1−β)·G
-            update = p.grad.lerp(buf, beta) if group["nesterov"] else buf
+            grad = p.grad
+            assert grad is not None  # `step` passes only parameters with a gradient
+            buf.lerp_(grad, 1 - beta)  # M ← β·M + (1−β)·G
+            update = grad.lerp(buf, beta) if group["nesterov"] else buf
             ortho = _like(newton_schulz(_full(update), group["ns_steps"]), p)
             p.mul_(1 - lr * group["weight_decay"])
             p.add_(ortho, alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))
@@ -154,8 +159,10 @@ class MuonAdamW(Optimizer):
                 state["exp_avg_sq"] = torch.zeros_like(p)
             state["step"] += 1
             m, v = state["exp_avg"], state["exp_avg_sq"]
-            m.lerp_(p.grad, 1 - beta1)  # m ← β₁m + (1−β₁)g
-            v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)  # v ← β₂v + (1−β₂)g²
+            grad = p.grad
+            assert grad is not None
+            m.lerp_(grad, 1 - beta1)  # m ← β₁m + (1−β₁)g
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v ← β₂v + (1−β₂)g²
             bias1, bias2 = 1 - beta1 ** state["step"], 1 - beta2 ** state["step"]
             p.mul_(1 - lr * group["weight_decay"])
             p.addcdiv_(m, (v.sqrt() / math.sqrt(bias2)).add_(eps), value=-lr / bias1)

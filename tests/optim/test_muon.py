@@ -57,7 +57,9 @@ def test_only_the_blocks_hidden_matrices_get_muon():
     names = {id(p): n for n, p in model.named_parameters()}
     assert muon["muon"] and "muon" not in decay and "muon" not in no_decay
     hidden = {names[id(p)] for p in muon["params"]}
-    assert hidden == {f"blocks.{i}.{m}.weight" for i in range(2) for m in ("attn.qkv", "attn.proj", "ffn.fc", "ffn.proj")}
+    assert hidden == {
+        f"blocks.{i}.{m}.weight" for i in range(2) for m in ("attn.qkv", "attn.proj", "ffn.fc", "ffn.proj")
+    }
     assert {names[id(p)] for p in decay["params"]} == {"tok_emb.weight", "pos_emb.weight", "lm_head.weight"}
     assert all(p.dim() == 1 for p in no_decay["params"])  # gains and biases
     assert len(muon["params"]) + len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
