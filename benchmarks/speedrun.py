@@ -35,6 +35,7 @@ from minigpt.data.text import StridedWindows
 from minigpt.losses.lm import lm_loss
 from minigpt.model.transformer import Transformer
 from minigpt.run import build_datamodule, build_model_config, build_tokenizer
+from minigpt.scale.peak_flops import has_avx512_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["trainer.max_steps=30", "optim.warmup_steps=5"]  # --quick: the mechanics in seconds, not a result
@@ -247,6 +248,7 @@ def race(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(summary: dict[str, Any]) -> None:
     """Print the comparison."""
+    print(f"torch {torch.__version__}, AVX-512 BF16: {'yes' if has_avx512_bf16() else 'no'}")
     print(f"target val loss {summary['target']:.4f} (1 thread per recipe, run concurrently)")
     print(f"{'recipe':<8} {'params':>8} {'batch×block':>11} {'steps':>6} {'final val':>9} {'total s':>8} "
           f"{'s to target':>11} {'steps to target':>15}")  # fmt: skip
