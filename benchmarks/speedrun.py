@@ -65,8 +65,8 @@ def compose_cfg(overrides: list[str], out: Path) -> DictConfig:
 class Scoreboard:
     """Evaluates a model on fixed validation windows every `every` steps and keeps a training-only clock."""
 
-    def __init__(self, windows: StridedWindows, every: int, total: int) -> None:
-        self.windows, self.every, self.total = windows, every, total
+    def __init__(self, windows: StridedWindows, every: int, total: int, path: Path) -> None:
+        self.windows, self.every, self.total, self.path = windows, every, total, path
         self.start = time.perf_counter()
         self.eval_seconds = 0.0
         self.rows: list[dict[str, float]] = []
@@ -92,6 +92,7 @@ class Scoreboard:
         now = time.perf_counter()
         row = {"step": step, "seconds": now - self.start - self.eval_seconds, "val_loss": self.val_loss(model)}
         self.rows.append(row)
+        self.path.write_text(json.dumps(self.rows))  # a killed run still leaves its curve so far
         self.eval_seconds += time.perf_counter() - now
 
 
@@ -134,7 +135,7 @@ def run_role(role: str, overrides: list[str], eval_every: int, eval_block: int, 
         raise SystemExit(f"model.block_size={cfg.model.block_size} of the {role} recipe is shorter than the "
                          f"classic's {eval_block}, so it cannot be scored on the same windows.")  # fmt: skip
     model, batches, windows = prepare(cfg, eval_block)
-    board = Scoreboard(windows, eval_every, len(batches))
+    board = Scoreboard(windows, eval_every, len(batches), out / f"{role}.rows.json")
     if role == "classic":
         optim = cfg.optim
         board.start = time.perf_counter()
