@@ -288,7 +288,7 @@ class Transformer(nn.Module):
             {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
-        return [{"params": hidden, "weight_decay": weight_decay, "muon": True}, *groups] if muon else groups
+        return [{"params": hidden, "muon": True}, *groups] if muon else groups  # Muon's lr, decay: the optimizer's
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count; `non_embedding` drops the token/position tables (Kaplan et al. 2020 count)."""

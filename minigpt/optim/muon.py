@@ -16,6 +16,8 @@ One optimizer rather than two so that Lightning's automatic optimisation, gradie
 scheduler (which scales each group's own initial lr) and checkpoints see a single `torch.optim.Optimizer`.
 PyTorch ships `torch.optim.Muon` (2.9+) for the Muon half alone; its orthogonalisation always runs in
 bfloat16, which is emulated and slow on CPUs without AVX-512 BF16, so this one runs in the gradient's dtype.
+Orthogonalisation needs each whole matrix, so sharded parameters (FSDP2, tensor parallelism) are refused
+by the stage (`Stage.param_groups`); plain tensors under DDP or ZeRO-1 work.
 """
 
 from __future__ import annotations
@@ -50,32 +52,13 @@ def newton_schulz(g: Tensor, steps: int = 5, coefficients: tuple[float, float, f
     return x.T if tall else x
 
 
-def _full(tensor: Tensor) -> Tensor:
-    """The whole matrix of a (possibly sharded, FSDP2 / tensor-parallel) `DTensor`; `tensor` itself otherwise.
-
-    Orthogonalisation needs the whole matrix: a shard's U·Vᵀ is not a slice of the matrix's.
-    """
-    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
-
-
-def _like(full: Tensor, reference: Tensor) -> Tensor:
-    """`full` laid out as `reference` (the same shards of a `DTensor`); `full` itself for a plain tensor."""
-    if not hasattr(reference, "full_tensor"):
-        return full
-    from torch.distributed.tensor import DTensor, Replicate
-
-    mesh = reference.device_mesh  # type: ignore[attr-defined]
-    replicated = DTensor.from_local(full, mesh, [Replicate()] * mesh.ndim, run_check=False)
-    return replicated.redistribute(mesh, reference.placements)  # type: ignore[attr-defined]
-
-
 class MuonAdamW(Optimizer):
     """Muon on the parameter groups marked `"muon": True`, AdamW (decoupled weight decay) on the others.
 
     Args:
-        params: parameter groups; a group's `muon` key (default False) picks its rule. An AdamW group's
-            `lr` and `weight_decay` keys override the defaults below; a Muon group takes `muon_lr` and
-            `muon_weight_decay`.
+        params: parameter groups; a group's `muon` key (default False) picks its rule. A group's own `lr`
+            and `weight_decay` override the defaults below: `lr`/`weight_decay` for AdamW groups,
+            `muon_lr`/`muon_weight_decay` for Muon groups.
         lr: AdamW's learning rate (embeddings, head, gains, biases, and any unmarked group).
         muon_lr: Muon's learning rate, for an update whose spectral norm is ~1 (the reference's 0.02–0.05).
         momentum: Muon's momentum β; `nesterov` uses g + β·M (Nesterov) instead of M.
@@ -107,7 +90,8 @@ class MuonAdamW(Optimizer):
         for group in groups:
             group.setdefault("muon", False)
             if group["muon"]:  # Muon's own lr and decay (its steps are ~20× AdamW's: 0.1 would be strong)
-                group["lr"], group["weight_decay"] = muon_lr, muon_weight_decay
+                group.setdefault("lr", muon_lr)
+                group.setdefault("weight_decay", muon_weight_decay)
         defaults = dict(
             lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, betas=tuple(betas), eps=eps,
             weight_decay=weight_decay,
@@ -144,7 +128,7 @@ class MuonAdamW(Optimizer):
             assert grad is not None  # `step` passes only parameters with a gradient
             buf.lerp_(grad, 1 - beta)  # M ← β·M + (1−β)·G
             update = grad.lerp(buf, beta) if group["nesterov"] else buf
-            ortho = _like(newton_schulz(_full(update), group["ns_steps"]), p)
+            ortho = newton_schulz(update, group["ns_steps"])
             p.mul_(1 - lr * group["weight_decay"])
             p.add_(ortho, alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))
 

@@ -128,3 +128,17 @@ def test_wsd_holds_the_peak_then_cools_down_linearly():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(2.0 * f[80])
     with pytest.raises(ConfigError, match="optim.schedule='linear'"):
         lr_schedule(optimizer, "linear", 10, 100)
+
+
+def test_the_stage_gives_the_muon_group_its_own_lr_and_decay():
+    # Explicit in the group, so a wrapper that fills missing keys with AdamW's defaults (ZeRO-1) keeps them.
+    from minigpt.stages.pretrain import PretrainStage
+
+    optim = {"lr": 1e-3, "weight_decay": 0.1, "muon_lr": 0.05, "muon_weight_decay": 0.01}
+    stage = PretrainStage(model_config=tiny().config, optim=optim)
+    muon, decay, no_decay = stage.param_groups(0.1)
+    assert (muon["muon"], muon["lr"], muon["weight_decay"]) == (True, 0.05, 0.01)
+    assert "lr" not in decay and decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    adamw_only = PretrainStage(model_config=tiny().config, optim={"lr": 1e-3, "weight_decay": 0.1})
+    groups = adamw_only.param_groups(0.1)  # optim=adamw: the two groups of before, nothing marked
+    assert len(groups) == 2 and not any("muon" in g for g in groups)
