@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import lightning as L
 import torch
@@ -35,8 +35,12 @@ def plain_train(
     min_lr_ratio: float,
     grad_clip: float,
     bf16: bool = False,
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[list[float], list[float]]:
-    """Train on `batches` in order; returns (loss per step, wall-clock time at the end of each step)."""
+    """Train on `batches` in order; returns (loss per step, wall-clock time at the end of each step).
+
+    `on_step(n)` runs after step n (1-based) is done and timed, e.g. an evaluation (`speedrun.py`).
+    """
     optimizer = torch.optim.AdamW(model.param_groups(weight_decay), lr=lr, betas=betas, eps=1e-8)
     scheduler = warmup_cosine(optimizer, warmup_steps, len(batches), min_lr_ratio)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -53,6 +57,8 @@ def plain_train(
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         times.append(time.perf_counter())
+        if on_step is not None:
+            on_step(len(losses))
     return losses, times
 
 
@@ -69,11 +75,15 @@ class _StepRecorder(L.Callback):
 
 
 def stage_train(
-    cfg: DictConfig, model: Transformer, batches: Sequence[tuple[Tensor, Tensor]]
+    cfg: DictConfig,
+    model: Transformer,
+    batches: Sequence[tuple[Tensor, Tensor]],
+    callbacks: Sequence[L.Callback] = (),
 ) -> tuple[list[float], list[float]]:
     """Train a copy of `model` with the stage, trainer, callbacks and loggers `cfg` composes.
 
-    Validation is off (the plain loop has none); everything that runs per step in `train.py` runs here.
+    Validation is off (the plain loop has none); everything that runs per step in `train.py` runs here,
+    plus `callbacks` (e.g. `speedrun.py`'s evaluation on fixed windows).
     Returns (loss per step, wall-clock time at the end of each step).
     """
     stage = instantiate(cfg.stage, _partial_=True)(model_config=model.config, optim=cfg.optim)
@@ -81,7 +91,7 @@ def stage_train(
     recorder = _StepRecorder()
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=[*build_callbacks(cfg), recorder],
+        callbacks=[*build_callbacks(cfg), recorder, *callbacks],
         logger=build_loggers(cfg) or False,
         max_steps=len(batches),
         limit_val_batches=0,

@@ -48,6 +48,7 @@ def compose_cfg(shape: dict, precision: str, steps: int, out: Path):
     """The `train.py` config for this shape (no validation, no checkpoint: the plain loop has neither)."""
     m = shape["model"]
     overrides = [
+        "optim=adamw",  # the plain loop's optimizer: this measures the framework, not Muon's extra matmuls
         f"model.n_layer={m['n_layer']}",
         f"model.n_head={m['n_head']}",
         f"model.n_embd={m['n_embd']}",

@@ -194,7 +194,10 @@ def build_model(job: DictConfig, tokenizer: Any) -> Transformer:
 
 def build_optimizer(job: DictConfig, model: torch.nn.Module) -> None:
     """The optimizer and schedule partials on `model`'s parameter groups; one step."""
-    optimizer = instantiate(job.optim.optimizer)(model.param_groups(job.optim.weight_decay))
+    muon = (
+        job.optim.get("muon_lr") is not None
+    )  # optim=muon: the hidden matrices in their own group (Stage.param_groups)
+    optimizer = instantiate(job.optim.optimizer)(model.param_groups(job.optim.weight_decay, muon=muon))
     scheduler = instantiate(job.optim.scheduler)(optimizer)
     optimizer.step()
     scheduler.step()

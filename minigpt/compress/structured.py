@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from minigpt.model.attention import CausalSelfAttention
-from minigpt.model.mlp import GeluMLP, SwiGLU
+from minigpt.model.mlp import MLP, SwiGLU
 from minigpt.model.transformer import Transformer
 from minigpt.utils.errors import ConfigError
 
@@ -87,10 +87,10 @@ def prune_neurons(model: Transformer, norms: dict[str, Tensor], sparsity: float)
         raise ConfigError(f"sparsity={sparsity} would remove every MLP neuron; choose a smaller sparsity.")
     for i, block in enumerate(model.blocks):
         mlp = block.ffn
-        if not isinstance(mlp, GeluMLP | SwiGLU):
+        if not isinstance(mlp, MLP | SwiGLU):
             raise ConfigError("method=neurons prunes dense MLPs; this model has experts: use method=experts.")
         kept = units_to_keep(channel_importance(mlp.proj, norms[f"blocks.{i}.ffn.proj"]), 1, keep)
-        for linear in (mlp.fc,) if isinstance(mlp, GeluMLP) else (mlp.gate, mlp.up):
+        for linear in (mlp.fc,) if isinstance(mlp, MLP) else (mlp.gate, mlp.up):
             _rows(linear, kept)
         _columns(mlp.proj, kept)
     model.config.mlp_hidden = keep

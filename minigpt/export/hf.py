@@ -84,6 +84,10 @@ LLAMA_RULES = (
 )
 
 
+# Our `activation` → HF GPT-2's `activation_function`.
+HF_GPT2_ACTIVATIONS = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu2": "relu2"}
+
+
 def family(config: ModelConfig) -> str:
     """'gpt2' or 'llama': the HF architecture that computes exactly what `config` does."""
     if config.moe is not None:
@@ -92,6 +96,17 @@ def family(config: ModelConfig) -> str:
         raise ConfigError(
             f"the model is {quantized['method']}-quantized and HF GPT-2/Llama hold float weights; "
             f"export the float model it came from ({quantized.get('source', 'its source')}) instead."
+        )
+    # Speedrun switches that neither HF GPT-2 nor Llama computes (ReLU², untied and zero-init weights do map).
+    if config.qk_norm:
+        raise ConfigError(
+            "model.qk_norm=true: HF GPT-2 and Llama have no query/key norm (Qwen3 and OLMo 2 do, not exported "
+            "here); train with model.qk_norm=false to export."
+        )
+    if config.logit_softcap is not None:
+        raise ConfigError(
+            f"model.logit_softcap={config.logit_softcap}: HF GPT-2 and Llama do not soft-cap logits (Gemma 2 does, "
+            "not exported here); train with model.logit_softcap=null to export."
         )
     gpt2 = config.norm == "layernorm" and config.positions == "learned" and config.activation != "swiglu"
     if gpt2 and config.bias and config.n_kv_head == config.n_head:
@@ -106,7 +121,7 @@ def family(config: ModelConfig) -> str:
     raise ConfigError(
         f"model (norm={config.norm}, positions={config.positions}, activation={config.activation}, "
         f"bias={config.bias}, n_kv_head={config.n_kv_head}/n_head={config.n_head}) matches neither HF GPT-2 "
-        "(layernorm, learned, gelu/gelu_tanh, bias, n_kv_head=n_head) nor Llama (rmsnorm, rope, swiglu)."
+        "(layernorm, learned, gelu/gelu_tanh/relu2, bias, n_kv_head=n_head) nor Llama (rmsnorm, rope, swiglu)."
     )
 
 
@@ -187,8 +202,9 @@ def to_hf_config(config: ModelConfig, tokenizer: Tokenizer | None = None) -> Pre
             n_layer=config.n_layer,
             n_head=config.n_head,
             n_inner=config.mlp_hidden,
-            # HF "gelu_new" is the tanh approximation GPT-2 was trained with; "gelu" is the exact erf form.
-            activation_function="gelu_new" if config.activation == "gelu_tanh" else "gelu",
+            # HF "gelu_new" is the tanh approximation GPT-2 was trained with; "gelu" is the exact erf form;
+            # "relu2" is HF's ReLUSquaredActivation, relu(x)², the same as ours.
+            activation_function=HF_GPT2_ACTIVATIONS[config.activation],
             resid_pdrop=0.0,
             embd_pdrop=0.0,
             attn_pdrop=0.0,
@@ -220,7 +236,7 @@ def to_hf_config(config: ModelConfig, tokenizer: Tokenizer | None = None) -> Pre
 def from_hf_config(hf: PretrainedConfig) -> ModelConfig:
     """Our `ModelConfig` from a GPT-2 or Llama HF config; anything we cannot compute is a `ConfigError`."""
     if hf.model_type == "gpt2":
-        activations = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
+        activations = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu2": "relu2"}
         if hf.activation_function not in activations:
             raise ConfigError(f"HF activation_function={hf.activation_function!r} is not supported; use gelu_new.")
         return ModelConfig(

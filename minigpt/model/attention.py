@@ -120,6 +120,11 @@ class CausalSelfAttention(nn.Module):
             nn.Linear(config.n_head * config.head_dim, config.n_embd, bias=config.bias)
         )
         self.dropout = config.dropout
+        # QK-norm (Henry et al. 2020; Dehghani et al. 2023 §3.1; Qwen3's per-head form): RMS-normalise each
+        # head's query and key, with a learned gain, before q·kᵀ. The attention logits then cannot grow with
+        # the weights' scale, which keeps softmax out of saturation and allows larger learning rates.
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=config.norm_eps) if config.qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=config.norm_eps) if config.qk_norm else None
 
     def forward(
         self,
@@ -136,11 +141,15 @@ class CausalSelfAttention(nn.Module):
         # One (B, heads, T, hs) view of all query, key and value heads side by side: queries and keys
         # then rotate in one call, and splitting heads is a view, not a copy.
         heads = self.qkv(x).view(B, T, self.n_head + 2 * self.n_kv_head, self.head_dim).transpose(1, 2)
-        if rope is None:
-            q, k, v = heads.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=1)
-        else:
+        if rope is not None and self.q_norm is None:
             qk, v = heads.split([self.n_head + self.n_kv_head, self.n_kv_head], dim=1)
             q, k = RotaryEmbedding.rotate(qk, rope).split([self.n_head, self.n_kv_head], dim=1)
+        else:
+            q, k, v = heads.split([self.n_head, self.n_kv_head, self.n_kv_head], dim=1)
+            if self.q_norm is not None and self.k_norm is not None:  # normalise first, then rotate
+                q, k = self.q_norm(q), self.k_norm(k)
+                if rope is not None:
+                    q, k = RotaryEmbedding.rotate(q, rope), RotaryEmbedding.rotate(k, rope)
         # q (B, nh, T, hs); k, v (B, nkv, T, hs)
         if kv_cache is None:
             y = causal_attention(q, k, v, attn_mask, self.dropout if self.training else 0.0)  # (B, nh, T, hs)

@@ -5,6 +5,9 @@ ever branches on a model's *name*. Two families are covered by switches rather t
 
 * GPT-2 style: learned positions, LayerNorm with biases, GELU MLP, multi-head attention.
 * Llama style: rotary positions (RoPE), RMSNorm, SwiGLU MLP, grouped-query attention, no biases.
+
+The speedrun switches (docs/speedrun.md) are fields too: `qk_norm`, `activation=relu2`,
+`logit_softcap`, `zero_init_proj` (and the existing `tie_embeddings`, `positions=rope`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any, Literal
 from minigpt.utils.errors import ConfigError
 
 Norm = Literal["layernorm", "rmsnorm"]
-Activation = Literal["gelu", "gelu_tanh", "swiglu"]
+Activation = Literal["gelu", "gelu_tanh", "swiglu", "relu2"]
 Positions = Literal["learned", "rope"]
 Router = Literal["topk", "switch", "expert_choice"]
 # What a block recomputes in backward instead of storing: all of it (True), one sublayer, or nothing.
@@ -102,6 +105,13 @@ class ModelConfig:
     `activation_checkpointing` trades compute for memory in training (Chen et al. 2016): `true` keeps
     only each block's input and recomputes the block in backward; `attention` / `mlp` recompute only
     that sublayer (selective recomputation, Korthikanti et al. 2022); `false` stores everything.
+
+    Switches from the speedrun literature (each off by default, so the GPT-2 and Llama families are unchanged):
+    `activation=relu2` is the squared ReLU MLP (So et al. 2021, "Primer", §3); `qk_norm` RMS-normalises each
+    head's queries and keys before the dot product (Henry et al. 2020; Dehghani et al. 2023, ViT-22B §3.1);
+    `logit_softcap` c bounds the logits as c·tanh(z/c) (Gemma 2, Team et al. 2024, §2); `zero_init_proj`
+    starts the projections into the residual stream at zero, so each block begins as the identity
+    (modded-nanogpt, Jordan et al. 2024; cf. Fixup, Zhang et al. 2019).
     """
 
     n_layer: int = 4
@@ -123,6 +133,9 @@ class ModelConfig:
     tie_embeddings: bool = True
     dropout: float = 0.0
     init_std: float = 0.02
+    qk_norm: bool = False
+    logit_softcap: float | None = None
+    zero_init_proj: bool = False
     activation_checkpointing: Recompute = False
     moe: MoEConfig | None = None
     # Free-form extras that later features attach (e.g. the MoE block, a reward head marker).
@@ -171,8 +184,12 @@ class ModelConfig:
             raise ConfigError(f"RoPE needs an even head dim, got {self.head_dim}; change n_embd or n_head.")
         if self.norm not in ("layernorm", "rmsnorm"):
             raise ConfigError(f"model.norm={self.norm!r} is unknown; use 'layernorm' or 'rmsnorm'.")
-        if self.activation not in ("gelu", "gelu_tanh", "swiglu"):
-            raise ConfigError(f"model.activation={self.activation!r} is unknown; use 'gelu', 'gelu_tanh' or 'swiglu'.")
+        if self.activation not in ("gelu", "gelu_tanh", "swiglu", "relu2"):
+            raise ConfigError(
+                f"model.activation={self.activation!r} is unknown; use 'gelu', 'gelu_tanh', 'swiglu' or 'relu2'."
+            )
+        if self.logit_softcap is not None and not self.logit_softcap > 0:
+            raise ConfigError(f"model.logit_softcap={self.logit_softcap} must be positive (e.g. 30) or null.")
         if self.positions not in ("learned", "rope"):
             raise ConfigError(f"model.positions={self.positions!r} is unknown; use 'learned' or 'rope'.")
         if not 0.0 <= self.dropout < 1.0:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from minigpt.losses.moe import load_balancing_loss, router_z_loss
 from minigpt.model.config import ModelConfig
-from minigpt.model.mlp import GeluMLP, SwiGLU, build_mlp
+from minigpt.model.mlp import MLP, SwiGLU, build_mlp, pointwise_activation
 from minigpt.utils.errors import ConfigError
 
 
@@ -94,7 +94,7 @@ def route_expert_choice(probs: Tensor, capacity_factor: float) -> Routing:
 class ExpertMLPs(nn.Module):
     """E expert MLPs with stacked weights, so that all experts run as one `torch.baddbmm`.
 
-    GELU experts: out = gelu(x·W_in + b_in)·W_out + b_out. SwiGLU experts: W_in holds [gate | up]
+    GELU (or ReLU²) experts: out = act(x·W_in + b_in)·W_out + b_out. SwiGLU experts: W_in holds [gate | up]
     side by side, out = (silu(x·W_gate) ⊙ x·W_up)·W_out (Shazeer 2020, eq. 6). Weights are stored
     (E, in, out) for `x @ W`. Biases are stored flat, (E·out,), so that the optimizer's "decay only
     tensors with ≥ 2 dims" rule keeps them out of weight decay like every other bias.
@@ -104,12 +104,13 @@ class ExpertMLPs(nn.Module):
         super().__init__()
         n_embd, self.hidden, self.num_experts = config.n_embd, hidden, num_experts
         self.swiglu = config.activation == "swiglu"
-        self.approximate = "tanh" if config.activation == "gelu_tanh" else "none"
+        self.act = pointwise_activation(config.activation)
         width = 2 * hidden if self.swiglu else hidden
-        # Same init as the dense MLP: N(0, σ), output projection σ/√(2·n_layer) (GPT-2 §2.3).
+        # Same init as the dense MLP: N(0, σ), output projection σ/√(2·n_layer) (GPT-2 §2.3), or 0 (zero_init_proj).
         std = config.init_std
         self.w_in = nn.Parameter(torch.randn(num_experts, n_embd, width) * std)
-        self.w_out = nn.Parameter(torch.randn(num_experts, hidden, n_embd) * std / math.sqrt(2 * config.n_layer))
+        out_std = 0.0 if config.zero_init_proj else std / math.sqrt(2 * config.n_layer)
+        self.w_out = nn.Parameter(torch.randn(num_experts, hidden, n_embd) * out_std)
         self.b_in = nn.Parameter(torch.zeros(num_experts * width)) if config.bias else None
         self.b_out = nn.Parameter(torch.zeros(num_experts * n_embd)) if config.bias else None
 
@@ -127,16 +128,16 @@ class ExpertMLPs(nn.Module):
             gate, up = h.chunk(2, dim=-1)
             h = F.silu(gate) * up
         else:
-            h = F.gelu(h, approximate=self.approximate)
+            h = self.act(h)
         return self._linear(h, self.w_out, self.b_out)  # (E, cap, C)
 
     @torch.no_grad()
     def copy_dense_(self, mlp: nn.Module) -> None:
-        """Make every expert a copy of a dense `GeluMLP` / `SwiGLU` (sparse upcycling)."""
+        """Make every expert a copy of a dense `MLP` / `SwiGLU` (sparse upcycling)."""
         if isinstance(mlp, SwiGLU) and self.swiglu:
             w_in = torch.cat([mlp.gate.weight.t(), mlp.up.weight.t()], dim=-1)
             b_in = torch.cat([mlp.gate.bias, mlp.up.bias]) if mlp.gate.bias is not None else None
-        elif isinstance(mlp, GeluMLP) and not self.swiglu:
+        elif isinstance(mlp, MLP) and not self.swiglu:
             w_in, b_in = mlp.fc.weight.t(), mlp.fc.bias
         else:
             kind = "SwiGLU" if self.swiglu else "GELU"

@@ -45,6 +45,23 @@ def build_feedforward(config: ModelConfig, layer_idx: int) -> nn.Module:
     return build_mlp(config)
 
 
+class SoftcappedHead(nn.Linear):
+    """The LM head with logit soft-capping: c·tanh(W·h / c) (Gemma 2, Team et al. 2024, §2; modded-nanogpt).
+
+    Logits stay within (−c, c), so no token's logit can run away early in training, which lets the
+    embeddings and head take larger steps. A subclass of `nn.Linear` with the same weight, so tying,
+    checkpoints and every caller of `model.lm_head(hidden)` (decoding, RL, PPO) get the cap unchanged.
+    """
+
+    def __init__(self, in_features: int, out_features: int, cap: float) -> None:
+        super().__init__(in_features, out_features, bias=False)
+        self.cap = cap
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """(…, C) → capped logits (…, vocab)."""
+        return self.cap * torch.tanh(super().forward(hidden) / self.cap)
+
+
 def _maybe_recompute(recompute: bool, fn: Callable[..., Any], *args: Any) -> Any:
     """`fn(*args)`, through `torch.utils.checkpoint` when `recompute`: its activations are dropped after
     forward and recomputed in backward (Chen et al. 2016). Non-reentrant checkpointing (the recommended
@@ -136,21 +153,28 @@ class Transformer(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.norm_f = build_norm(config)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = (
+            nn.Linear(config.n_embd, config.vocab_size, bias=False)
+            if config.logit_softcap is None
+            else SoftcappedHead(config.n_embd, config.vocab_size, config.logit_softcap)
+        )
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight  # Press & Wolf 2017: one matrix in and out
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
-        """N(0, 0.02) everywhere; residual projections N(0, 0.02/√(2·n_layer)).
+        """N(0, 0.02) everywhere; residual projections N(0, 0.02/√(2·n_layer)), or 0 with `zero_init_proj`.
 
         The residual stream adds two projections per block, so its variance grows with depth; GPT-2
         (§2.3) scales those weights by 1/√N, N the number of residual additions, to keep it in check.
+        Zero (modded-nanogpt; cf. Fixup, Zhang et al. 2019) goes further: every block starts as the identity
+        and the network grows its depth from a shallow function. The gradient reaching a zero projection
+        is not zero (it is act(h)ᵀ·δ), so it moves at the first step.
         """
         std = self.config.init_std
         if isinstance(module, nn.Linear):
             if is_residual_projection(module):
-                std = std / math.sqrt(2 * self.config.n_layer)
+                std = 0.0 if self.config.zero_init_proj else std / math.sqrt(2 * self.config.n_layer)
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
@@ -266,20 +290,29 @@ class Transformer(nn.Module):
         self.lm_head.out_features = new_size
         self.config.vocab_size = new_size
 
-    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """AdamW groups: decay on matrices (≥ 2 dims: linear and embedding weights), none on biases/norms.
+    def param_groups(self, weight_decay: float, muon: bool = False) -> list[dict[str, Any]]:
+        """Optimizer groups: decay on matrices (≥ 2 dims: linear and embedding weights), none on biases/norms.
 
-        Decaying a norm's gain or a bias pulls it towards 0, which only fights the normalisation.
+        Decaying a norm's gain or a bias pulls it towards 0, which only fights the normalisation. With
+        `muon`, the blocks' 2-D weights (the hidden matrices: attention and MLP projections) form a first
+        group marked `"muon": True` for `minigpt.optim.muon.MuonAdamW`; the embeddings and the head stay
+        with AdamW, as Muon's authors prescribe (docs/speedrun.md).
         """
+        hidden: list[nn.Parameter] = []
         decay: list[nn.Parameter] = []
         no_decay: list[nn.Parameter] = []
-        for param in self.parameters():  # parameters() yields a tied matrix once
-            if param.requires_grad:
+        for name, param in self.named_parameters():  # yields a tied matrix once
+            if not param.requires_grad:
+                continue
+            if muon and param.dim() == 2 and name.startswith("blocks."):
+                hidden.append(param)
+            else:
                 (decay if param.dim() >= 2 else no_decay).append(param)
-        return [
+        groups = [
             {"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ]
+        return [{"params": hidden, "muon": True}, *groups] if muon else groups  # Muon's lr, decay: the optimizer's
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count; `non_embedding` drops the token/position tables (Kaplan et al. 2020 count)."""

@@ -112,8 +112,22 @@ class Stage(L.LightningModule):
             shard_stage(self, self.model, self.device_mesh["data_parallel"], reshard_after_forward=reshard)
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """The optimizer's parameter groups; a stage that trains only some parameters (LoRA) overrides it."""
-        return self.model.param_groups(weight_decay)
+        """The optimizer's parameter groups; a stage that trains only some parameters (LoRA) overrides it.
+
+        With `optim.muon_lr` set (optim=muon) the blocks' hidden matrices form their own Muon group, which
+        carries its lr and decay itself, so that a wrapper (ZeRO-1) that fills in missing keys from AdamW's
+        defaults cannot change them.
+        """
+        cfg = self.optim_cfg
+        if cfg.get("muon_lr") is None:
+            return self.model.param_groups(weight_decay)
+        if self.device_mesh is not None:
+            raise ConfigError(
+                "optim=muon orthogonalises each whole weight matrix, and strategy=fsdp / tensor_parallel shard "
+                "them; use optim=adamw with those strategies (or strategy=ddp with optim=muon)."
+            )
+        hidden, *rest = self.model.param_groups(weight_decay, muon=True)
+        return [{**hidden, "lr": cfg.muon_lr, "weight_decay": cfg.get("muon_weight_decay", 0.0)}, *rest]
 
     def build_optimizer(
         self, groups: list[dict[str, Any]], lr: float | None = None, total_steps: int | None = None

@@ -19,6 +19,9 @@ from minigpt.export.hf import export_hf, family, from_hf, to_hf  # noqa: E402
 VARIANTS = {
     "gpt2": ("gpt", {}),
     "gpt2-exact-gelu-untied": ("gpt", dict(activation="gelu", tie_embeddings=False)),
+    # Speedrun switches HF computes: ReLU² (HF "relu2"), untied head, zero-initialised projections.
+    "gpt2-relu2": ("gpt", dict(activation="relu2")),
+    "gpt2-untied-zero-init-proj": ("gpt", dict(tie_embeddings=False, zero_init_proj=True)),
     "llama-gqa": ("llama", {}),
     "llama-mqa-bias-tied": ("llama", dict(n_kv_head=1, bias=True, tie_embeddings=True, rope_theta=500.0)),
 }
@@ -34,6 +37,7 @@ def test_hf_model_gives_the_same_logits(tiny_model, variant: str) -> None:
     with torch.no_grad():
         diff = (model(idx)[0] - hf(idx).logits).abs().max()
     assert diff < 1e-4
+    assert from_hf(hf)[0].config.to_dict() == {**model.config.to_dict(), "zero_init_proj": False}
 
 
 @pytest.mark.parametrize("name", ["gpt", "llama"])
@@ -63,6 +67,11 @@ def test_unmappable_models_and_folders_are_refused(tiny_model, tmp_path: Path, c
         family(tiny_model("gpt", norm="rmsnorm").config)  # RMSNorm with learned positions: no HF class
     with pytest.raises(ConfigError, match="neither"):
         family(tiny_model("gpt", n_kv_head=2).config)  # GPT-2 has no grouped-query attention
+    # Speedrun switches without an HF GPT-2/Llama counterpart: one sentence naming the switch and the fix.
+    with pytest.raises(ConfigError, match="model.qk_norm=true.*model.qk_norm=false"):
+        family(tiny_model("llama", qk_norm=True).config)
+    with pytest.raises(ConfigError, match="model.logit_softcap=15.0.*logit_softcap=null"):
+        to_hf(tiny_model("gpt", logit_softcap=15.0))
     with pytest.raises(ConfigError, match="moe"):
         family(tiny_model("llama", moe={"num_experts": 2, "top_k": 1, "renormalize": False}).config)
     (tmp_path / "taken").mkdir()

@@ -94,7 +94,7 @@ def naive_moe(layer: MoELayer, x: torch.Tensor) -> torch.Tensor:
 
     def expert(e, v):
         h = v @ experts.w_in[e] + (b_in[e] if b_in is not None else 0)
-        h = F.silu(h[:hidden]) * h[hidden:] if experts.swiglu else F.gelu(h, approximate=experts.approximate)
+        h = F.silu(h[:hidden]) * h[hidden:] if experts.swiglu else experts.act(h)
         return h @ experts.w_out[e] + (b_out[e] if b_out is not None else 0)
 
     out = torch.zeros_like(flat)

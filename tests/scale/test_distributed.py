@@ -50,7 +50,7 @@ def test_ddp_spawn_ranks_hold_identical_weights(compose_train, tmp_path):
 
 def test_ddp_writes_one_run_folder_and_fsdp_matches_its_losses(run_train, losses, tmp_path):
     common = ("trainer.devices=2", "trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.log_every_n_steps=1")
-    common += ("optim.warmup_steps=0",)  # full lr from the start: 6 steps visibly lower the loss
+    common += ("optim=adamw", "optim.warmup_steps=0")  # full lr from the start: 6 steps visibly lower the loss
     run_train("strategy=ddp", f"hydra.run.dir={tmp_path / 'runs' / 'ddp'}", *common)
     # With validation samples on: rank 0 alone cannot run a sharded forward, so the ranks gather a copy first.
     run_train(

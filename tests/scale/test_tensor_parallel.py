@@ -23,7 +23,13 @@ from minigpt.scale.tensor_parallel import check_model, clip_grad_norm, qkv_row_o
 from minigpt.utils.errors import ConfigError
 
 STEPS, BATCH = 4, 4  # every rank of the tensor-parallel axis reads the same batch
-COMMON = (f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={STEPS}", "optim.warmup_steps=0", "optim.lr=1e-2")
+COMMON = (
+    "optim=adamw",
+    f"trainer.max_steps={STEPS}",
+    f"trainer.val_check_interval={STEPS}",
+    "optim.warmup_steps=0",
+    "optim.lr=1e-2",
+)
 COMMON += ("optim.min_lr_ratio=1.0", f"data.batch_size={BATCH}")  # constant lr: 2 + 2 steps see the 4-step rates
 # Llama-style blocks (SwiGLU: gate and up both column-parallel; 4 query heads sharing 2 key/value heads).
 TENSOR_PARALLEL = next(s for s in STRATEGIES if s.name == "tensor_parallel")

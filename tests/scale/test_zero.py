@@ -23,7 +23,13 @@ from minigpt.utils.errors import ConfigError
 
 STEPS, BATCH = 4, 4  # per rank; the single process takes both ranks' samples in one batch of 2·BATCH
 # A constant learning rate (min_lr_ratio=1): a run that stops after 2 steps sees the same rates as one of 4.
-COMMON = (f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={STEPS}", "optim.warmup_steps=0", "optim.lr=1e-2")
+COMMON = (
+    "optim=adamw",
+    f"trainer.max_steps={STEPS}",
+    f"trainer.val_check_interval={STEPS}",
+    "optim.warmup_steps=0",
+    "optim.lr=1e-2",
+)
 COMMON += ("optim.min_lr_ratio=1.0",)
 # Each stage also recomputes something (the single process does not): sharding and checkpointing compose.
 RECOMPUTE = {1: "mlp", 2: "attention", 3: "true"}

@@ -19,8 +19,12 @@ from loop_parity import plain_train, stage_train  # noqa: E402  (benchmark suppo
 
 def test_stage_and_plain_loop_give_the_same_losses(compose_train, tmp_path):
     steps = 100
-    cfg = compose_train(
-        f"trainer.max_steps={steps}", "callbacks.model_checkpoint=null", "optim.warmup_steps=10", "optim.lr=3e-3"
+    cfg = compose_train(  # the plain loop is AdamW: the classic recipe's optimizer
+        f"trainer.max_steps={steps}",
+        "callbacks.model_checkpoint=null",
+        "optim=adamw",
+        "optim.warmup_steps=10",
+        "optim.lr=3e-3",
     )
     torch.manual_seed(0)
     model = Transformer(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=40))

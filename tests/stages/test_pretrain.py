@@ -42,8 +42,11 @@ def test_tiny_pretrain_loss_falls_well_below_its_start(compose_train, tmp_path):
     assert 0 < metrics["val/bpb"] < metrics["val/loss"] / math.log(2) + 1e-6  # char text ≥ 1 byte/token
 
 
-def test_resume_from_checkpoint_continues_the_same_loss_curve(compose_train, tmp_path):
+@pytest.mark.parametrize("optim", ["adamw", "muon"])
+def test_resume_from_checkpoint_continues_the_same_loss_curve(compose_train, tmp_path, optim):
+    # optim=muon: the Muon momentum buffers and the AdamW moments both live in the checkpoint.
     common = (
+        f"optim={optim}",
         "trainer.log_every_n_steps=1",
         "trainer.val_check_interval=8",
         "callbacks.model_checkpoint.every_n_train_steps=8",

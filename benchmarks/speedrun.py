@@ -1,0 +1,287 @@
+"""Pretraining speedrun: the classic nanoGPT CPU recipe against MiniGPT's default recipe, time to a val loss.
+
+    python benchmarks/speedrun.py [--target 1.88] [--recipe optim=adamw ...] [--quick]
+
+Two processes run at once, one thread each, so that whatever else loads the machine slows both alike:
+* classic: `experiment=shakespeare_char_cpu` (4×4×128, block 64, batch 12, AdamW β₂ 0.99, lr 1e-3 → 1e-4
+  cosine, warmup 100, no dropout, 2000 steps) in `plain_train`, the plain PyTorch loop of `loop_parity.py`;
+* default: `python train.py`'s config (plus `--recipe` overrides, for ablations) in the Lightning stage,
+  trainer and callbacks (`stage_train`).
+Both draw batches from the same training split and are evaluated every `--eval-every` steps on the same
+fixed validation windows (of the classic's block, 64). The clock counts training only: evaluation time is
+subtracted. Reports the wall time and steps at which each first reaches the target (default: the classic's
+final val loss from this run), the final losses and the ratio; writes `curves.json` and `speedrun.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from loop_parity import plain_train, stage_train  # benchmarks/loop_parity.py, next to this script
+from omegaconf import DictConfig, open_dict
+
+from minigpt.data.text import StridedWindows
+from minigpt.losses.lm import lm_loss
+from minigpt.model.transformer import Transformer
+from minigpt.run import build_datamodule, build_model_config, build_tokenizer
+from minigpt.scale.peak_flops import has_avx512_bf16
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["trainer.max_steps=30", "optim.warmup_steps=5"]  # --quick: the mechanics in seconds, not a result
+
+
+def compose_cfg(overrides: list[str], out: Path) -> DictConfig:
+    """`conf/train.yaml` with `overrides`, writing under `out` (no checkpoints or samples: the clock is training)."""
+    overrides = [
+        *overrides,
+        "callbacks.model_checkpoint=null",
+        "callbacks.samples=null",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "logger=csv",
+        f"paths.output_dir={out}",
+    ]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.trainer.default_root_dir = str(out)
+        cfg.callbacks.progress_bar = None
+        del cfg["hydra"]
+    return cfg
+
+
+class Scoreboard:
+    """Evaluates a model on fixed validation windows every `every` steps and keeps a training-only clock."""
+
+    def __init__(self, windows: StridedWindows, every: int, total: int, path: Path) -> None:
+        self.windows, self.every, self.total, self.path = windows, every, total, path
+        self.start = time.perf_counter()
+        self.eval_seconds = 0.0
+        self.rows: list[dict[str, float]] = []
+
+    @torch.no_grad()
+    def val_loss(self, model: Transformer) -> float:
+        """Mean next-token loss over every window (all windows have the same length, so a plain mean)."""
+        was_training = model.training
+        model.eval()
+        losses = []
+        for i in range(0, len(self.windows), 64):
+            batch = [self.windows[j] for j in range(i, min(i + 64, len(self.windows)))]
+            inputs, targets = torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+            logits, _ = model(inputs)
+            losses.append(lm_loss(logits, targets).item() * len(batch))
+        model.train(was_training)
+        return sum(losses) / len(self.windows)
+
+    def after_step(self, step: int, model: Transformer) -> None:
+        """Score after step `step` if it is on the cadence (or the last); the clock stops meanwhile."""
+        if step % self.every and step != self.total:
+            return
+        now = time.perf_counter()
+        row = {"step": step, "seconds": now - self.start - self.eval_seconds, "val_loss": self.val_loss(model)}
+        self.rows.append(row)
+        self.path.write_text(json.dumps(self.rows))  # a killed run still leaves its curve so far
+        self.eval_seconds += time.perf_counter() - now
+
+
+class ScoreboardCallback(L.Callback):
+    """`Scoreboard` inside the Lightning trainer: the clock starts when training starts."""
+
+    def __init__(self, board: Scoreboard) -> None:
+        self.board = board
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.board.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.board.after_step(trainer.global_step, pl_module.model)
+
+
+def prepare(
+    cfg: DictConfig, eval_block: int
+) -> tuple[Transformer, list[tuple[torch.Tensor, torch.Tensor]], StridedWindows]:
+    """The seeded model, the training batches (the data module's own random windows) and the fixed val windows."""
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule = build_datamodule(cfg)
+    tokenizer = build_tokenizer(cfg, datamodule)
+    datamodule.attach_tokenizer(tokenizer)
+    model = Transformer(build_model_config(cfg, tokenizer))
+    steps, batch = cfg.trainer.max_steps, datamodule.batch_size
+    loader = torch.utils.data.DataLoader(
+        datamodule.train_dataloader().dataset, batch_size=batch, sampler=range(steps * batch)
+    )
+    splits = datamodule.prepare()
+    windows = StridedWindows(splits.load("val"), eval_block, datamodule.max_val_windows)
+    return model, list(loader), windows
+
+
+def run_role(role: str, overrides: list[str], eval_every: int, eval_block: int, out: Path) -> None:
+    """One side of the race, in this process: write `<role>.json` (the scored curve and the recipe)."""
+    torch.set_num_threads(1)
+    cfg = compose_cfg(overrides, out / role)
+    if cfg.model.block_size < eval_block:
+        raise SystemExit(f"model.block_size={cfg.model.block_size} of the {role} recipe is shorter than the "
+                         f"classic's {eval_block}, so it cannot be scored on the same windows.")  # fmt: skip
+    model, batches, windows = prepare(cfg, eval_block)
+    board = Scoreboard(windows, eval_every, len(batches), out / f"{role}.rows.json")
+    if role == "classic":
+        optim = cfg.optim
+        board.start = time.perf_counter()
+        plain_train(
+            model,
+            batches,
+            optim.lr,
+            optim.weight_decay,
+            tuple(optim.optimizer.betas),
+            optim.warmup_steps,
+            optim.min_lr_ratio,
+            cfg.trainer.gradient_clip_val,
+            on_step=lambda step: board.after_step(step, model),
+        )
+    else:
+        stage_train(cfg, model, batches, callbacks=[ScoreboardCallback(board)])
+    recipe = {
+        "params": model.num_params(),
+        "batch": len(batches[0][0]),
+        "block": cfg.model.block_size,
+        "steps": len(batches),
+        "overrides": overrides,
+    }
+    (out / f"{role}.json").write_text(json.dumps({"recipe": recipe, "rows": board.rows}, indent=1))
+
+
+def first_reach(rows: list[dict[str, float]], target: float) -> dict[str, float] | None:
+    """The first scored point at or below `target`, or None."""
+    return next((row for row in rows if row["val_loss"] <= target), None)
+
+
+def plot(curves: dict[str, list[dict[str, float]]], target: float, path: Path) -> None:
+    """Val loss against training wall time for both recipes, with the target line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, rows in curves.items():
+        ax.plot([r["seconds"] for r in rows], [r["val_loss"] for r in rows], marker=".", label=name)
+    ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:.3f}")
+    ax.set_xlabel("training wall time (s, 1 thread, evaluation excluded)")
+    ax.set_ylabel("val loss (nats/char, 64-char windows)")
+    ax.set_ylim(top=min(3.0, max(r["val_loss"] for rows in curves.values() for r in rows)))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def race(args: argparse.Namespace) -> dict[str, Any]:
+    """Run both roles at once (two processes, one thread each) and compare them; returns the summary."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    common = [*args.data, *(QUICK if args.quick else [])]
+    roles = {
+        "classic": ["experiment=shakespeare_char_cpu", *common],
+        "default": [*common, *args.recipe],
+    }
+    # Both are scored on windows of the classic's context (64 tokens in nanoGPT's recipe).
+    eval_block = compose_cfg(roles["classic"], out / "classic").model.block_size
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--role",
+                role,
+                "--eval-every",
+                str(args.eval_every),
+                "--eval-block",
+                str(eval_block),
+                "--out",
+                str(out),
+                "--",
+            ]
+            + overrides,
+            env=env,
+        )
+        for role, overrides in roles.items()
+    ]
+    if any(proc.wait() for proc in procs):
+        raise SystemExit("a side of the race failed (its output is above)")
+    results = {role: json.loads((out / f"{role}.json").read_text()) for role in roles}
+    classic, default = results["classic"]["rows"], results["default"]["rows"]
+    target = args.target if args.target is not None else classic[-1]["val_loss"]
+    reach = {role: first_reach(res["rows"], target) for role, res in results.items()}
+    summary: dict[str, Any] = {"target": target, "threads": 1, "roles": {}}
+    for role, res in results.items():
+        hit = reach[role]
+        summary["roles"][role] = {
+            **res["recipe"],
+            "final_val_loss": res["rows"][-1]["val_loss"],
+            "total_seconds": res["rows"][-1]["seconds"],
+            "seconds_to_target": hit["seconds"] if hit else None,
+            "steps_to_target": hit["step"] if hit else None,
+        }
+    c, d = summary["roles"]["classic"], summary["roles"]["default"]
+    if c["seconds_to_target"] and d["seconds_to_target"]:
+        summary["time_ratio"] = d["seconds_to_target"] / c["seconds_to_target"]
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    plot(
+        {f"classic ({c['steps']} steps)": classic, f"default ({d['steps']} steps)": default},
+        target,
+        out / "speedrun.png",
+    )
+    return summary
+
+
+def report(summary: dict[str, Any]) -> None:
+    """Print the comparison."""
+    print(f"torch {torch.__version__}, AVX-512 BF16: {'yes' if has_avx512_bf16() else 'no'}")
+    print(f"target val loss {summary['target']:.4f} (1 thread per recipe, run concurrently)")
+    print(f"{'recipe':<8} {'params':>8} {'batch×block':>11} {'steps':>6} {'final val':>9} {'total s':>8} "
+          f"{'s to target':>11} {'steps to target':>15}")  # fmt: skip
+    for role, r in summary["roles"].items():
+        secs = "—" if r["seconds_to_target"] is None else f"{r['seconds_to_target']:.1f}"
+        steps = "—" if r["steps_to_target"] is None else str(r["steps_to_target"])
+        print(f"{role:<8} {r['params']:>8,} {str(r['batch']) + '×' + str(r['block']):>11} {r['steps']:>6} "
+              f"{r['final_val_loss']:>9.4f} {r['total_seconds']:>8.1f} {secs:>11} {steps:>15}")  # fmt: skip
+    ratio = summary.get("time_ratio")
+    print("time to target, default / classic: " + ("not reached" if ratio is None else f"{ratio:.3f}"))
+
+
+def main() -> None:
+    """Parse arguments; run one role (internal) or the race."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", type=float, default=None, help="val loss to reach (default: classic's final)")
+    parser.add_argument("--recipe", nargs="*", default=[], help="train.py overrides of the default (ablations)")
+    parser.add_argument("--data", nargs="*", default=[], help="train.py overrides for both (e.g. another corpus)")
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="30 steps each: checks the mechanics only")
+    parser.add_argument("--out", default=str(ROOT / "outputs" / "benchmarks" / "speedrun"))
+    parser.add_argument("--eval-block", type=int, default=64, help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["classic", "default"], help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role:
+        run_role(args.role, args.overrides, args.eval_every, args.eval_block, Path(args.out))
+        return
+    if args.eval_every <= 0:
+        parser.error("--eval-every must be a positive number of steps")
+    report(race(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
