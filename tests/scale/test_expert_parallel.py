@@ -26,6 +26,7 @@ EXPERT_PARALLEL = next(s for s in STRATEGIES if s.name == "expert_parallel")
 STEPS, BATCH = 4, 4  # per rank; the single process takes both ranks' samples in one batch of 2·BATCH
 COMMON = (f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={STEPS}", "optim.warmup_steps=0", "optim.lr=1e-2")
 COMMON += ("optim.min_lr_ratio=1.0",)  # constant lr: 2 + 2 steps see the 4-step rates
+COMMON += ("optim=adamw",)  # the planner's bytes are Adam's two moments per parameter
 # A tiny top-2 MoE with 4 experts (2 per rank); a large balancing coefficient makes a wrong (per-rank)
 # balancing loss show in the losses, and gradient clipping at 0.1 makes a wrong (per-rank) norm show too.
 MOE = ("model=moe_8x", "model.moe.num_experts=4", "model.moe.expert_hidden=32", "model.moe.aux_loss_coef=0.5")
