@@ -71,8 +71,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def train_then_resume(rank: int, folder: Path, overrides: list[str], ports: tuple[int, int]) -> None:
-    """As rank `rank` of 2: train 2 steps into `folder`, then resume from its last checkpoint for the rest.
+def train_then_resume(rank: int, folder: Path, overrides: list[str], ports: tuple[int, int], world: int = 2) -> None:
+    """As rank `rank` of `world`: train 2 steps into `folder`, then resume from its last checkpoint for the rest.
 
     Rank 0 keeps the first part's losses as `losses_before_resume.json` (`GlobalLosses` writes `losses.json`).
     """
@@ -80,7 +80,7 @@ def train_then_resume(rank: int, folder: Path, overrides: list[str], ports: tupl
     resume = [f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"]
     for part, extra in enumerate((first, resume)):
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[part]))
-        os.environ.update(WORLD_SIZE="2", NODE_RANK="0", LOCAL_RANK=str(rank))
+        os.environ.update(WORLD_SIZE=str(world), NODE_RANK="0", LOCAL_RANK=str(rank))
         train(compose_config("train", [*overrides, *extra], folder))
         if rank == 0 and part == 0:
             (folder / "losses.json").rename(folder / "losses_before_resume.json")

@@ -12,7 +12,7 @@ from rich.panel import Panel
 
 from minigpt.inference.generate import GenerationConfig, generate
 from minigpt.scale.sharding import gather_full_model, is_sharded
-from minigpt.scale.tensor_parallel import is_tensor_parallel
+from minigpt.scale.tensor_parallel import generates_collectively
 
 
 class SampleGeneration(L.Callback):
@@ -43,15 +43,17 @@ class SampleGeneration(L.Callback):
         if trainer.fast_dev_run:  # a rehearsal of the loop: it writes nothing into the run folder
             return
         # A tensor-parallel model's forward is a collective: every rank generates (the same tokens, from
-        # the same seed), rank 0 reports. An FSDP-sharded model's weights are spread over the ranks: every
-        # rank helps gather a plain copy, rank 0 samples from it. A replicated model samples on rank 0 alone.
+        # the same seed), rank 0 reports. An FSDP-sharded model's weights (also tensor parallel + FSDP2) are
+        # spread over the ranks: every rank helps gather a plain copy, rank 0 samples from it. A replicated
+        # model samples on rank 0 alone.
         model = pl_module.model
-        if is_sharded(model) and not is_tensor_parallel(pl_module):
+        collective = generates_collectively(pl_module)
+        if is_sharded(model) and not collective:
             model = gather_full_model(model)
             if model is None:
                 return
             model = model.to(pl_module.device)
-        elif not trainer.is_global_zero and not is_tensor_parallel(pl_module):
+        elif not trainer.is_global_zero and not collective:
             return
         ids = tokenizer.encode(self.prompt, allow_special=True) or [tokenizer.eos_id or 0]
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)

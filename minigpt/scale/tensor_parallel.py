@@ -49,20 +49,31 @@ from minigpt.utils.errors import ConfigError
 
 
 class TensorParallelStrategy(ModelParallelStrategy):
-    """Lightning's `ModelParallelStrategy` with every process of a node on the tensor-parallel axis.
+    """Lightning's `ModelParallelStrategy` on a (data_parallel × tensor_parallel) device mesh.
 
-    Nodes form the data-parallel axis; this first version refuses more than one (see `check_model`),
-    because the replicated parameters would then need a data-parallel gradient reduction too.
-    The splitting itself happens in `Stage.configure_model` (`parallelize`).
+    `tensor_parallel_size=None` puts every process of the node on the tensor-parallel axis (a 1-D mesh in
+    effect). A smaller T makes W/T groups of T processes: tensor parallelism inside each group, FSDP2
+    across the groups on the data-parallel axis (the 2-D recipe of PyTorch's TP tutorial: `parallelize`
+    on the tensor-parallel sub-mesh first, then `fully_shard` on the data-parallel one), each group
+    reading its own part of the batch. This version runs on one node (see `check_model`).
+    The splitting itself happens in `Stage.configure_model`.
     """
 
-    def __init__(self, save_distributed_checkpoint: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, tensor_parallel_size: int | None = None, save_distributed_checkpoint: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(
             data_parallel_size="auto",
-            tensor_parallel_size="auto",
+            tensor_parallel_size=tensor_parallel_size or "auto",
             save_distributed_checkpoint=save_distributed_checkpoint,
             **kwargs,
         )
+
+    def setup_environment(self) -> None:
+        """Size the data-parallel axis to the processes the tensor-parallel axis leaves (known only now)."""
+        if self._tensor_parallel_size != "auto":
+            self._data_parallel_size = self.num_nodes * self.num_processes // int(self._tensor_parallel_size)
+        super().setup_environment()
 
     def setup(self, trainer: Any) -> None:
         """Lightning's setup, then gradient clipping that understands a model of sharded and plain parameters.
@@ -110,14 +121,18 @@ def plain_loss(output: Any) -> Any:
 def clip_grad_norm(parameters: Iterable[Tensor], max_norm: float) -> Tensor:
     """Scale the gradients so that their global 2-norm is at most `max_norm`; returns the norm before.
 
-    A sharded gradient's squares are summed locally, then over the ranks (each holds different entries);
-    a replicated one (plain, or a `Replicate` DTensor such as a row-parallel bias) is counted once, since
-    every rank holds all of it (`clip_split_grad_norm`).
+    A gradient sharded over the (1-D) mesh has its squares summed locally, then over the ranks (each holds
+    different entries); a replicated one (plain, or a `Replicate` DTensor such as a row-parallel bias) is
+    counted once, since every rank holds all of it (`clip_split_grad_norm`). On a 2-D mesh (tensor
+    parallelism with FSDP2) see `clip_mesh_grad_norm`.
     """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if any(isinstance(g, DTensor) and g.device_mesh.ndim > 1 for g in grads):
+        return clip_mesh_grad_norm(grads, max_norm)
     split: list[Tensor] = []
     whole: list[Tensor] = []
     group = None
-    for grad in (p.grad for p in parameters if p.grad is not None):
+    for grad in grads:
         if isinstance(grad, DTensor) and any(placement.is_shard() for placement in grad.placements):
             split.append(grad.to_local())
             group = grad.device_mesh.get_group()
@@ -126,10 +141,49 @@ def clip_grad_norm(parameters: Iterable[Tensor], max_norm: float) -> Tensor:
     return clip_split_grad_norm(split, whole, max_norm, group)
 
 
+def clip_mesh_grad_norm(grads: list[Tensor], max_norm: float) -> Tensor:
+    """`clip_grad_norm` for gradients on meshes of any dimension (2-D: data_parallel × tensor_parallel).
+
+    A gradient's Σg² over all its entries is its local Σg² summed over the ranks of each mesh dimension on
+    which it is sharded (ranks along a replicated dimension hold the same entries and count once). The
+    gradients are grouped by (mesh, sharded dimensions) so that each group costs one all-reduce per
+    sharded dimension; FSDP2 alone puts plain parameters (norms) on the 1-D data-parallel sub-mesh and
+    split ones on the 2-D mesh, hence several groups.
+    """
+    sums: dict[tuple[Any, tuple[int, ...]], Tensor] = {}
+    for grad in grads:
+        if isinstance(grad, DTensor):
+            # Not `is_shard()`: FSDP2 over an already vocabulary-split embedding shards it again along the same
+            # dimension, a `_StridedShard` whose `is_shard()` is False; a gradient is never `Partial` here.
+            dims = tuple(d for d, placement in enumerate(grad.placements) if not placement.is_replicate())
+            key, local = (grad.device_mesh, dims), grad.to_local()
+        else:
+            key, local = (None, ()), grad
+        sums[key] = sums.get(key, torch.zeros((), dtype=torch.float32)) + local.float().pow(2).sum().cpu()
+    total = torch.zeros((), dtype=torch.float32)
+    for (mesh, dims), square in sums.items():
+        for dim in dims:
+            torch.distributed.all_reduce(square, group=mesh.get_group(dim))
+        total += square
+    norm = total.sqrt()
+    scale = float(max_norm / (norm + 1e-6))  # the epsilon torch.nn.utils.clip_grad_norm_ uses
+    if scale < 1.0:
+        for grad in grads:
+            (grad.to_local() if isinstance(grad, DTensor) else grad).mul_(scale)
+    return norm
+
+
 def is_tensor_parallel(module: Any) -> bool:
     """Whether `module` (a LightningModule) runs under a device mesh whose tensor-parallel axis has > 1 rank."""
     mesh = getattr(module, "device_mesh", None)
     return mesh is not None and mesh["tensor_parallel"].size() > 1
+
+
+def generates_collectively(module: Any) -> bool:
+    """Whether every rank must run generation together: tensor parallelism alone (each forward is a
+    collective of the split layers). With FSDP2 on a second mesh axis, generation calls submodules that
+    FSDP2's root hooks never see, so such a model is gathered whole for sampling instead (`is_sharded`)."""
+    return is_tensor_parallel(module) and module.device_mesh["data_parallel"].size() == 1
 
 
 def check_model(config: ModelConfig, degree: int, nodes: int = 1) -> None:
@@ -148,10 +202,23 @@ def check_model(config: ModelConfig, degree: int, nodes: int = 1) -> None:
 
 
 def check_before_launch(strategy: object, trainer_cfg: Any, config: ModelConfig) -> None:
-    """`check_model` for `strategy=tensor_parallel` when `trainer.devices` is a number: before any process starts."""
+    """`check_model` for `strategy=tensor_parallel` when `trainer.devices` is a number: before any process starts.
+
+    The degree is `strategy.tensor_parallel_size` when set (it must divide the devices: the rest form the
+    data-parallel axis), else all the devices.
+    """
     devices = trainer_cfg.get("devices")
-    if isinstance(strategy, TensorParallelStrategy) and isinstance(devices, int):
-        check_model(config, devices, int(trainer_cfg.get("num_nodes", 1)))
+    if not isinstance(strategy, TensorParallelStrategy) or not isinstance(devices, int):
+        return
+    degree = strategy._tensor_parallel_size
+    if degree == "auto":
+        degree = devices
+    elif not isinstance(degree, int) or degree < 1 or devices % degree:
+        raise ConfigError(
+            f"strategy.tensor_parallel_size={degree} must divide trainer.devices={devices}; "
+            f"use a divisor of {devices} (the data-parallel axis gets the rest)."
+        )
+    check_model(config, degree, int(trainer_cfg.get("num_nodes", 1)))
 
 
 def qkv_row_order(config: ModelConfig, degree: int) -> Tensor:

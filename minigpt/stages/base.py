@@ -105,11 +105,14 @@ class Stage(L.LightningModule):
             compile_blocks(self.model)
         if self.device_mesh is None:  # set by ModelParallelStrategy (strategy=fsdp|tensor_parallel) only
             return
-        if is_tensor_parallel(self):  # strategy=tensor_parallel
+        data_parallel = self.device_mesh["data_parallel"]
+        if is_tensor_parallel(self):  # strategy=tensor_parallel: split first (PyTorch's 2-D recipe) ...
             parallelize(self.model, self.device_mesh["tensor_parallel"])
-        else:
-            reshard = getattr(self.trainer.strategy, "reshard_after_forward", True)
-            shard_stage(self, self.model, self.device_mesh["data_parallel"], reshard_after_forward=reshard)
+            if data_parallel.size() == 1:
+                return
+        # ... then FSDP2 over the data-parallel axis (strategy=fsdp, or tensor_parallel_size < devices)
+        reshard = getattr(self.trainer.strategy, "reshard_after_forward", True)
+        shard_stage(self, self.model, data_parallel, reshard_after_forward=reshard)
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """The optimizer's parameter groups; a stage that trains only some parameters (LoRA) overrides it.
