@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 
 from minigpt.model.config import ModelConfig
@@ -125,10 +126,14 @@ class Stage(L.LightningModule):
         if cfg.get("muon_lr") is None:
             return self.model.param_groups(weight_decay)
         if self.device_mesh is not None:
-            raise ConfigError(
-                "optim=muon orthogonalises each whole weight matrix, and strategy=fsdp / tensor_parallel shard "
-                "them; use optim=adamw with those strategies (or strategy=ddp with optim=muon)."
+            # Muon orthogonalises each whole matrix (a Newton–Schulz iteration over all its rows and columns),
+            # and FSDP2 / tensor parallelism hold only shards of it: the default recipe's Muon group falls back
+            # to AdamW here, said once, rather than refusing the strategy's own command.
+            rank_zero_warn(
+                "optim=muon: strategy=fsdp / tensor_parallel shard the hidden matrices that Muon orthogonalises "
+                "whole, so every parameter trains with AdamW (as optim=adamw); use strategy=ddp to keep Muon."
             )
+            return self.model.param_groups(weight_decay)
         hidden, *rest = self.model.param_groups(weight_decay, muon=True)
         return [{**hidden, "lr": cfg.muon_lr, "weight_decay": cfg.get("muon_weight_decay", 0.0)}, *rest]
 
