@@ -12,17 +12,35 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from torch import Tensor
 
 from minigpt.losses.lm import lm_loss
 from minigpt.model.transformer import Transformer
 from minigpt.run import build_callbacks, build_loggers
 from minigpt.stages.schedule import warmup_cosine
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_train_cfg(overrides: Sequence[str], out: Path) -> DictConfig:
+    """`conf/train.yaml` with `overrides`, writing under `out`, with no checkpoints or samples: the plain loop
+    has neither, and a benchmark's clock measures training."""
+    overrides = [*overrides, "callbacks.model_checkpoint=null", "callbacks.samples=null", f"paths.output_dir={out}"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.trainer.default_root_dir = str(out)
+        del cfg["hydra"]
+    return cfg
 
 
 def plain_train(

@@ -26,9 +26,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from loop_parity import plain_train, stage_train  # benchmarks/loop_parity.py, next to this script
+from loop_parity import compose_train_cfg, plain_train, stage_train  # benchmarks/loop_parity.py, next to this script
 from omegaconf import DictConfig, open_dict
 
 from minigpt.data.text import StridedWindows
@@ -42,23 +40,11 @@ QUICK = ["trainer.max_steps=30", "optim.warmup_steps=5"]  # --quick: the mechani
 
 
 def compose_cfg(overrides: list[str], out: Path) -> DictConfig:
-    """`conf/train.yaml` with `overrides`, writing under `out` (no checkpoints or samples: the clock is training)."""
-    overrides = [
-        *overrides,
-        "callbacks.model_checkpoint=null",
-        "callbacks.samples=null",
-        "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
-        "logger=csv",
-        f"paths.output_dir={out}",
-    ]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
+    """`conf/train.yaml` with `overrides`, writing under `out`, quiet (no progress bar or model summary)."""
+    quiet = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=csv"]
+    cfg = compose_train_cfg([*overrides, *quiet], out)
     with open_dict(cfg):
-        cfg.trainer.default_root_dir = str(out)
         cfg.callbacks.progress_bar = None
-        del cfg["hydra"]
     return cfg
 
 

@@ -18,10 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from loop_parity import plain_train, stage_train  # benchmarks/loop_parity.py, next to this script
-from omegaconf import open_dict
+from loop_parity import compose_train_cfg, plain_train, stage_train  # benchmarks/loop_parity.py, next to this script
 from rich.console import Console
 from rich.table import Table
 
@@ -57,17 +54,8 @@ def compose_cfg(shape: dict, precision: str, steps: int, out: Path):
         f"data.batch_size={shape['batch']}",
         f"trainer.max_steps={steps}",
         f"trainer.precision={precision}",
-        "callbacks.model_checkpoint=null",
-        "callbacks.samples=null",
-        f"paths.output_dir={out}",
     ]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.trainer.default_root_dir = str(out)
-        del cfg["hydra"]
-    return cfg
+    return compose_train_cfg(overrides, out)
 
 
 def main() -> None:
