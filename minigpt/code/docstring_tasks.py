@@ -10,7 +10,7 @@ training one (and none shares its text: a prompt found in two modules is kept on
   body; scored in the sandbox by the recorded asserts — the share on which it behaves like the original.
 - `task=code_to_docstring`: the prompt is the function without its docstring, the reply a one-line
   summary. There is no program to run for prose, so this scorer is *not* executed: it is the word-level
-  F1 of the reply against the docstring's first line (the overlap of lower-cased words, as ROUGE-1 F1).
+  F1 of the reply against the docstring's first paragraph (the overlap of lower-cased words, as ROUGE-1 F1).
 
 These tasks are finite (`Task.finite`): asking for more examples of a split than it holds returns all
 of them, with a warning.
@@ -45,8 +45,8 @@ def docstring_prompt(function: StdlibFunction) -> str:
 
 
 def summary(function: StdlibFunction) -> str:
-    """The docstring's first line."""
-    return function.docstring.strip().splitlines()[0].strip()
+    """The docstring's first paragraph on one line (a first line may stop mid-sentence)."""
+    return " ".join(function.docstring.strip().split("\n\n")[0].split())
 
 
 def word_f1(reply: str, reference: str) -> float:
@@ -137,12 +137,12 @@ class CodeFromDocstring(_StdlibTask, ExecutedTask):
 
 class CodeToDocstring(_StdlibTask):
     """Summarise a standard-library function in one line; scored by word F1 against its docstring's first
-    line (not executed: see the module docstring)."""
+    paragraph (not executed: see the module docstring)."""
 
     name = "code_to_docstring"
 
     def example_of(self, function: StdlibFunction) -> tuple[str, tuple[StdlibFunction, str]]:
-        """The function without its docstring → the docstring's first line."""
+        """The function without its docstring → the docstring's first paragraph, on one line."""
         return f"Summarise in one line:\n{function.signature}\n{function.body.rstrip()}\n", (
             function,
             summary(function),

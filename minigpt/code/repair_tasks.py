@@ -6,7 +6,8 @@ the function's hidden tests — a real bug, never an equivalent mutant.
 
 - **Repair**: the prompt shows a mutant ("Fix the bug:" and the function); the reply is the whole fixed
   function, scored by the share of the hidden tests it passes in the sandbox (the broken one fails ≥ 1).
-- **Unit-test generation**: the prompt shows the correct function; the reply is asserts. They are run on
+- **Unit-test generation**: the prompt shows the correct function; the reply is asserts (the gold: the
+  shortest of the hidden tests that kill every mutant). They are run on
   the function (they must hold there) and on up to `num_mutants` mutants (each should make them fail):
   the score is the *mutation score*, the share of mutants killed by asserts that hold on the original
   (DeMillo et al. 1978; a reply whose asserts fail on the function, or that asserts nothing, scores 0).
@@ -28,6 +29,17 @@ from minigpt.tasks.base import Example
 from minigpt.utils.errors import ConfigError
 
 
+def _fails(source: str, test: str) -> bool:
+    """Whether `test` fails on the function `source` (run here: our template code and our asserts only)."""
+    namespace: dict[str, object] = {}
+    try:
+        exec(source, namespace)  # a template function or its mutant, not a model's output
+        exec(test, namespace)
+    except Exception:
+        return True
+    return False
+
+
 @functools.lru_cache(maxsize=4096)
 def breaking_mutants(template: Template, k: int, num_tests: int) -> tuple[Mutant, ...]:
     """Mutants of `<template>_<k>` that fail at least one of its hidden tests.
@@ -36,16 +48,7 @@ def breaking_mutants(template: Template, k: int, num_tests: int) -> tuple[Mutant
     changed (no loops, no I/O), not a model's output.
     """
     tests = hidden_tests(template, k, num_tests)
-    found = []
-    for mutant in mutants(normalise(template.source(k))):
-        namespace: dict[str, object] = {}
-        try:
-            exec(mutant.source, namespace)  # our template, one node changed: see the docstring
-            for test in tests:
-                exec(test, namespace)
-        except Exception:
-            found.append(mutant)
-    return tuple(found)
+    return tuple(m for m in mutants(normalise(template.source(k))) if any(_fails(m.source, t) for t in tests))
 
 
 class _MutantTask(ExecutedTask):
@@ -127,20 +130,32 @@ class CodeUnitTests(_MutantTask):
         self.num_mutants = num_mutants
 
     def generate(self, rng: random.Random) -> Example:
-        """The correct function; the gold asserts are its hidden tests (which kill every kept mutant)."""
+        """The correct function; the gold asserts are the shortest of its hidden tests that kill every
+        mutant the prompt is scored on (greedy, shortest first: a tiny model should not have to write
+        `'abc' * 99` out)."""
         template, k, _ = self.draw(rng)
         prompt = f"Write asserts for:\n{normalise(template.source(k))}"
-        return Example(prompt, "\n".join(hidden_tests(template, k, self.num_tests)) + "\n")
+        alive, gold = list(self.chosen_mutants(template, k, prompt)), []
+        for test in sorted(hidden_tests(template, k, self.num_tests), key=len):
+            killed = [m for m in alive if _fails(m.source, test)]
+            if killed:
+                gold.append(test)
+                alive = [m for m in alive if m not in killed]
+        return Example(prompt, "\n".join(gold) + "\n")
+
+    def chosen_mutants(self, template: Template, k: int, prompt: str) -> list[Mutant]:
+        """The breaking mutants the prompt's asserts are run on: up to `num_mutants`, drawn from its hash."""
+        broken = breaking_mutants(template, k, self.num_tests)
+        rng = random.Random(hashlib.sha256(prompt.encode()).digest())
+        return rng.sample(broken, min(self.num_mutants, len(broken)))
 
     def code_problem(self, prompt: str) -> CodeProblem:
         """One test per mutant: the asserts hold on the original and fail on that mutant."""
         template, k = find_template(prompt)
-        broken = breaking_mutants(template, k, self.num_tests)
-        rng = random.Random(hashlib.sha256(prompt.encode()).digest())
-        chosen = rng.sample(broken, min(self.num_mutants, len(broken)))
+        chosen = self.chosen_mutants(template, k, prompt)
         setup = "\n".join(
             [f"_ORIGINAL = {normalise(template.source(k))!r}", f"_MUTANTS = {[m.source for m in chosen]!r}", _HOLDS]
         )
         tests = tuple(f"assert _holds(_ORIGINAL) and not _holds(_MUTANTS[{i}])" for i in range(len(chosen)))
-        gold = "\n".join(hidden_tests(template, k, self.num_tests)) + "\n"
+        gold = "\n".join(hidden_tests(template, k, self.num_tests)) + "\n"  # kills them all (a longer gold)
         return CodeProblem(f"{self.name}/{template.name}_{k}", prompt, gold, setup, tests, quote_completion=True)
