@@ -117,6 +117,10 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
         options = OmegaConf.to_container(cfg.humaneval, resolve=True)
         results["humaneval"] = evaluate_humaneval(model, tokenizer, seed=cfg.seed, **options)  # type: ignore[arg-type]
 
+    if cfg.get("eval") == "code":  # docs/code.md
+        from minigpt.code.code_eval import evaluate_code
+
+        results["code"] = evaluate_code(cfg, trained, model, tokenizer)
     if cfg.get("eval") == "vision":  # docs/multimodal.md
         from minigpt.evaluation.vision import evaluate_vision_run
 
@@ -194,6 +198,10 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
         passes = ", ".join(f"{key} {value:.3f}" for key, value in humaneval.items() if key.startswith("pass@"))
         title = f"HumanEval ({humaneval['problems']} problems, n={humaneval['n']})"
         console.print(f"{title}: {passes}; statuses {humaneval['statuses']}")
+    if "code" in results:
+        from minigpt.code.code_eval import show_code
+
+        show_code(console, results["code"])
     for when, scores in results.get("safety", {}).items():
         shown = ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float))
         console.print(f"safety ({when}): {shown}", markup=False)
