@@ -282,7 +282,8 @@ class Sandbox:
     def run(self, source: str) -> Result:
         """Run one program (its source text) and return what happened; never raises for the program's sake."""
         with self._lock:
-            slot = self._slots.pop(0)
+            slot = min(self._slots)  # the lowest free one: a worker keeps its slot (and its fork server)
+            self._slots.remove(slot)
         try:
             return self._run_in_slot(source, slot)
         finally:

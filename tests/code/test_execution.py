@@ -270,3 +270,11 @@ def test_a_killed_fork_server_is_a_result_and_is_restarted() -> None:
     server.process.wait()
     assert sandbox.run("print(2)").stdout == "2\n"  # a fresh server took over
     sandbox.close()
+
+
+def test_each_worker_keeps_one_fork_server() -> None:
+    sandbox = Sandbox(LIMITS, "process", start="fork")
+    results = sandbox.run_many([f"print({i})" for i in range(8)], workers=2)
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(8)]
+    assert len(sandbox._servers) <= 2 and all("forked" in r.isolation for r in results)  # not one per sample
+    sandbox.close()
