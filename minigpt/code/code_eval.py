@@ -3,6 +3,7 @@
     python evaluate.py run=<run> eval=code                                   # greedy, pass@1
     python evaluate.py run=<run> eval=code code.n=10 'code.k=[1,5]' code.temperature=0.8
     python evaluate.py run=<run> eval=code code.mbpp=my_problems.jsonl       # an MBPP-format file too
+    python evaluate.py run=<run> eval=code code.isolation=process code.start=fork   # the fork server: faster
 
 Each task's test-split prompts (up to `code.limit`) are answered in the chat format the code tasks are
 fine-tuned in, `n` replies per prompt. An executed task's replies are judged together in the sandbox
@@ -155,13 +156,14 @@ def evaluate_code(
     suites = [task_suite(name, task, options.limit) for name, task in code_tasks(cfg, trained).items()]
     if options.get("mbpp"):
         suites.append(mbpp_suite(options.mbpp, options.limit))
-    sandbox = Sandbox(Limits(timeout=options.timeout))
+    sandbox = Sandbox(Limits(timeout=options.timeout), options.isolation, start=options.start)
     results = {}
     for suite in suites:
         replies = sample_replies(
             model, tokenizer, suite.prompts, options.n, options.temperature, options.max_new_tokens, cfg.seed
         )
         results[suite.name] = judge_suite(suite, replies, list(options.k), sandbox, options.workers)
+    sandbox.close()
     return results
 
 

@@ -58,7 +58,8 @@ def test_eval_code_reports_every_task_for_a_model(tmp_path: Path) -> None:
     model = Transformer(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=512, vocab_size=tokenizer.vocab_size))
     cfg = OmegaConf.create(
         {"seed": 0, "code": {"tasks": ["code_output", "code_error_line"], "n": 2, "k": [1, 2], "temperature": 1.0,
-         "max_new_tokens": 4, "limit": 2, "workers": 2, "timeout": 3.0, "mbpp": str(write_mbpp(tmp_path / "m.jsonl"))}}
+         "max_new_tokens": 4, "limit": 2, "workers": 2, "timeout": 3.0,
+         "isolation": "process", "start": "fork", "mbpp": str(write_mbpp(tmp_path / "m.jsonl"))}}
     )  # fmt: skip
     results = evaluate_code(cfg, None, model, tokenizer)
     assert list(results) == ["code_output", "code_error_line", "mbpp"]
