@@ -105,7 +105,7 @@ class Result:
 
 
 @dataclass
-class _Output:
+class BoundedOutput:
     """What is kept of one stream: its first and its last `cap // 2` bytes (the end holds a traceback's
     exception and a judge's verdict), and how many bytes in between were dropped."""
 
@@ -130,15 +130,15 @@ class _Output:
         return bytes(self.head + gap + self.tail).decode("utf-8", errors="replace")
 
 
-def _read_until(
+def read_until(
     stdout: int, stderr: int, deadline: float, cap: int, ended: Callable[[], bool], kill_group: Callable[[], None]
-) -> tuple[_Output, _Output, bool]:
+) -> tuple[BoundedOutput, BoundedOutput, bool]:
     """Read the two pipes until both close or `deadline` passes; True as third item on a timeout.
 
     When the sample's own process has `ended`, its group is killed at once: a child it left behind still
     holds the pipes open, and waiting for it would turn a finished sample into a timeout.
     """
-    outputs = {stdout: _Output(cap), stderr: _Output(cap)}
+    outputs = {stdout: BoundedOutput(cap), stderr: BoundedOutput(cap)}
     with selectors.DefaultSelector() as selector:
         for fd in outputs:
             selector.register(fd, selectors.EVENT_READ)
@@ -181,11 +181,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
-    _kill_group(proc.pid)  # whatever is left of the session (the process level's grandchildren)
+    kill_group(proc.pid)  # whatever is left of the session (the process level's grandchildren)
     return proc.wait()
 
 
-def _kill_group(pid: int) -> None:
+def kill_group(pid: int) -> None:
     """SIGKILL every process in the sample's session (it leads its own group: pgid = its pid)."""
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -321,7 +321,7 @@ class Sandbox:
 
     def _run_process(
         self, workdir: Path, slot: int, env: dict[str, str], start: float
-    ) -> tuple[_Output, _Output, bool, int]:
+    ) -> tuple[BoundedOutput, BoundedOutput, bool, int]:
         """Start the sample as a fresh interpreter, read its output until it ends or times out, reap it."""
         proc = subprocess.Popen(
             self._command(workdir, slot),
@@ -334,13 +334,13 @@ class Sandbox:
         )
         assert proc.stdout is not None and proc.stderr is not None
         try:
-            out, err, timed_out = _read_until(
+            out, err, timed_out = read_until(
                 proc.stdout.fileno(),
                 proc.stderr.fileno(),
                 start + self.limits.timeout,
                 self.limits.max_output_bytes,
                 ended=lambda: proc.poll() is not None,
-                kill_group=lambda: _kill_group(proc.pid),
+                kill_group=lambda: kill_group(proc.pid),
             )
         finally:
             exit_code = _stop(proc)  # reaped: no zombie

@@ -32,7 +32,7 @@ import time
 from typing import Any
 
 from minigpt.code import isolation
-from minigpt.code.execution import BOOT_SOURCE, Limits, _kill_group, _Output, _read_until
+from minigpt.code.execution import BOOT_SOURCE, BoundedOutput, Limits, kill_group, read_until
 
 
 class ForkServer:
@@ -70,7 +70,7 @@ class ForkServer:
 
     def run(
         self, request: dict[str, Any], deadline: float, limits: Limits
-    ) -> tuple[_Output, _Output, bool, int | None]:
+    ) -> tuple[BoundedOutput, BoundedOutput, bool, int | None]:
         """Run one sample: (stdout, stderr, timed out, exit code like `Popen.returncode`, None if the server died)."""
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
@@ -83,7 +83,7 @@ class ForkServer:
             started = self._reply(10.0)
             if started is None:
                 self.close()
-                return _Output(limits.max_output_bytes), _Output(limits.max_output_bytes), False, None
+                return BoundedOutput(limits.max_output_bytes), BoundedOutput(limits.max_output_bytes), False, None
             pid = started["pid"]
             finished: list[dict[str, Any]] = []
 
@@ -93,10 +93,10 @@ class ForkServer:
                     finished.extend([reply] if reply is not None else [])
                 return bool(finished)
 
-            out, err, timed_out = _read_until(
-                out_read, err_read, deadline, limits.max_output_bytes, ended, lambda: _kill_group(pid)
+            out, err, timed_out = read_until(
+                out_read, err_read, deadline, limits.max_output_bytes, ended, lambda: kill_group(pid)
             )
-            _kill_group(pid)  # at the deadline, and whatever the sample left behind
+            kill_group(pid)  # at the deadline, and whatever the sample left behind
             if not finished:
                 reply = self._reply(max(deadline - time.monotonic(), 0.0) + 5.0)
                 if reply is None:
