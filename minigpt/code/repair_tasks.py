@@ -98,6 +98,8 @@ class CodeRepair(_MutantTask):
         return CodeProblem(f"{self.name}/{template.name}_{k}", prompt, answer, "", tests, prefix_prompt=False)
 
 
+MAX_ANSWER_CHARS = 200  # unit tests' gold asserts (`repeat_99('abcdef')` would need ~600 characters)
+
 # Runs in the sandbox: the reply's asserts (`COMPLETION`) on one version of the function.
 _HOLDS = """
 def _holds(function_source):
@@ -133,15 +135,18 @@ class CodeUnitTests(_MutantTask):
         """The correct function; the gold asserts are the shortest of its hidden tests that kill every
         mutant the prompt is scored on (greedy, shortest first: a tiny model should not have to write
         `'abc' * 99` out)."""
-        template, k, _ = self.draw(rng)
-        prompt = f"Write asserts for:\n{normalise(template.source(k))}"
-        alive, gold = list(self.chosen_mutants(template, k, prompt)), []
-        for test in sorted(hidden_tests(template, k, self.num_tests), key=len):
-            killed = [m for m in alive if _fails(m.source, test)]
-            if killed:
-                gold.append(test)
-                alive = [m for m in alive if m not in killed]
-        return Example(prompt, "\n".join(gold) + "\n")
+        while True:  # a function whose asserts would not fit a small context is drawn again
+            template, k, _ = self.draw(rng)
+            prompt = f"Write asserts for:\n{normalise(template.source(k))}"
+            alive, gold = list(self.chosen_mutants(template, k, prompt)), []
+            for test in sorted(hidden_tests(template, k, self.num_tests), key=len):
+                killed = [m for m in alive if _fails(m.source, test)]
+                if killed:
+                    gold.append(test)
+                    alive = [m for m in alive if m not in killed]
+            answer = "\n".join(gold) + "\n"
+            if len(answer) <= MAX_ANSWER_CHARS:
+                return Example(prompt, answer)
 
     def chosen_mutants(self, template: Template, k: int, prompt: str) -> list[Mutant]:
         """The breaking mutants the prompt's asserts are run on: up to `num_mutants`, drawn from its hash."""

@@ -145,3 +145,4 @@ def test_prompts_fit_a_small_context() -> None:
         for name in ("code_repair", "code_unit_tests", "code_output", "code_error_line")
     }
     assert max(longest.values()) <= 200, longest
+    assert max(len(ex.answer) for ex in CodeUnitTests(seed=0).examples("train", 200)) <= 200
