@@ -15,9 +15,11 @@ prompts, so both modes produce the same tokens) until the bounded number of requ
 comes first (decoding-bound, as serving benchmarks fix the output length), `--endpoint chat` asks the
 tasks' questions, whose answers are a few tokens (prefill- and overhead-bound).
 
-Fairness on a shared machine: both servers are up at once (an idle one sleeps), the modes alternate for
-`--rounds` rounds at each client count, and each mode is scored by its best round (load from other jobs
-only ever adds time); the machine's load average is sampled before every round and its range printed.
+Fairness on a shared machine: both servers are up at once (an idle one sleeps); each of `--rounds`
+rounds measures every client count in both modes (their order alternating from round to round), so
+that the settings compared with each other are measured minutes apart at most and under the same
+drift of the machine's load; each setting is scored by its best round (load from other jobs only ever
+adds time). The load average is sampled before every round and its range printed.
 Reported per setting: generated tokens per second (all completion tokens / wall
 time), p50 and p95 end-to-end latency of that round, failed requests in any round; then continuous /
 one-at-a-time throughput ratios, and the p95 latency at each client count against the single-client
@@ -154,10 +156,10 @@ def main() -> None:
     try:
         for _, url in servers.values():
             asyncio.run(load(url, 1, 2, args.max_tokens, args.endpoint))  # warm-up
-        for clients, requests in zip(args.clients, args.requests):
-            for round_ in range(args.rounds):
-                loads.append(os.getloadavg()[0])
-                order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+        for round_ in range(args.rounds):
+            loads.append(os.getloadavg()[0])
+            order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+            for clients, requests in zip(args.clients, args.requests):
                 for mode in order:
                     result = asyncio.run(load(servers[mode][1], clients, requests, args.max_tokens, args.endpoint))
                     best = results.get((mode, clients))
