@@ -1,0 +1,1 @@
+"""Audio signal processing in torch: phase reconstruction (Griffin-Lim) for speech generation."""
