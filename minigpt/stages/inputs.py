@@ -45,6 +45,7 @@ class StageInputs:
         row_batches: `split` → the chat batches of that split in order, each with its rows' `index` in the
             split — chat data only (distillation's cached teacher).
         val_bytes_per_token: UTF-8 bytes per validation token, for bits per byte — raw-text data only.
+        n_mels: mel bands per frame of the reference spectrograms — text-to-speech data only.
     """
 
     source: str = ""
@@ -56,6 +57,7 @@ class StageInputs:
     pair_batches: Callable[[str], Iterable[dict[str, Any]]] | None = None
     row_batches: Callable[[str], Iterable[dict[str, Any]]] | None = None
     val_bytes_per_token: Callable[[], float] | None = None
+    n_mels: int | None = None
 
 
 def stage_inputs(datamodule: Any) -> StageInputs:
