@@ -1,1 +1,2 @@
-"""Audio signal processing in torch: phase reconstruction (Griffin-Lim) for speech generation."""
+"""Audio in numpy / torch, no audio library: WAV files, resampling, the log-mel front end, and Griffin-Lim phase
+reconstruction for speech generation."""
