@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from minigpt.audio.features import MelConfig
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import load_model_folder, resolve_model_folder, save_model_folder
 from minigpt.model.transformer import Block, Transformer, build_norm
@@ -43,12 +44,16 @@ TTS_WEIGHTS = "tts.safetensors"
 class TTSConfig:
     """The parts of a text-to-mel model besides its text encoder (`stage.tts` in conf/stage/tts.yaml).
 
-    `n_mels` mel bands per frame (the front end's); `decoder_layers` bidirectional blocks over frames, as wide
+    `n_mels`, `sample_rate`, `n_fft`, `hop_length`: the log-mel front end of the frames (Whisper's; kept with the
+    model so that speaking inverts the same one); `decoder_layers` bidirectional blocks over frames, as wide
     and with as many heads as the encoder; `max_frames` the longest utterance (its positions); the duration
     predictor is two 1-D convolutions of `duration_kernel` taps and `duration_hidden` channels (FastSpeech §3.3).
     """
 
     n_mels: int = 80
+    sample_rate: int = 16_000
+    n_fft: int = 400
+    hop_length: int = 160
     decoder_layers: int = 2
     max_frames: int = 1000
     duration_hidden: int = 128
@@ -56,7 +61,16 @@ class TTSConfig:
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
-        for name in ("n_mels", "decoder_layers", "max_frames", "duration_hidden", "duration_kernel"):
+        for name in (
+            "n_mels",
+            "sample_rate",
+            "n_fft",
+            "hop_length",
+            "decoder_layers",
+            "max_frames",
+            "duration_hidden",
+            "duration_kernel",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"stage.tts.{name}={value!r} must be a positive integer.")
@@ -64,6 +78,10 @@ class TTSConfig:
             raise ConfigError(f"stage.tts.duration_kernel={self.duration_kernel} must be odd (e.g. 3): it is centred.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"stage.tts.dropout={self.dropout} must be in [0, 1).")
+
+    def mel_config(self) -> MelConfig:
+        """The front end the frames were made with (and that the vocoder inverts)."""
+        return MelConfig(sample_rate=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length, n_mels=self.n_mels)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form, stored in `config.json`'s `extra["tts"]`."""

@@ -33,16 +33,23 @@ class TTSStage(Stage):
     Args (besides `Stage`'s):
         tts: the `TTSConfig` fields (decoder depth, mel bands, longest utterance, duration predictor).
         duration_weight: the weight of the duration loss beside the mel loss.
+        speech_data: the datamodule class that `data=speech/*` builds under this stage (read by the data
+            config's `_target_`; `attach_data` checks what actually arrived).
     """
 
-    def __init__(self, *args: Any, tts: Mapping[str, Any], duration_weight: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        tts: Mapping[str, Any],
+        duration_weight: float = 1.0,
+        speech_data: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._tts_fields = dict(tts)
         super().__init__(*args, **kwargs)
         if duration_weight < 0:
             raise ConfigError(f"stage.duration_weight={duration_weight} must be ≥ 0.")
         self.duration_weight = duration_weight
-        if self.optim_cfg.get("muon_lr") is not None:
-            raise ConfigError("stage=tts trains its encoder, decoder and convolutions with AdamW; use optim=adamw.")
         self.val_mel, self.val_duration = MeanMetric(), MeanMetric()
 
     def build_model(self, model_config: Any, init_from: str | None) -> tuple[Transformer, Tokenizer | None]:
@@ -60,24 +67,45 @@ class TTSStage(Stage):
         return encoder, tokenizer
 
     def attach_data(self, inputs: StageInputs) -> None:
-        """Refuse data without mel frames and durations, or with another number of mel bands."""
+        """Refuse data without mel frames and durations, or frames made by another front end than the model's."""
         super().attach_data(inputs)
-        n_mels = inputs.n_mels
-        if n_mels is None:
+        data, model = inputs.mel_frames, self.tts.config.mel_config()
+        if data is None:
             raise ConfigError(
                 f"stage=tts learns from speech with durations, not {inputs.source} batches: use data=speech/digits."
             )
-        if n_mels != self.tts.config.n_mels:
-            raise ConfigError(
-                f"The data has {n_mels} mel bands but stage.tts.n_mels={self.tts.config.n_mels}; make them equal."
-            )
+        for name in ("n_mels", "sample_rate", "n_fft", "hop_length"):
+            if getattr(data, name) != getattr(model, name):
+                raise ConfigError(
+                    f"The data's frames have {name}={getattr(data, name)} but stage.tts.{name}="
+                    f"{getattr(model, name)}; set stage.tts.{name}={getattr(data, name)}."
+                )
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
-        """Decay on every matrix and convolution kernel of encoder and TTS head, none on biases and norms."""
-        trained = [p for p in self.tts.parameters() if p.requires_grad]  # a tied matrix appears once
+        """Decay on every matrix and convolution kernel of encoder and TTS head, none on biases and norms.
+
+        With `optim.muon_lr` (optim=muon) the hidden matrices of the encoder's and the decoder's blocks form the
+        Muon group, as `Stage.param_groups` does for a language model; embeddings, the convolutions of the
+        duration predictor and the mel head stay with AdamW.
+        """
+        muon = self.optim_cfg.get("muon_lr") is not None
+        hidden: list[Tensor] = []
+        decay: list[Tensor] = []
+        no_decay: list[Tensor] = []
+        for name, param in self.tts.named_parameters():  # a tied matrix appears once
+            if not param.requires_grad:
+                continue
+            if muon and param.dim() == 2 and name.startswith(("encoder.blocks.", "decoder.")):
+                hidden.append(param)
+            else:
+                (decay if param.dim() >= 2 else no_decay).append(param)
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if not muon:
+            return groups
+        cfg = self.optim_cfg
         return [
-            {"params": [p for p in trained if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in trained if p.dim() < 2], "weight_decay": 0.0},
+            {"params": hidden, "muon": True, "lr": cfg.muon_lr, "weight_decay": cfg.get("muon_weight_decay", 0.0)},
+            *groups,
         ]
 
     def _losses(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from minigpt.audio.features import MelConfig
 from minigpt.data.speech.tts_rows import collate_tts
 from minigpt.model.config import ModelConfig
 from minigpt.stages.inputs import StageInputs
@@ -42,7 +43,7 @@ def stage(**kwargs) -> TTSStage:
 def test_tts_stage_learns_spectra_and_durations() -> None:
     torch.manual_seed(0)
     tts = stage()
-    tts.attach_data(StageInputs(source="stand-in", n_mels=N_MELS))
+    tts.attach_data(StageInputs(source="stand-in", mel_frames=MelConfig(n_mels=N_MELS)))
     train = DataLoader(stand_in_rows(256, 1), batch_size=16, shuffle=True, collate_fn=lambda r: collate_tts(r, 0))
     val = DataLoader(stand_in_rows(32, 2), batch_size=16, collate_fn=lambda r: collate_tts(r, 0))
     trainer = L.Trainer(
@@ -68,7 +69,7 @@ def test_tts_stage_refuses_data_without_mel_frames() -> None:
     tts = stage()
     with pytest.raises(ConfigError, match="data=speech/digits"):
         tts.attach_data(StageInputs(source="TextDataModule"))
-    with pytest.raises(ConfigError, match="stage.tts.n_mels=8"):
-        tts.attach_data(StageInputs(source="x", n_mels=80))
+    with pytest.raises(ConfigError, match="set stage.tts.n_mels=80"):
+        tts.attach_data(StageInputs(source="x", mel_frames=MelConfig(n_mels=80)))
     with pytest.raises(ConfigError, match="duration_weight"):
         stage(duration_weight=-1.0)
