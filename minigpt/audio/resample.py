@@ -12,13 +12,15 @@ computes all phases at once, and the channels are interleaved back into time.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 from torch import Tensor
 
 
+@lru_cache(maxsize=16)
 def _kernels(orig: int, new: int, zeros: int, rolloff: float, dtype: torch.dtype) -> tuple[Tensor, int]:
-    """The L phase kernels (new, 1, taps) and the half-width `pad` (input samples each side)."""
+    """The L phase kernels (taps, new) and the half-width `pad` (input samples each side); cached per rate pair."""
     cutoff = min(orig, new) / orig * rolloff  # c, in cycles per input sample × 2
     pad = math.ceil(zeros / cutoff)
     n = torch.arange(-pad, pad + orig, dtype=torch.float64)  # input offsets a phase's window covers
@@ -26,7 +28,7 @@ def _kernels(orig: int, new: int, zeros: int, rolloff: float, dtype: torch.dtype
     t = (n[None, :] - phase) * cutoff  # (new, taps), in zero-crossing units
     window = torch.where(t.abs() <= zeros, torch.cos(t * math.pi / zeros / 2) ** 2, torch.zeros_like(t))
     kernel = cutoff * torch.sinc(t) * window
-    return kernel.unsqueeze(1).to(dtype), pad
+    return kernel.T.contiguous().to(dtype), pad
 
 
 def resample(wave: Tensor, orig: int, new: int, zeros: int = 16, rolloff: float = 0.95) -> Tensor:
@@ -39,9 +41,9 @@ def resample(wave: Tensor, orig: int, new: int, zeros: int = 16, rolloff: float 
     orig, new = orig // g, new // g
     kernels, pad = _kernels(orig, new, zeros, rolloff, wave.dtype)
     lead, length = wave.shape[:-1], wave.shape[-1]
-    x = torch.nn.functional.pad(wave.reshape(-1, 1, length), (pad, pad + orig))  # zeros beyond the clip
-    # conv1d correlates: block b, phase p reads x[b·M + j − pad]·K[p, j], and K[p, j] = h(j − pad − p·M/L) = h(t_k − n)
-    # as h is even, so no flip is needed.
-    y = torch.nn.functional.conv1d(x, kernels.to(wave.device), stride=orig)  # (B, new, blocks)
-    y = y.transpose(1, 2).reshape(x.shape[0], -1)  # interleave the phases: output k = block·new + phase
+    x = torch.nn.functional.pad(wave.reshape(-1, length), (pad, pad + orig))  # zeros beyond the clip
+    # Window b starts at input b·M − pad; phase p of it gives output k = b·L + p, at time t_k = b·M + p·M/L, as
+    # Σ_j x[b·M + j − pad] · K[j, p] with K[j, p] = h(j − pad − p·M/L) = h(n − t_k) = h(t_k − n) (h is even).
+    windows = x.unfold(-1, kernels.shape[0], orig)  # (B, blocks, taps)
+    y = (windows @ kernels.to(wave.device)).reshape(x.shape[0], -1)  # (B, blocks·L): phases interleaved
     return y[:, : math.ceil(length * new / orig)].reshape(*lead, -1)
