@@ -120,7 +120,10 @@ class SpeechEncoder(nn.Module):
         self.config = config
         layers: list[nn.Module] = []
         for i in range(config.subsample_layers):
-            layers += [nn.Conv1d(config.n_mels if i == 0 else config.n_embd, config.n_embd, 3, stride=2, padding=1), nn.GELU()]
+            layers += [
+                nn.Conv1d(config.n_mels if i == 0 else config.n_embd, config.n_embd, 3, stride=2, padding=1),
+                nn.GELU(),
+            ]
         self.subsample = nn.Sequential(*layers)
         self.pos = nn.Parameter(0.02 * torch.randn(config.num_tokens, config.n_embd))
         self.blocks, self.norm = bidirectional_blocks(config.n_layer, config.n_head, config.n_embd, config.num_tokens)

@@ -3,12 +3,17 @@
     h = Encoder(text)                  the shared `Transformer`'s trunk, attending both ways, (T, C)
     d̂ = DurationPredictor(h)           log(1 + frames) each character lasts, (T,)          [FastSpeech §3.3]
     H = LR(h, d)                        the length regulator: character t's vector repeated d_t times, (Σd, C)
-    M̂ = Linear(Decoder(H + PE))        bidirectional blocks over the frames, then one mel vector per frame
+    M̂ = Linear(Decoder(H[::r] + PE))   bidirectional blocks over every r-th frame, then r mel vectors each
 
 The durations d come from the synthesiser's own alignment in training (FastSpeech distils them from a teacher's
 attention; here espeak-ng says where each word starts) and from d̂, rounded, when speaking. The loss is an L1
 on the log-mel frames plus an MSE on log-durations (`minigpt.losses.tts`). A vocoder turns the mel frames
 into a waveform: Griffin-Lim (`minigpt.audio.griffin_lim`), which needs no training.
+
+The reduction factor r (`frames_per_step`, Tacotron's, Wang et al. 2017 §3.3) lets each decoder position emit r
+consecutive frames: neighbouring frames are highly correlated, and the decoder's cost (linear in positions for
+its MLPs, quadratic for attention) falls r-fold or more. The decoder reads the regulated vector of the first
+frame of each group; a group straddling two characters is placed by attention like any other frame.
 
 The encoder IS the shared `Transformer` (token + position embeddings, blocks, final norm) given a mask that
 lets every character see every other, as the vision encoder does with patches; the decoder's blocks are the
@@ -46,7 +51,8 @@ class TTSConfig:
 
     `n_mels`, `sample_rate`, `n_fft`, `hop_length`: the log-mel front end of the frames (Whisper's; kept with the
     model so that speaking inverts the same one); `decoder_layers` bidirectional blocks over frames, as wide
-    and with as many heads as the encoder; `max_frames` the longest utterance (its positions); the duration
+    and with as many heads as the encoder, each position emitting `frames_per_step` frames (the reduction
+    factor); `max_frames` the longest utterance in frames (its positions); the duration
     predictor is two 1-D convolutions of `duration_kernel` taps and `duration_hidden` channels (FastSpeech §3.3).
     """
 
@@ -56,6 +62,7 @@ class TTSConfig:
     hop_length: int = 160
     decoder_layers: int = 2
     max_frames: int = 1000
+    frames_per_step: int = 1
     duration_hidden: int = 128
     duration_kernel: int = 3
     dropout: float = 0.1
@@ -68,6 +75,7 @@ class TTSConfig:
             "hop_length",
             "decoder_layers",
             "max_frames",
+            "frames_per_step",
             "duration_hidden",
             "duration_kernel",
         ):
@@ -169,9 +177,10 @@ class TextToMel(nn.Module):
         blocks = decoder_block_config(encoder.config, config)
         self.decoder = nn.ModuleList(Block(blocks, i) for i in range(config.decoder_layers))
         self.norm = build_norm(blocks)
-        self.mel_head = nn.Linear(width, config.n_mels)
+        self.mel_head = nn.Linear(width, config.n_mels * config.frames_per_step)
         self.frame_pos: Tensor
-        self.register_buffer("frame_pos", sinusoidal_positions(config.max_frames, width), persistent=False)
+        steps = -(-config.max_frames // config.frames_per_step)
+        self.register_buffer("frame_pos", sinusoidal_positions(steps, width), persistent=False)
 
     def encode(self, ids: Tensor, valid: Tensor) -> Tensor:
         """Character vectors (B, T, C): the encoder's trunk with every real character visible to every other."""
@@ -179,17 +188,21 @@ class TextToMel(nn.Module):
         return hidden
 
     def decode(self, frames: Tensor, frame_valid: Tensor) -> Tensor:
-        """Frame vectors (B, F, C) → mel frames (B, F, n_mels)."""
-        if frames.shape[1] > self.config.max_frames:
+        """Regulated frame vectors (B, F, C) → mel frames (B, F, n_mels), r = `frames_per_step` per decoder position."""
+        F = frames.shape[1]
+        if F > self.config.max_frames:
             raise ValueError(
-                f"The utterance needs {frames.shape[1]} frames, more than stage.tts.max_frames="
+                f"The utterance needs {F} frames, more than stage.tts.max_frames="
                 f"{self.config.max_frames}; say less at once (split the text) or train with a larger max_frames."
             )
-        x = frames + self.frame_pos[: frames.shape[1]]
-        mask = key_mask(frame_valid)
+        r = self.config.frames_per_step
+        x = frames[:, ::r]  # (B, G, C), G = ⌈F / r⌉: the first frame of each group
+        x = x + self.frame_pos[: x.shape[1]]
+        mask = key_mask(frame_valid[:, ::r])
         for block in self.decoder:
             x, _ = block(x, None, mask, None)
-        return self.mel_head(self.norm(x))
+        mel = self.mel_head(self.norm(x))  # (B, G, r·n_mels)
+        return mel.reshape(mel.shape[0], -1, self.config.n_mels)[:, :F]  # (B, G·r, n_mels) → (B, F, n_mels)
 
     def forward(self, ids: Tensor, valid: Tensor, durations: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Teacher-forced durations (training): mel frames (B, F, n_mels), their mask (B, F), log(1 + d̂) (B, T)."""
@@ -219,7 +232,7 @@ def decoder_block_config(encoder: ModelConfig, config: TTSConfig) -> ModelConfig
     return dataclasses.replace(
         encoder,
         n_layer=config.decoder_layers,
-        block_size=config.max_frames,
+        block_size=-(-config.max_frames // config.frames_per_step),
         dropout=config.dropout,
         moe=None,
         extra={},

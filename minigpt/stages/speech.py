@@ -154,7 +154,9 @@ class SpeechStage(Stage):
                 self.log(f"val/{name}", metric.compute(), prog_bar=name == "loss", sync_dist=True)
             metric.reset()
         if self.val_words.update_count:
-            self.log("val/wer_ctc", self.val_word_errors.compute() / self.val_words.compute().clamp(min=1), prog_bar=True)
+            self.log(
+                "val/wer_ctc", self.val_word_errors.compute() / self.val_words.compute().clamp(min=1), prog_bar=True
+            )
         self.val_word_errors.reset()
         self.val_words.reset()
 

@@ -21,11 +21,19 @@ from minigpt.tokenizer.char import CharTokenizer
 from minigpt.utils.errors import ConfigError
 
 
-def tiny_tts(n_mels: int = 6) -> TextToMel:
+def tiny_tts(n_mels: int = 6, frames_per_step: int = 1) -> TextToMel:
     torch.manual_seed(0)
     encoder = Transformer(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=12))
     return TextToMel(
-        encoder, TTSConfig(n_mels=n_mels, decoder_layers=1, max_frames=64, duration_hidden=8, dropout=0.0)
+        encoder,
+        TTSConfig(
+            n_mels=n_mels,
+            decoder_layers=1,
+            max_frames=64,
+            frames_per_step=frames_per_step,
+            duration_hidden=8,
+            dropout=0.0,
+        ),
     ).eval()
 
 
@@ -47,8 +55,10 @@ def test_sinusoidal_positions_follow_the_formula() -> None:
     assert table[p, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
 
 
-def test_padding_does_not_change_an_utterance() -> None:
-    model = tiny_tts()
+@pytest.mark.parametrize("frames_per_step", [1, 2])
+def test_padding_does_not_change_an_utterance(frames_per_step: int) -> None:
+    # With r = 2 the longer utterance's 7 frames take 4 decoder positions and the last one is cut off.
+    model = tiny_tts(frames_per_step=frames_per_step)
     ids = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]])
     valid = torch.tensor([[True, True, True, True], [True, True, False, False]])
     durations = torch.tensor([[2, 1, 3, 1], [2, 2, 5, 5]])  # the padded durations are ignored
