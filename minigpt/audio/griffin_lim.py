@@ -35,9 +35,14 @@ def _window(win_length: int, like: Tensor) -> Tensor:
 
 
 def stft(signal: Tensor, n_fft: int, hop_length: int, win_length: int | None = None) -> Tensor:
-    """Complex STFT (..., n_fft // 2 + 1, frames) of `signal` (..., samples), Hann window, centred frames."""
+    """Complex STFT (..., n_fft // 2 + 1, frames) of `signal` (..., samples), Hann window, centred frames.
+
+    The edges are padded with zeros (not reflected, as the log-mel front end does): reflection needs more than
+    n_fft / 2 samples, and a model's output may be shorter than that.
+    """
     win = win_length or n_fft
-    return torch.stft(signal, n_fft, hop_length, win, window=_window(win, signal), center=True, return_complex=True)
+    window = _window(win, signal)
+    return torch.stft(signal, n_fft, hop_length, win, window, center=True, pad_mode="constant", return_complex=True)
 
 
 def istft(

@@ -102,7 +102,7 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
         datamodule.attach_tokenizer(tokenizer)
         results.update(evaluate_lm(model, datamodule.val_dataloader(), datamodule.val_bytes_per_token))
 
-    if cfg.num_samples > 0:
+    if cfg.num_samples > 0 and cfg.get("eval") != "tts":  # a TTS model's encoder writes no text
         prompt = tokenizer.encode(cfg.prompt, allow_special=True) or [tokenizer.eos_id or 0]
         config = GenerationConfig(**OmegaConf.to_container(cfg.sampling), num_return_sequences=cfg.num_samples)
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -124,6 +124,12 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
         results["vision"] = evaluate_vision_run(folder, vision_data, cfg.task_prompts, out_dir)
     if cfg.get("eval") == "safety":
         results["safety"] = safety_report(cfg, trained, model, tokenizer, tasks)
+    if cfg.get("eval") == "tts":  # docs/speech.md
+        from minigpt.evaluation.tts import evaluate_tts_run
+
+        results["tts"] = evaluate_tts_run(
+            folder, trained.data if trained else None, cfg.tts.utterances, out_dir, cfg.tts.asr
+        )
 
     if cfg.get("compare"):
         results["compare"] = compare_models(cfg, (folder, model, tokenizer), datamodule, tasks)
@@ -204,6 +210,10 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
         console.print(
             f"vision {key}: accuracy {score['accuracy']:.3f} (text-only prior {score['prior']:.3f}, n={score['n']})"
         )
+    if "tts" in results:
+        from minigpt.evaluation.tts import show_tts
+
+        show_tts(console, results["tts"])
     for i, text in enumerate(results.get("samples", [])):
         console.rule(f"sample {i}")
         console.print(text, markup=False)

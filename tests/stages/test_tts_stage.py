@@ -6,11 +6,16 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from minigpt.audio.features import MelConfig
+from minigpt.audio.wav import read_wav
+from minigpt.cli.speak import speak_to_file
 from minigpt.data.speech.tts_rows import collate_tts
+from minigpt.evaluation.report import evaluate_run
 from minigpt.model.config import ModelConfig
+from minigpt.run import train
 from minigpt.stages.inputs import StageInputs
 from minigpt.stages.tts import TTSStage
 from minigpt.utils.errors import ConfigError
@@ -73,3 +78,42 @@ def test_tts_stage_refuses_data_without_mel_frames() -> None:
         tts.attach_data(StageInputs(source="x", mel_frames=MelConfig(n_mels=80)))
     with pytest.raises(ConfigError, match="duration_weight"):
         stage(duration_weight=-1.0)
+
+
+def test_train_speak_and_evaluate_from_the_command_configs(
+    compose_train, compose_command, compose_eval, tmp_path
+) -> None:
+    """`train.py stage=tts data=speech/digits` → `python -m minigpt.speak` → `evaluate.py eval=tts`, tiny."""
+    cfg = compose_train(
+        "stage=tts",
+        "data=speech/digits",
+        "data.num_train=40",
+        "data.num_val=4",
+        "data.batch_size=8",
+        "data.sources.digits.max_digits=2",
+        "stage.tts.decoder_layers=1",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        toy_data=False,
+    )
+    cfg.paths.cache_dir = str(tmp_path / "cache")
+    cfg.model.n_layer, cfg.model.n_embd, cfg.model.block_size = 1, 32, 16
+    metrics = train(cfg)
+    assert {"val/mel_l1", "val/duration_mse"} <= set(metrics)
+    run = tmp_path / "run"
+
+    out = tmp_path / "said.wav"
+    speech = speak_to_file(
+        compose_command("speak", f"run={run}", 'text="4 7"', f"out={out}", f"png={tmp_path / 'said.png'}")
+    )
+    samples, rate = read_wav(out)
+    assert rate == 16_000 and len(samples) == speech.wave.shape[0] > 0
+    assert (tmp_path / "said.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ConfigError, match="never learned to say"):
+        speak_to_file(compose_command("speak", f"run={run}", "text=hello", f"out={out}"))
+
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")  # what Hydra keeps of a real run, read by evaluate.py
+    results = evaluate_run(compose_eval(f"run={run}", "eval=tts", "tts.utterances=2"))["tts"]
+    assert results["utterances"] == 2 and set(results["mel_distance"]) == {"model", "vocoded", "other_voice"}
+    assert results["mel_distance"]["other_voice"] > 0
