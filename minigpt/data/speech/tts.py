@@ -92,15 +92,11 @@ class TTSDataModule(SpeechDataModule):
                     f"data.languages={source.languages} with digit transcripts: the same text would have to be "
                     "spoken in several languages; stage=tts takes one language (data.languages=[en])."
                 )
-            speaker = {
-                "voice": source.voices[0],
-                "rate": sum(source.rate) // 2,
-                "pitch": sum(source.pitch) // 2,
-                "snr_db": None,
-            }
+            voice, rate, pitch = source.voices[0], sum(source.rate) // 2, sum(source.pitch) // 2
             for i in range(n):
                 recipe, text, *_ = source.utterance(split, i)
-                out.append((dataclasses.replace(recipe, **speaker), text, source.cache_dir))
+                speaker = dataclasses.replace(recipe, voice=voice, rate=rate, pitch=pitch, snr_db=None)
+                out.append((speaker, text, source.cache_dir))
         return out
 
     def documents(self) -> list[str]:
