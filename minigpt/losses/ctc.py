@@ -27,7 +27,12 @@ IMPOSSIBLE = 1e29
 
 
 def ctc_loss(
-    log_probs: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor, blank: int, reduction: str = "mean"
+    log_probs: Tensor,
+    targets: Tensor,
+    input_lengths: Tensor,
+    target_lengths: Tensor,
+    blank: int,
+    reduction: str = "mean",
 ) -> Tensor:
     """−log p(l | x) per example of a batch.
 

@@ -48,7 +48,9 @@ def add_audio_token(tokenizer: Tokenizer) -> int:
     return tokenizer.add_special_tokens([AUDIO_TOKEN])[0]
 
 
-def placeholder_encoder(tokenizer: Tokenizer, marker: str, placeholder_id: int, count: int) -> Callable[[str], list[int]]:
+def placeholder_encoder(
+    tokenizer: Tokenizer, marker: str, placeholder_id: int, count: int
+) -> Callable[[str], list[int]]:
     """An `encode_content` for `render_chat` that writes each `marker` of a message (`<image>`, `<audio>`) as
     `count` placeholder tokens (one per encoder vector of the image or clip) and encodes the text around it."""
 

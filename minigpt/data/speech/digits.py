@@ -66,13 +66,17 @@ class SpokenDigits:
         if transcript not in ("digits", "words"):
             raise ConfigError(f"data.transcript={transcript!r} is unknown; use digits or words.")
         if shared := sorted(set(voices) & set(held_out_voices)):
-            raise ConfigError(f"Voices {shared} are both in data.voices and data.held_out_voices; held out means unseen.")
+            raise ConfigError(
+                f"Voices {shared} are both in data.voices and data.held_out_voices; held out means unseen."
+            )
         if held_out_snr in snrs:
             raise ConfigError(f"data.held_out_snr={held_out_snr} is also in data.snrs; held out means unseen.")
         if not 1 <= min_digits <= max_digits:
             raise ConfigError(f"data.min_digits={min_digits}, max_digits={max_digits} must satisfy 1 ≤ min ≤ max.")
         if not voices or not held_out_voices:
-            raise ConfigError("data.voices and data.held_out_voices must each name at least one espeak voice (e.g. m1).")
+            raise ConfigError(
+                "data.voices and data.held_out_voices must each name at least one espeak voice (e.g. m1)."
+            )
         self.languages, self.transcript = list(languages), transcript
         self.min_digits, self.max_digits = min_digits, max_digits
         self.voices, self.held_out_voices = list(voices), list(held_out_voices)

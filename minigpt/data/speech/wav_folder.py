@@ -36,10 +36,14 @@ def read_transcripts(folder: Path) -> list[tuple[Path, str, str]]:
         for wav in sorted(folder.glob("*.wav")):
             text_file = wav.with_suffix(".txt")
             if not text_file.exists():
-                raise DataError(wav, f"has no transcript: add {text_file.name} beside it or a {TRANSCRIPTS} to the folder.")
+                raise DataError(
+                    wav, f"has no transcript: add {text_file.name} beside it or a {TRANSCRIPTS} to the folder."
+                )
             rows.append((wav, text_file.read_text(encoding="utf-8").strip(), "unknown"))
     if not rows:
-        raise ConfigError(f"data.path={folder} holds no .wav files with transcripts; see docs/speech.md for the layout.")
+        raise ConfigError(
+            f"data.path={folder} holds no .wav files with transcripts; see docs/speech.md for the layout."
+        )
     return sorted(rows)
 
 
