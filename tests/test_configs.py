@@ -149,6 +149,13 @@ def data_file(kind: str, workdir: Path) -> str:
         np.save(workdir / "image.npy", np.zeros((24, 24), dtype=np.float32))
         chat = [{"role": "user", "content": "<image> colour?"}, {"role": "assistant", "content": "black"}]
         return write_jsonl(workdir / "images.jsonl", [{"images": ["image.npy"], "messages": chat}] * 10)
+    if kind == "SpeechDataModule":  # data=speech/wav_folder: a folder of WAV files with transcripts
+        from minigpt.audio.wav import write_wav
+
+        (workdir / "clips").mkdir(exist_ok=True)
+        write_wav(workdir / "clips" / "a.wav", [0.0] * 1600, 16_000)
+        (workdir / "clips" / "a.txt").write_text("hello", encoding="utf-8")
+        return str(workdir / "clips")
     raise AssertionError(f"tests/test_configs.py does not know which file {kind} reads; add it to data_file.")
 
 

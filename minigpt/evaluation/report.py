@@ -122,6 +122,11 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
 
         vision_data = trained.data if trained is not None and cfg.get("data") is None else cfg.get("data")
         results["vision"] = evaluate_vision_run(folder, vision_data, cfg.task_prompts, out_dir)
+    if cfg.get("eval") == "speech":  # docs/speech.md
+        from minigpt.evaluation.speech import evaluate_speech_run
+
+        speech_data = trained.data if trained is not None and cfg.get("data") is None else cfg.get("data")
+        results["speech"] = evaluate_speech_run(folder, speech_data, cfg.task_prompts, out_dir, cfg.get("decoder"))
     if cfg.get("eval") == "safety":
         results["safety"] = safety_report(cfg, trained, model, tokenizer, tasks)
     if cfg.get("eval") == "tts":  # docs/speech.md
@@ -217,5 +222,14 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
     for i, text in enumerate(results.get("samples", [])):
         console.rule(f"sample {i}")
         console.print(text, markup=False)
-    plots = [*results.get("plots", []), *([vision["grid"]] if "grid" in vision else [])]
+    for decoder, groups in results.get("speech", {}).get("scores", {}).items():
+        for group, values in groups.items():
+            shown = ", ".join(f"{v}: WER {s['wer']:.3f} CER {s['cer']:.3f} (n={s['n']})" for v, s in values.items())
+            console.print(f"speech {decoder} by {group}: {shown}", markup=False)
+    speech = results.get("speech", {})
+    plots = [
+        *results.get("plots", []),
+        *([vision["grid"]] if "grid" in vision else []),
+        *([speech["spectrograms"]] if "spectrograms" in speech else []),
+    ]
     console.print(f"wrote {out_dir / 'eval.json'}" + "".join(f"\nwrote {p}" for p in plots))

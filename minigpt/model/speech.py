@@ -48,7 +48,8 @@ class SpeechConfig:
 
     Clips are `max_seconds` long at most (shorter ones are padded with silence): `max_frames` log-mel frames
     of `n_mels` bands, subsampled 2^`subsample_layers`× into `num_tokens` encoder positions. `vocab_size` is
-    the LM's (the CTC head has one more output, the blank, last).
+    the LM's (the CTC head has one more output, the blank, last). `loss` records which alignment trained
+    (ctc | lm | both), so that transcription decodes with a trained head.
     """
 
     max_seconds: float = 3.0
@@ -61,6 +62,7 @@ class SpeechConfig:
     n_embd: int = 128
     projector_hidden: int | None = None
     vocab_size: int = 0
+    loss: str = "both"
 
     def __post_init__(self) -> None:
         for name in ("n_mels", "hop_length", "sample_rate", "subsample_layers", "n_layer", "n_head", "n_embd"):
@@ -69,6 +71,8 @@ class SpeechConfig:
                 raise ConfigError(f"speech.{name}={value!r} must be a positive integer.")
         if not self.max_seconds > 0:
             raise ConfigError(f"speech.max_seconds={self.max_seconds} must be positive (e.g. 3.0).")
+        if self.loss not in ("ctc", "lm", "both"):
+            raise ConfigError(f"speech.loss={self.loss!r} is unknown; use ctc, lm or both.")
         if self.n_embd % self.n_head:
             raise ConfigError(f"speech.n_embd={self.n_embd} must be divisible by speech.n_head={self.n_head}.")
 
@@ -114,6 +118,8 @@ class SpeechConfig:
 
 class SpeechEncoder(nn.Module):
     """Strided convolutions + position embeddings + bidirectional `Block`s: (B, n_mels, F) → (B, N, d)."""
+
+    full_mask: Tensor
 
     def __init__(self, config: SpeechConfig) -> None:
         super().__init__()

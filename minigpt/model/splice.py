@@ -62,7 +62,8 @@ def run_bidirectional(blocks: nn.ModuleList, norm: nn.Module, x: Tensor, mask: T
 class SplicedLM(nn.Module):
     """The LM reading a modality's vectors at its placeholders: `forward(input_ids, media)` → the LM's (logits, aux).
 
-    Subclasses set `token` (the placeholder's text), `items` (their plural noun) and implement `encode(media)` → (n_items, N, C).
+    Subclasses set `token` (the placeholder's text), `items` (their plural noun) and implement `encode(media)`
+    → (n_items, N, C).
     """
 
     token = ""
@@ -118,4 +119,22 @@ class SplicedLM(nn.Module):
                 break
             out.append(token)
             ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)
+        return out
+
+    @torch.no_grad()
+    def greedy_batch(self, prompts: Tensor, vectors: Tensor, stop_id: int, max_new_tokens: int) -> list[list[int]]:
+        """Greedy continuations of equal-length prompts (B, T0) whose items are already encoded (`vectors`,
+        (n_items, N, C)): the encoder runs once, not once per generated token. Each row stops at `stop_id`."""
+        ids, done = prompts, torch.zeros(prompts.shape[0], dtype=torch.bool, device=prompts.device)
+        out: list[list[int]] = [[] for _ in range(prompts.shape[0])]
+        for _ in range(max_new_tokens):
+            if ids.shape[1] >= self.lm.config.block_size or bool(done.all()):
+                break
+            logits, _ = self.lm(ids, inputs_embeds=self.embed_vectors(ids, vectors))
+            tokens = logits[:, -1].argmax(-1)  # (B,)
+            done |= tokens == stop_id
+            for row, token in enumerate(tokens.tolist()):
+                if not done[row]:
+                    out[row].append(token)
+            ids = torch.cat([ids, tokens[:, None]], dim=1)
         return out

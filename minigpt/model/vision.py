@@ -106,6 +106,8 @@ class VisionConfig:
 class ViTEncoder(nn.Module):
     """Patch embedding + position embedding + bidirectional `Block`s + final norm: (B, ch, H, W) → (B, N, d)."""
 
+    full_mask: Tensor
+
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
         # A P×P convolution with stride P is exactly "flatten each patch, multiply by E" of ViT eq. 1.

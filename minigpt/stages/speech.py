@@ -71,22 +71,25 @@ class SpeechStage(Stage):
         self.slm = SpeechLanguageModel(self.model, self._tower(speech), self.tokenizer.special_id(AUDIO_TOKEN))
         # The LM trains only when its path is trained and not frozen; CTC alone never uses it.
         self.model.requires_grad_(speech.get("train", "all") == "all" and self.loss_kind != "ctc")
-        self.val_losses = torch.nn.ModuleDict({n: MeanMetric() for n in ("loss", "ctc_loss", "lm_loss", "acc_lm")})
+        self.val_losses: dict[str, MeanMetric] = torch.nn.ModuleDict(  # type: ignore[assignment]
+            {n: MeanMetric() for n in ("loss", "ctc_loss", "lm_loss", "acc_lm")}
+        )
         self.val_word_errors, self.val_words = SumMetric(), SumMetric()
 
     def _tower(self, speech: Mapping[str, Any]) -> SpeechTower:
         """The tower of `init_from` when it has one (continued training), else a fresh one."""
-        wanted = SpeechConfig(**{k: speech[k] for k in ENCODER_KEYS}, vocab_size=self.model.config.vocab_size)
+        vocab = int(self.model.config.vocab_size or 0)
+        wanted = SpeechConfig(**{k: speech[k] for k in ENCODER_KEYS}, vocab_size=vocab, loss=speech["loss"])
         folder = resolve_model_folder(self._init_from) if self._init_from else None
         if folder is None or not (folder / SPEECH_WEIGHTS).exists():
             return SpeechTower(wanted, self.model.config.n_embd)
         from safetensors.torch import load_file
 
-        config = SpeechConfig.from_dict(self.model.config.extra["speech"])
+        config = SpeechConfig.from_dict({**self.model.config.extra["speech"], "loss": speech["loss"]})
         if config.vocab_size != wanted.vocab_size or config.num_tokens != wanted.num_tokens:
             raise ConfigError(
-                f"init_from's speech tower reads {config.max_seconds} s clips into a {config.vocab_size}-token CTC head; "
-                f"set speech.max_seconds={config.max_seconds} (and the same tokenizer) to continue training it."
+                f"init_from's speech tower reads {config.max_seconds} s clips into a {config.vocab_size}-token CTC "
+                f"head; set speech.max_seconds={config.max_seconds} (and the same tokenizer) to continue training it."
             )
         tower = SpeechTower(config, self.model.config.n_embd)
         tower.load_state_dict(load_file(str(folder / SPEECH_WEIGHTS)))

@@ -65,7 +65,7 @@ def encode_speech_example(
 
 
 def collate_speech(batch: list[SpeechRow], pad_id: int) -> dict[str, Any]:
-    """Right-padded ids/targets, stacked features (B, n_mels, frames), padded CTC labels and their lengths, conditions."""
+    """Right-padded ids/targets, stacked features (B, n_mels, frames), padded CTC labels + lengths, conditions."""
     out: dict[str, Any] = collate_padded([(x, y) for x, y, *_ in batch], pad_id)
     out["audio"] = torch.from_numpy(np.stack([features for _, _, features, _, _ in batch])).float()
     labels = [row[3] for row in batch]
