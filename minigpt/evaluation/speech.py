@@ -26,6 +26,7 @@ from minigpt.audio.features import log_mel
 from minigpt.data.speech.datamodule import clip_features, encode_speech_example
 from minigpt.data.speech.digits import SpokenDigits
 from minigpt.data.speech.example import SpeechExample, SpeechSource
+from minigpt.evaluation.spectrogram import plot_spectrograms
 from minigpt.evaluation.speech_metrics import char_errors, error_rate, word_errors
 from minigpt.losses.ctc import ctc_greedy
 from minigpt.model.speech import SpeechLanguageModel, load_speech_language_model
@@ -159,30 +160,15 @@ def speech_scores(examples: list[SpeechExample], hyps: Mapping[str, list[str]]) 
     return scores
 
 
-def plot_spectrograms(
-    examples: list[SpeechExample], hyps: Mapping[str, list[str]], out: Path, sample_rate: int = 16_000
-) -> Path:
+def plot_transcripts(examples: list[SpeechExample], hyps: Mapping[str, list[str]], out: Path) -> Path:
     """A PNG of the log-mel spectrograms of `examples`, each titled with its reference and each decoder's transcript."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(examples), 1, figsize=(8, 2.3 * len(examples)), squeeze=False)
-    for i, (ax, ex) in enumerate(zip(axes[:, 0], examples)):
-        mel = log_mel(torch.from_numpy(ex.audio)).numpy()
-        seconds = len(ex.audio) / sample_rate
-        ax.imshow(mel, origin="lower", aspect="auto", extent=(0.0, seconds, 0, mel.shape[0]), cmap="magma")
+    panels = []
+    for i, ex in enumerate(examples):
         noise = "clean" if ex.snr_db is None else f"{ex.snr_db:g} dB SNR"
         said = "   ".join(f"{name}: {texts[i]!r}" for name, texts in hyps.items())
-        ax.set_title(f"[{ex.language}, voice {ex.voice}, {noise}] ref: {ex.text!r}   {said}", fontsize=8)
-        ax.set_ylabel("mel band")
-    axes[-1, 0].set_xlabel("seconds")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+        caption = f"[{ex.language}, voice {ex.voice}, {noise}] ref: {ex.text!r}   {said}"
+        panels.append((caption, log_mel(torch.from_numpy(ex.audio))))
+    return plot_spectrograms(panels, out)
 
 
 def evaluate_speech_run(
@@ -201,7 +187,7 @@ def evaluate_speech_run(
     hyps = transcribe_features(model, tokenizer, features, decoders_of(model, decoder))
     # A spread of conditions for the picture: every len/4-th example.
     shown = list(range(0, len(examples), max(1, len(examples) // 4)))[:4]
-    png = plot_spectrograms(
+    png = plot_transcripts(
         [examples[i] for i in shown],
         {name: [texts[i] for i in shown] for name, texts in hyps.items()},
         out_dir / "speech_spectrograms.png",
