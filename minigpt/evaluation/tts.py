@@ -8,7 +8,8 @@ On the test split's texts (never trained on), spoken by the run's speaker:
   espeak voice of the corpus — the distance between two real voices;
 * **round trip**: a speech recogniser (`asr`, a stage=speech run) transcribes our audio; its word error rate
   against the text says whether the words are intelligible. The same recogniser on espeak's reference clips
-  gives its own error on this speaker: the floor the TTS can be compared with;
+  gives its own error on this speaker: the floor the TTS can be compared with; and on espeak's log-mel frames
+  turned back into audio by our Griffin-Lim ("vocoded reference"): what the vocoder alone costs;
 * a spectrogram PNG (reference above, ours below) of a few utterances.
 """
 
@@ -26,6 +27,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from minigpt.audio.features import log_mel
+from minigpt.audio.vocoder import features_to_wave
 from minigpt.data.speech.corpus import clean_clip
 from minigpt.data.speech.digits import SpokenDigits
 from minigpt.data.speech.tts import TTSDataModule
@@ -74,7 +76,7 @@ def evaluate_tts(
     recipes = datamodule.recipes("test")
     voice = other_voice(datamodule)
     distances: dict[str, list[float]] = {"model": [], "vocoded": [], "other_voice": []}
-    ours, references, texts, panels = [], [], [], []
+    ours, references, resynthesised, texts, panels = [], [], [], [], []
     for i, (recipe, text, cache_dir) in enumerate(recipes):
         reference = torch.from_numpy(clean_clip(recipe, cache_dir))
         ref_features = log_mel(reference, config)  # (n_mels, F)
@@ -87,6 +89,9 @@ def evaluate_tts(
         distances["other_voice"].append(dtw_mean_distance(other.T, ref_features.T))
         ours.append(speech.wave.numpy())
         references.append(reference.numpy())
+        if transcribe is not None:
+            generator = torch.Generator().manual_seed(i)
+            resynthesised.append(features_to_wave(ref_features, config, n_iter=n_iter, generator=generator).numpy())
         texts.append(text)
         if i < 3:
             panels += [(f"espeak {recipe.voice}: {text!r}", ref_features), (f"ours (Griffin-Lim): {text!r}", heard)]
@@ -99,7 +104,7 @@ def evaluate_tts(
         "spectrograms": str(plot_spectrograms(panels, out_dir / "tts_spectrograms.png", frame)),
     }
     if transcribe is not None:
-        for name, clips in (("ours", ours), ("reference", references)):
+        for name, clips in (("ours", ours), ("reference", references), ("vocoded_reference", resynthesised)):
             for decoder, heard_texts in transcribe(clips).items():
                 pairs = [word_errors(t, h) for t, h in zip(texts, heard_texts)]
                 results.setdefault("wer", {}).setdefault(decoder, {})[name] = error_rate(pairs)
@@ -132,7 +137,8 @@ def show_tts(console: Console, results: dict[str, Any]) -> None:
     )
     for decoder, wer in results.get("wer", {}).items():
         console.print(
-            f"round trip ({decoder} decoder): WER {wer['ours']:.3f} on our speech, {wer['reference']:.3f} on espeak's",
+            f"round trip ({decoder} decoder): WER {wer['ours']:.3f} on our speech, {wer['reference']:.3f} on espeak's, "
+            f"{wer['vocoded_reference']:.3f} on espeak's log-mel through our Griffin-Lim",
             markup=False,
         )
     console.print(f"wrote {results['spectrograms']}", markup=False)

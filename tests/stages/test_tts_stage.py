@@ -6,6 +6,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
@@ -14,6 +15,7 @@ from minigpt.audio.wav import read_wav
 from minigpt.cli.speak import speak_to_file
 from minigpt.data.speech.tts_rows import collate_tts
 from minigpt.evaluation.report import evaluate_run
+from minigpt.evaluation.tts import evaluate_tts
 from minigpt.model.config import ModelConfig
 from minigpt.run import train
 from minigpt.stages.inputs import StageInputs
@@ -117,3 +119,9 @@ def test_train_speak_and_evaluate_from_the_command_configs(
     results = evaluate_run(compose_eval(f"run={run}", "eval=tts", "tts.utterances=2"))["tts"]
     assert results["utterances"] == 2 and set(results["mel_distance"]) == {"model", "vocoded", "other_voice"}
     assert results["mel_distance"]["other_voice"] > 0
+
+    # The round trip scores every clip set with every decoder the recogniser has (here a stub that hears "x").
+    datamodule = instantiate(cfg.data)
+    stub = lambda clips: {"stub": ["x"] * len(clips)}
+    wer = evaluate_tts(run / "model", datamodule, 2, tmp_path, stub, n_iter=2)["wer"]
+    assert wer == {"stub": {"ours": 1.0, "reference": 1.0, "vocoded_reference": 1.0}}
