@@ -28,7 +28,7 @@ from minigpt.utils.errors import ConfigError
 
 
 class TTSStage(Stage):
-    """Text → mel frames with teacher-forced durations.
+    """Text → mel frames with teacher-forced durations (the encoder's LM head is never trained: no text samples).
 
     Args (besides `Stage`'s):
         tts: the `TTSConfig` fields (decoder depth, mel bands, longest utterance, duration predictor).
@@ -36,6 +36,8 @@ class TTSStage(Stage):
         speech_data: the datamodule class that `data=speech/*` builds under this stage (read by the data
             config's `_target_`; `attach_data` checks what actually arrived).
     """
+
+    writes_text = False
 
     def __init__(
         self,
