@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from minigpt.audio.features import MelConfig
 from minigpt.audio.griffin_lim import griffin_lim, mel_to_linear, spectral_convergence, stft
 
 RATE, N_FFT, HOP = 16_000, 400, 160
@@ -74,6 +75,17 @@ def test_mel_pseudo_inverse_is_exact_on_what_the_bank_sees() -> None:
     torch.testing.assert_close(linear, power, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="mel bands"):
         mel_to_linear(mel[:4], bank)
+
+
+def test_truncated_inverse_does_not_amplify_small_errors() -> None:
+    # Whisper's bank is nearly rank-deficient (σ_min/σ_max ≈ 1e-20): 1 % errors on a mel spectrogram (what a model
+    # predicts is never exactly F·P) blow up through the full pseudo-inverse, not through the truncated one.
+    bank = MelConfig().filterbank()
+    gen = torch.Generator().manual_seed(0)
+    power = torch.rand(bank.shape[1], 20, generator=gen)
+    mel = bank @ power * (1 + 0.01 * torch.randn(bank.shape[0], 20, generator=gen))
+    assert mel_to_linear(mel, bank).max() < 10 * power.max()
+    assert mel_to_linear(mel, bank, rtol=0.0).max() > 1000 * power.max()
 
 
 def test_griffin_lim_refuses_a_wrong_n_fft() -> None:
