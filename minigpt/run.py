@@ -258,6 +258,8 @@ def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
         if kind == "multimodal"
         else " eval=safety"
         if kind == "cai_sl"
+        else " eval=speech"
+        if kind == "speech"
         else ""
     )
     following = {
@@ -280,6 +282,7 @@ def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
         "multimodal": [
             f"python train.py stage=multimodal init_from={model} data=vision/mix vision.train=all   # stage 2"
         ],
+        "speech": [f"python -m minigpt.transcribe run={run} audio=clip.wav"],
         "cai_sl": [
             f"python -m minigpt.alignment.ai_feedback run={model} red_team=<red folder> out=prefs.jsonl   # then:",
             f"python train.py stage=dpo init_from={model} data=preferences data.path=prefs.jsonl",

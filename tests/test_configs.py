@@ -356,6 +356,7 @@ COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "scrub": build_nothing,
     "plan": build_plan,
     "run_sandboxed": build_nothing,  # tests/code/test_run_sandboxed.py runs it
+    "transcribe": build_nothing,  # tests/speech/test_speech_stage.py runs it
 }
 # train_tokenizer reads only its data node's corpus; the rest of that node (seq_len: ${model.block_size})
 # belongs to training and does not resolve without a model.
@@ -370,6 +371,7 @@ COMMAND_REQUIRED: dict[str, Callable[[Path], str]] = {
     "file": lambda workdir: __file__,  # composed only: any Python file
     "red_team": lambda workdir: str(workdir / "red"),
     "input": lambda workdir: str(workdir / "in.txt"),
+    "audio": lambda workdir: str(workdir / "clip.wav"),  # composed only: the command reads it
 }
 
 
