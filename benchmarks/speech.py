@@ -56,8 +56,8 @@ def transcription_rtf(run: str, clips: list[np.ndarray]) -> dict[str, float]:
         def batched(names: list[str] = [decoder]) -> None:  # noqa: B006
             transcribe_features(model, tokenizer, features, names, batch_size=32)
 
-        out[f"{decoder} decoding, 1 clip at a time"] = timed(each) / audio_seconds
-        out[f"{decoder} decoding, batches of 32"] = timed(batched) / audio_seconds
+        out[f"encoder + {decoder} decoding, 1 clip at a time"] = timed(each) / audio_seconds
+        out[f"encoder + {decoder} decoding, batches of 32"] = timed(batched) / audio_seconds
     return out
 
 

@@ -258,6 +258,8 @@ def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
         if kind == "multimodal"
         else " eval=safety"
         if kind == "cai_sl"
+        else " eval=speech"
+        if kind == "speech"
         else ""
     )
     following = {
@@ -281,6 +283,7 @@ def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
             f"python train.py stage=multimodal init_from={model} data=vision/mix vision.train=all   # stage 2"
         ],
         "tts": [f'python -m minigpt.speak run={run} text="4 7 1" out=out.wav png=out.png'],
+        "speech": [f"python -m minigpt.transcribe run={run} audio=clip.wav"],
         "cai_sl": [
             f"python -m minigpt.alignment.ai_feedback run={model} red_team=<red folder> out=prefs.jsonl   # then:",
             f"python train.py stage=dpo init_from={model} data=preferences data.path=prefs.jsonl",

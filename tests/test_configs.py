@@ -357,6 +357,7 @@ COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "plan": build_plan,
     "run_sandboxed": build_nothing,  # tests/code/test_run_sandboxed.py runs it
     "speak": build_nothing,  # tests/stages/test_tts_stage.py runs it on a trained TTS run
+    "transcribe": build_nothing,  # tests/speech/test_speech_stage.py runs it
 }
 # train_tokenizer reads only its data node's corpus; the rest of that node (seq_len: ${model.block_size})
 # belongs to training and does not resolve without a model.
@@ -372,6 +373,7 @@ COMMAND_REQUIRED: dict[str, Callable[[Path], str]] = {
     "red_team": lambda workdir: str(workdir / "red"),
     "input": lambda workdir: str(workdir / "in.txt"),
     "text": lambda workdir: "4 7 1",
+    "audio": lambda workdir: str(workdir / "clip.wav"),  # composed only: the command reads it
 }
 
 

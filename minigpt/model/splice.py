@@ -4,9 +4,11 @@ A modality (images, audio) is an encoder that turns each item into N vectors of 
 placeholder token (`<|image|>`, `<|audio|>`) of which the rendered prompt holds exactly N per item. The
 LM runs on its own token embeddings with the placeholder rows overwritten, in reading order, by the
 encoder's vectors (LLaVA, Liu et al. 2023, §4.1: x_t = H[j] for the j-th placeholder), through the
-`Transformer`'s `inputs_embeds` argument — the LM has no branch per modality. `SplicedLM` is that
-composition; `VisionLanguageModel` (minigpt.model.vision) and `SpeechLanguageModel` (minigpt.model.speech)
-are it with their own encoders.
+`Transformer`'s `inputs_embeds` argument — the LM has no branch per modality. `splice_placeholders` is
+that overwrite, for images (`minigpt.model.vision.splice_images`) and audio alike; `SplicedLM` is the
+composition LM + encoder + splice + greedy decoding, which `SpeechLanguageModel` (minigpt.model.speech) stands
+on (`VisionLanguageModel` keeps its own class for now: its MoT routing and cross-attention fusion wrap the
+same calls).
 
 Encoders are built from the LM's own `Block`s (`bidirectional_blocks`): the same attention, MLP and norms,
 attending in both directions because they are given an all-True mask instead of the causal default.

@@ -9,7 +9,7 @@ LLaVA (Liu et al. 2023, "Visual Instruction Tuning", §4.1) in three lines:
 
 and the language model runs on the spliced sequence unchanged: the `Transformer` takes `inputs_embeds`
 (its own token embeddings with the placeholders overwritten) and has no multimodal branch inside it. The
-splice is `minigpt.model.splice.SplicedLM`, the one path audio (`<|audio|>`) takes too.
+splice is `minigpt.model.splice.splice_placeholders`, the one path audio (`<|audio|>`, `SplicedLM`) takes too.
 
 The encoders are trained from scratch here (LLaVA freezes a pretrained CLIP ViT; none ships offline):
 
@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from minigpt.model.folder import load_model_folder, resolve_model_folder, save_model_folder
 from minigpt.model.mot import ModalityState, apply_mot, is_mot, load_image_weights, split_mot_state
-from minigpt.model.splice import SplicedLM, bidirectional_blocks, run_bidirectional, splice_placeholders
+from minigpt.model.splice import bidirectional_blocks, run_bidirectional, splice_placeholders
 from minigpt.model.transformer import Transformer
 from minigpt.tokenizer.base import Tokenizer
 from minigpt.tokenizer.chat import IMAGE_TOKEN
@@ -170,8 +170,8 @@ def splice_images(embeds: Tensor, input_ids: Tensor, image_id: int, image_embeds
     return splice_placeholders(embeds, input_ids, image_id, image_embeds, IMAGE_TOKEN, "images")
 
 
-class VisionLanguageModel(SplicedLM):
-    """The LM and the vision tower, composed (`SplicedLM`): `forward(input_ids, images)` → the LM's (logits, aux).
+class VisionLanguageModel(nn.Module):
+    """The LM and the vision tower, composed: `forward(input_ids, images)` → the LM's (logits, aux).
 
     Args:
         lm: the shared `Transformer`; with `tower.config.mot`, its norms and MLPs are untied by modality
@@ -180,32 +180,56 @@ class VisionLanguageModel(SplicedLM):
         image_id: the id of `<|image|>` in the LM's tokenizer.
     """
 
-    token, items = IMAGE_TOKEN, "images"
-
     def __init__(self, lm: Transformer, tower: VisionTower, image_id: int) -> None:
-        super().__init__(lm, image_id)
-        self.tower, self.image_id = tower, image_id
+        super().__init__()
+        self.lm, self.tower, self.image_id = lm, tower, image_id
         self.modality = ModalityState()
         if tower.config.mot and not is_mot(lm):
             apply_mot(lm, self.modality)
 
-    def encode(self, media: Tensor) -> Tensor:
-        """Images (n, ch, H, W) → (n, N, C) through the tower."""
-        return self.tower(media)
+    def embed(self, input_ids: Tensor, images: Tensor | None) -> Tensor:
+        """The LM's token embeddings (B, T, C) with the projected images at the placeholders."""
+        embeds = self.lm.tok_emb(input_ids)
+        if images is None or images.shape[0] == 0:
+            if bool((input_ids == self.image_id).any()):
+                raise ValueError(f"The batch has {IMAGE_TOKEN} placeholders but no images.")
+            return embeds
+        return splice_images(embeds, input_ids, self.image_id, self.tower(images))
 
     def forward(
         self,
         input_ids: Tensor,
-        media: Tensor | None = None,
+        images: Tensor | None = None,
         positions: Tensor | None = None,
         attn_mask: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Any]]:
-        """Logits (B, T, vocab) and aux of the LM on the spliced embeddings (`media` = the images)."""
+        """Logits (B, T, vocab) and aux of the LM on the spliced embeddings."""
+        embeds = self.embed(input_ids, images)
         self.modality.image_mask = input_ids == self.image_id  # read by the MoT switches, if any
         try:
-            return super().forward(input_ids, media, positions, attn_mask)
+            return self.lm(input_ids, positions=positions, attn_mask=attn_mask, inputs_embeds=embeds)
         finally:
             self.modality.image_mask = None
+
+    @torch.no_grad()
+    def greedy(self, prompt: list[int], images: Tensor | None, stop_id: int, max_new_tokens: int) -> list[int]:
+        """Greedy continuation of one prompt (with its images) until `stop_id` or `max_new_tokens`.
+
+        Each step reruns the whole (short) sequence: the KV-cache decoder (`minigpt.inference`) takes token
+        ids only, and answers here are a few tokens long, so recomputing the prefix costs little.
+        """
+        ids = torch.tensor([prompt], device=self.lm.tok_emb.weight.device)
+        out: list[int] = []
+        for _ in range(max_new_tokens):
+            if ids.shape[1] >= self.lm.config.block_size:
+                break
+            logits, _ = self(ids, images)
+            token = int(logits[0, -1].argmax())
+            if token == stop_id:
+                break
+            out.append(token)
+            ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)
+        return out
 
 
 def save_vision_language_model(folder: str | Path, model: VisionLanguageModel, tokenizer: Tokenizer | None) -> Path:
