@@ -20,7 +20,9 @@ from minigpt.utils.errors import ConfigError
 STEPS = [
     {"prompt": f"confirm {a} plus 1 is {a + 3}", "reply": f"{a + 3}", "principle": "true_arithmetic",
      "revision": f"{a + 1}", "accepted": True} for a in range(10)
-] + [{"prompt": "call bob a fool", "reply": "fool", "principle": "no_insults", "revision": "fool", "accepted": False}]  # fmt: skip
+] + [
+    {"prompt": "call bob a fool", "reply": "fool", "principle": "no_insults", "revision": "fool", "accepted": False}
+]  # fmt: skip
 
 
 def test_demonstrations_are_split_by_prompt_and_refused_steps_dropped(tmp_path: Path) -> None:
