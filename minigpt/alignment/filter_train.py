@@ -1,9 +1,11 @@
 """Train the harmful-content filter on judge-labelled text, attack it, and train it on what the attack finds.
 
     python -m minigpt.alignment.filter_train init_from=<sft run>/model out=filter/
+    python -m minigpt.alignment.filter_train out=filter/ model=gpt_nano     # a fresh trunk, char tokenizer
 
-1. The shared trunk (`init_from`) gets a multi-label head (`minigpt.alignment.filter_model`) and is
-   fine-tuned with per-label binary cross-entropy on `filter_corpus` train texts.
+1. The shared trunk (`init_from`; without it a fresh `model` trunk with a character tokenizer of the
+   texts) gets a multi-label head (`minigpt.alignment.filter_model`) and is fine-tuned with per-label
+   binary cross-entropy on `filter_corpus` train texts.
 2. The attack search (`minigpt.alignment.attacks`) runs on the held-out harmful texts: the attack success
    rate (ASR) *before* adversarial training.
 3. Adversarial training (Goodfellow et al. 2015's recipe, at the text level as Jia & Liang 2017 / Wallace
@@ -27,15 +29,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from minigpt.alignment.attacks import AttackResult, attack, attack_success_rate
 from minigpt.alignment.constitution import load_constitution
 from minigpt.alignment.filter_data import LabelledText, filter_corpus, filter_labels
 from minigpt.alignment.filter_model import INJECTION, HarmClassifier, encode_texts, predict, save_filter
 from minigpt.alignment.red_team import planted_secret
+from minigpt.model.config import ModelConfig
 from minigpt.model.folder import load_model_and_tokenizer
+from minigpt.model.transformer import Transformer
 from minigpt.tokenizer.base import Tokenizer
+from minigpt.tokenizer.char import CharTokenizer
 from minigpt.utils.errors import ConfigError
 from minigpt.utils.io import atomic_write_text
 
@@ -135,6 +140,13 @@ def _asr(
     return {"asr": rate, "attacked": len(results), "misses_by_kind": kinds}, results
 
 
+def fresh_trunk(model: DictConfig, texts: Sequence[str]) -> tuple[Transformer, Tokenizer]:
+    """A randomly initialised trunk of the `model` config and a character tokenizer of `texts`."""
+    tokenizer = CharTokenizer.train("".join(texts))
+    fields = {str(k): v for k, v in dict(OmegaConf.to_container(model, resolve=True)).items()}  # type: ignore[arg-type]
+    return Transformer(ModelConfig.from_dict({**fields, "vocab_size": tokenizer.vocab_size})), tokenizer
+
+
 def main(cfg: DictConfig) -> dict[str, Any]:
     """Steps 1–4 of the module docstring (`conf/filter_train.yaml`); print and write the report."""
     started = time.perf_counter()
@@ -143,7 +155,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     secret = planted_secret(constitution)
     train = filter_corpus(constitution, cfg.n, "train", secret, cfg.injection_fraction, cfg.seed)
     test = filter_corpus(constitution, cfg.n_test, "test", secret, cfg.injection_fraction, cfg.seed)
-    trunk, tokenizer = load_model_and_tokenizer(cfg.init_from, field="init_from")
+    if cfg.init_from:
+        trunk, tokenizer = load_model_and_tokenizer(cfg.init_from, field="init_from")
+    else:
+        trunk, tokenizer = fresh_trunk(cfg.model, [t.text for t in train + test])
     model = HarmClassifier(trunk, filter_labels(constitution))
     train_filter(model, tokenizer, train, cfg.steps, cfg.batch_size, cfg.lr, cfg.seed)
     held_out = [t.text for t in test if t.harmful][: cfg.attack_n]
