@@ -347,6 +347,9 @@ COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "red_team": build_constitution_node,
     "ai_feedback": build_constitution_node,
     "scrub": build_nothing,
+    "filter_train": build_constitution_node,
+    "self_critique": build_constitution_node,
+    "bias": build_nothing,  # tests/alignment/test_bias.py runs its pieces
     "plan": build_plan,
     "run_sandboxed": build_nothing,  # tests/code/test_run_sandboxed.py runs it
 }
@@ -363,6 +366,7 @@ COMMAND_REQUIRED: dict[str, Callable[[Path], str]] = {
     "file": lambda workdir: __file__,  # composed only: any Python file
     "red_team": lambda workdir: str(workdir / "red"),
     "input": lambda workdir: str(workdir / "in.txt"),
+    "steps": lambda workdir: str(workdir / "steps.jsonl"),  # composed only: a cai_sl steps file
 }
 
 
