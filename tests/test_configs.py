@@ -354,6 +354,9 @@ COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "red_team": build_constitution_node,
     "ai_feedback": build_constitution_node,
     "scrub": build_nothing,
+    "filter_train": build_constitution_node,
+    "self_critique": build_constitution_node,
+    "bias": build_nothing,  # tests/alignment/test_bias.py runs its pieces
     "plan": build_plan,
     "run_sandboxed": build_nothing,  # tests/code/test_run_sandboxed.py runs it
     "speak": build_nothing,  # tests/stages/test_tts_stage.py runs it on a trained TTS run
@@ -374,6 +377,7 @@ COMMAND_REQUIRED: dict[str, Callable[[Path], str]] = {
     "input": lambda workdir: str(workdir / "in.txt"),
     "text": lambda workdir: "4 7 1",
     "audio": lambda workdir: str(workdir / "clip.wav"),  # composed only: the command reads it
+    "steps": lambda workdir: str(workdir / "steps.jsonl"),  # composed only: a cai_sl steps file
 }
 
 

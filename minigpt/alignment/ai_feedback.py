@@ -2,6 +2,9 @@
 
     python -m minigpt.alignment.ai_feedback run=<cai_sl run> red_team=red/ out=prefs.jsonl
     python train.py stage=dpo init_from=<cai_sl run>/model data=preferences data.path=prefs.jsonl data.tasks=...
+    python train.py stage=dpo init_from=<cai_sl run>/model data=preferences data.source=ai_feedback constitution=default
+
+(the last: the pairs are made from `init_from` when the run starts, into `<run>/ai_feedback.jsonl`).
 
 For every training prompt of the red-team folder (red and benign), the model samples two replies; the
 soft label P(y_a ≻ y_b) = σ(Δs / T) (`minigpt.alignment.feedback`) orders them into chosen and rejected.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,7 @@ from omegaconf import DictConfig
 
 from minigpt.alignment.constitution import Constitution, load_constitution
 from minigpt.alignment.feedback import reply_score, soft_label
-from minigpt.alignment.red_team import RedTeamPrompt, read_red_team
+from minigpt.alignment.red_team import RedTeamPrompt, make_red_team, planted_secret, read_red_team, write_red_team
 from minigpt.evaluation.tasks import with_chat_tokens
 from minigpt.inference.config import GenerationConfig
 from minigpt.model.folder import load_model_and_tokenizer
@@ -79,6 +83,35 @@ def make_feedback_pairs(
         for i, prompt in enumerate(prompts)
     ]
     return [pair for pair in pairs if pair is not None]
+
+
+def write_feedback_pairs(
+    run: str | None,
+    constitution: Constitution,
+    out: str,
+    red_team: str | None = None,
+    red_team_n: int = 2000,
+    tasks: Sequence[str] = ("arithmetic", "reversal", "sorting"),
+    **options: Any,
+) -> str:
+    """Make the pairs for `data=preferences data.source=ai_feedback` and write them to `out`; its path.
+
+    Without `red_team`, a set of `red_team_n` red prompts (and benign prompts of `tasks`) is generated with
+    the constitution's secret and written beside `out` (`red_team/`), so the run keeps what it trained on."""
+    if not run:
+        raise ConfigError(
+            "data.source=ai_feedback samples the pairs from init_from, which is unset; set init_from=<model>."
+        )
+    if not red_team:
+        red_team = str(Path(out).parent / "red_team")
+        write_red_team(red_team, make_red_team(red_team_n, planted_secret(constitution), list(tasks)))
+    pairs = make_feedback_pairs(run, red_team, constitution, **options)
+    if len(pairs) < 2:
+        raise ConfigError(
+            f"AI feedback gave {len(pairs)} pairs from {run}; raise data.ai_feedback.n or lower min_confidence."
+        )
+    atomic_write_text(Path(out), "".join(json.dumps(pair) + "\n" for pair in pairs))
+    return out
 
 
 def main(cfg: DictConfig) -> list[dict[str, Any]]:

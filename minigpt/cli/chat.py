@@ -2,10 +2,13 @@
 
     python -m minigpt.cli.chat run=outputs/train/<run> [system="You are terse."] [sampling.temperature=0.7]
     python -m minigpt.cli.chat run=<stage=multimodal run> image=picture.png   # talk about an image
+    python -m minigpt.cli.chat run=<run> safety=filter [filter=<filter_train out>/model]   # docs/safety.md
 
 Commands: `/reset` forgets the conversation, `/system <text>` sets the system message (and resets),
 `/quit` (or Ctrl-D) leaves. Answers stream token by token. Models whose tokenizer has no chat tokens
-(pretrained only) get plain continuation: what you type is continued as text.
+(pretrained only) get plain continuation: what you type is continued as text. With `safety=filter` the
+prompt and the answer pass the constitution's judges and the learned filter (`SafetyFilter`); the answer
+is then shown whole, after the check, with the principle that fired when it is blocked or rewritten.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from omegaconf import DictConfig
 from rich.console import Console
 
+from minigpt.alignment.safety_filter import SafetyFilter
 from minigpt.cli.command import command
 from minigpt.cli.sampling import generation_config
 from minigpt.inference.chat import ChatSession
@@ -30,8 +34,10 @@ def repl(
     read: Callable[[str], str],
     console: Console,
     generator: torch.Generator | None = None,
+    guard: SafetyFilter | None = None,
 ) -> None:
-    """Read lines until /quit or end of input; answer each, streaming the answer to `console`."""
+    """Read lines until /quit or end of input; answer each, streaming the answer to `console` (or, with a
+    `guard`, checking the prompt and the whole answer first)."""
     mode = "chat template" if session.templated else "plain continuation (no chat tokens)"
     console.print(f"[dim]{mode}; {HELP}[/dim]")
     while True:
@@ -50,6 +56,8 @@ def repl(
             console.print(f"[dim]system message {'set' if rest.strip() else 'removed'}; conversation cleared[/dim]")
         elif command.startswith("/"):
             console.print(f"[dim]unknown command {command}; {HELP}[/dim]")
+        elif line.strip() and guard is not None:
+            guarded_reply(session, guard, line, console, generator)
         elif line.strip():
             console.print("[bold blue]bot>[/bold blue] ", end="")
             session.reply(
@@ -58,6 +66,33 @@ def repl(
                 generator=generator,
             )
             console.print()
+
+
+def guarded_reply(
+    session: ChatSession, guard: SafetyFilter, line: str, console: Console, generator: torch.Generator | None
+) -> None:
+    """Answer `line` through the filter: a blocked prompt is never sent; the shown answer is what history keeps."""
+    decision, where = guard.check_input(line), "prompt"
+    if decision.action == "allow":
+        decision, where = guard.check_output(line, session.reply(line, generator=generator)), "reply"
+        if session.templated:  # the conversation remembers what the user saw, not the unfiltered answer
+            session.messages[-1]["content"] = decision.text
+    console.print("[bold blue]bot>[/bold blue] " + decision.text, markup=False, highlight=False)
+    if decision.action != "allow":
+        console.print(f"[dim]filter: {where} {decision.report()}[/dim]")
+
+
+def safety_guard(cfg: DictConfig) -> SafetyFilter | None:
+    """The chat's `SafetyFilter` for `safety=filter` (with the learned filter when `filter=` is given)."""
+    if cfg.safety is None:
+        return None
+    if cfg.safety != "filter":
+        raise ConfigError(f"safety={cfg.safety!r} is not known; use safety=filter or leave it unset.")
+    from minigpt.alignment.constitution import load_constitution
+    from minigpt.alignment.filter_model import load_filter
+
+    classifier, tokenizer = load_filter(cfg.filter, cfg.device) if cfg.filter else (None, None)
+    return SafetyFilter(load_constitution(cfg.constitution), classifier, tokenizer, cfg.filter_threshold)
 
 
 @command("chat")
@@ -77,8 +112,9 @@ def main(cfg: DictConfig) -> None:
     model, tokenizer = load_model_and_tokenizer(cfg.run, map_location=cfg.device)
     if cfg.sampling.strategy == "beam":
         raise ConfigError("sampling.strategy=beam cannot stream a chat answer; use sampling.strategy=sample or greedy.")
+    guard = safety_guard(cfg)
     session = ChatSession(model, tokenizer, generation_config(cfg.sampling, tokenizer), system=cfg.system)
-    repl(session, console.input, console, torch.Generator(device=cfg.device).manual_seed(cfg.seed))
+    repl(session, console.input, console, torch.Generator(device=cfg.device).manual_seed(cfg.seed), guard)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,9 @@ class PreferenceDataModule(ChatRenderedDataModule):
 
     Args:
         path: the pairs; `val_fraction` of them are held out unless `val_path` is given.
+        source: `file` (the pairs of `path`) or `ai_feedback` (RL-CAI: the pairs are sampled from the model
+            being trained and labelled by the constitution's judges when the run starts, written to
+            `ai_feedback.out`; `minigpt.alignment.ai_feedback.write_feedback_pairs` takes `ai_feedback`).
         tasks: {name: Task} whose validation prompts DPO answers and gold-scores; empty = the tasks named
             by the records' `task` field, with default options.
         num_eval: validation prompts per task for that gold score.
@@ -136,8 +139,16 @@ class PreferenceDataModule(ChatRenderedDataModule):
         val_fraction: float = 0.05,
         num_workers: int = 0,
         seed: int = 1337,
+        source: str = "file",
+        ai_feedback: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if source == "ai_feedback":
+            from minigpt.alignment.ai_feedback import write_feedback_pairs
+
+            path = write_feedback_pairs(**(ai_feedback or {}))
+        elif source != "file":
+            raise ConfigError(f"data.source={source!r} is not known; use file (data.path=...) or ai_feedback.")
         if not path:
             raise ConfigError("data.path is unset; point it at a preference JSONL file (data.path=prefs.jsonl).")
         if not 0.0 < val_fraction < 1.0:
