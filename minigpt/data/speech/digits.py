@@ -29,6 +29,26 @@ DIGIT_WORDS = {
 }
 ESPEAK_LANGUAGE = {"zh": "cmn"}  # our tag → espeak's voice name where they differ
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
+# espeak voice variants (espeak-ng-data/voices/!v) heard in training / only in evaluation (as data=speech/digits)
+TRAIN_VOICES = (
+    "m1",
+    "m2",
+    "m3",
+    "m5",
+    "m6",
+    "f1",
+    "f2",
+    "f4",
+    "Alex",
+    "Andy",
+    "Annie",
+    "adam",
+    "anika",
+    "david",
+    "linda",
+    "max",
+)
+HELD_OUT_VOICES = ("m4", "m7", "f3", "f5", "Denis", "john")
 
 
 class SpokenDigits:
@@ -50,10 +70,10 @@ class SpokenDigits:
         transcript: str = "digits",
         min_digits: int = 1,
         max_digits: int = 4,
-        voices: Sequence[str] = ("m1", "m2", "m3", "f1", "f2"),
-        held_out_voices: Sequence[str] = ("m4", "f3"),
+        voices: Sequence[str] = TRAIN_VOICES,
+        held_out_voices: Sequence[str] = HELD_OUT_VOICES,
         snrs: Sequence[float | None] = (None, 30.0, 20.0),
-        held_out_snr: float | None = 10.0,
+        held_out_snr: float | None = 15.0,
         rate: Sequence[int] = (140, 200),
         pitch: Sequence[int] = (30, 70),
         seed: int = 0,
