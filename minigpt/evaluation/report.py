@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from minigpt.code.humaneval_eval import evaluate_humaneval
+from minigpt.code.infill_eval import infill_report
 from minigpt.evaluation.compare import ROWS, flatten, profile, ratios
 from minigpt.evaluation.logs import find_metrics_csv, read_metrics
 from minigpt.evaluation.moe_plots import plot_expert_load
@@ -117,6 +118,11 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
         options = OmegaConf.to_container(cfg.humaneval, resolve=True)
         results["humaneval"] = evaluate_humaneval(model, tokenizer, seed=cfg.seed, **options)  # type: ignore[arg-type]
 
+    if cfg.get("eval") == "infill":  # docs/code.md: held-out single-line infilling, exact match
+        options = OmegaConf.to_container(cfg.infill, resolve=True)
+        node = data_config(cfg, trained, model.config.block_size)
+        results["infill"] = infill_report(node, model, tokenizer, seed=cfg.seed, **options)  # type: ignore[arg-type]
+
     if cfg.get("eval") == "vision":  # docs/multimodal.md
         from minigpt.evaluation.vision import evaluate_vision_run
 
@@ -194,6 +200,9 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
         passes = ", ".join(f"{key} {value:.3f}" for key, value in humaneval.items() if key.startswith("pass@"))
         title = f"HumanEval ({humaneval['problems']} problems, n={humaneval['n']})"
         console.print(f"{title}: {passes}; statuses {humaneval['statuses']}")
+    if "infill" in results:
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in results["infill"].items() if k.startswith("exact_match"))
+        console.print(f"infill ({results['infill']['n']} held-out lines): {scores}")
     for when, scores in results.get("safety", {}).items():
         shown = ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float))
         console.print(f"safety ({when}): {shown}", markup=False)
