@@ -76,7 +76,7 @@ def infill_exact_match(
         raise ConfigError(f"infill order {order!r} is not one of {list(ORDERS)}.")
     missing = [t for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE) if t not in tokenizer.special_tokens]
     if missing:
-        raise ConfigError(f"eval=infill needs a tokenizer with the FIM tokens {missing}: train with tokenizer=bpe_code.")
+        raise ConfigError(f"eval=infill needs a tokenizer with the FIM tokens {missing}: train with tokenizer=bpe_code")
     stops = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
     lines: list[str] = []
     for start in range(0, len(examples), batch_size):
@@ -130,4 +130,5 @@ def infill_report(data: Any, model: Transformer, tokenizer: Tokenizer, **options
     if datamodule is None or not hasattr(datamodule, "attach_tokenizer") or not hasattr(datamodule, "prepare"):
         raise ConfigError("eval=infill needs a code corpus: evaluate a pretraining run, or pass data=python_stdlib.")
     datamodule.attach_tokenizer(tokenizer)
-    return evaluate_infill(model, tokenizer, validation_documents(datamodule.prepare().load("val"), tokenizer), **options)
+    documents = validation_documents(datamodule.prepare().load("val"), tokenizer)
+    return evaluate_infill(model, tokenizer, documents, **options)

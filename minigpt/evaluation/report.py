@@ -19,7 +19,7 @@ from minigpt.evaluation.logs import find_metrics_csv, read_metrics
 from minigpt.evaluation.moe_plots import plot_expert_load
 from minigpt.evaluation.perplexity import evaluate_lm
 from minigpt.evaluation.plots import plot_loss_curves, plot_rl_curves
-from minigpt.evaluation.tasks import evaluate_tasks
+from minigpt.evaluation.tasks import evaluate_tasks, evaluate_tasks_solved
 from minigpt.inference.generate import GenerationConfig, generate
 from minigpt.model.folder import load_model_folder, resolve_model_folder
 from minigpt.utils.errors import ConfigError
@@ -56,11 +56,14 @@ def run_tasks(cfg: DictConfig, trained: DictConfig | None) -> Any:
 def task_scores(cfg: DictConfig, trained: DictConfig | None, model: Any, tokenizer: Any, tasks: Any) -> dict[str, Any]:
     """Gold-scored accuracy on held-out test prompts of `tasks` (`run_tasks`), for this model and the model it
     started from."""
-    scores: dict[str, Any] = {"after": evaluate_tasks(model, tokenizer, tasks, "test", cfg.task_prompts)}
+    scores: dict[str, Any] = {}
+    # "solved": the share answered fully right; for a code task, greedy pass@1 (every hidden test passes).
+    scores["after"], scores["solved after"] = evaluate_tasks_solved(model, tokenizer, tasks, "test", cfg.task_prompts)
     init_from = trained.get("init_from") if trained is not None else None
     if init_from:
         base, base_tokenizer = load_model_folder(init_from)
-        scores["before"] = evaluate_tasks(base, base_tokenizer or tokenizer, tasks, "test", cfg.task_prompts)
+        before = evaluate_tasks_solved(base, base_tokenizer or tokenizer, tasks, "test", cfg.task_prompts)
+        scores["before"], scores["solved before"] = before
     return scores
 
 

@@ -78,12 +78,26 @@ def evaluate_tasks(
 
     `tasks`: task names (built with default options), Task objects, or a {name: Task} mapping.
     """
+    return evaluate_tasks_solved(model, tokenizer, tasks, split, n)[0]
+
+
+def evaluate_tasks_solved(
+    model: Transformer, tokenizer: Tokenizer, tasks: TaskSpec, split: str = "test", n: int = 100
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per task, the mean gold score and the share of prompts solved outright (score 1).
+
+    The two differ for graded scorers: a code task's score is the share of its hidden tests passed, and
+    its solved share is greedy pass@1 (every test passes, Chen et al. 2021's criterion).
+    """
     named = (
         dict(tasks)
         if isinstance(tasks, Mapping)
         else {(t if isinstance(t, str) else t.name): (get_task(t) if isinstance(t, str) else t) for t in tasks}
     )
-    return {
-        name: sum(score for *_, score in task_results(model, tokenizer, task, split, n)) / n
-        for name, task in named.items()
-    }
+    means: dict[str, float] = {}
+    solved: dict[str, float] = {}
+    for name, task in named.items():
+        scores = [score for *_, score in task_results(model, tokenizer, task, split, n)]
+        means[name] = sum(scores) / n
+        solved[name] = sum(score == 1.0 for score in scores) / n
+    return means, solved

@@ -8,13 +8,11 @@ import pytest
 
 from minigpt.code import infill_eval
 from minigpt.code.fim import FIM_MIDDLE, FIM_TOKENS, chunk_lines
-from minigpt.code.infill_eval import infill_examples, infill_exact_match, infill_prompt, validation_documents
+from minigpt.code.infill_eval import infill_exact_match, infill_examples, infill_prompt, validation_documents
 from minigpt.tokenizer.bpe import BPETokenizer
 from minigpt.utils.errors import ConfigError
 
-DOCS = [
-    "".join(f"def f{i}_{j}(x):\n    y = x * {j}\n    return y + {i}\n\n" for j in range(6)) for i in range(4)
-]
+DOCS = ["".join(f"def f{i}_{j}(x):\n    y = x * {j}\n    return y + {i}\n\n" for j in range(6)) for i in range(4)]
 
 
 def tokenizer(special: tuple[str, ...] = ("<|bos|>", "<|eos|>", "<|pad|>", *FIM_TOKENS)) -> BPETokenizer:
