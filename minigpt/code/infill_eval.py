@@ -11,6 +11,12 @@ order (`<|fim_prefix|><|fim_suffix|> suffix <|fim_middle|> prefix`), decodes gre
 its first line equals the middle exactly (indentation and newline included).
 
 A model trained without FIM has never seen the sentinels; its score is the baseline FIM should beat.
+
+Exact match of a whole line is a hard, coarse test for a tiny model, so the middle's loss is reported
+too (the paper's "FIM loss"): the mean negative log-likelihood, in nats per token, of the true middle's
+tokens after each prompt, teacher-forced. Order `l2r` is the same middle after the prefix alone, as plain
+text: what a left-to-right model can do without the suffix. A FIM-trained model should beat its own
+`l2r` loss (it uses the suffix) and the plain model's PSM and SPM losses (it knows the sentinels).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from minigpt.tokenizer.base import Tokenizer
 from minigpt.utils.errors import ConfigError
 
 ORDERS = ("psm", "spm")
+LOSS_ORDERS = ("psm", "spm", "l2r")
 
 
 def infill_examples(
@@ -51,7 +58,10 @@ def infill_examples(
 
 
 def infill_prompt(split: FIMSplit, order: str) -> str:
-    """The text the model continues with the middle: the sentinels around prefix and suffix."""
+    """The text the model continues with the middle: the sentinels around prefix and suffix (`l2r`: the
+    prefix alone, no sentinels)."""
+    if order == "l2r":
+        return split.prefix
     if order == "psm":
         return f"{FIM_PREFIX}{split.prefix}{FIM_SUFFIX}{split.suffix}{FIM_MIDDLE}"
     return f"{FIM_PREFIX}{FIM_SUFFIX}{split.suffix}{FIM_MIDDLE}{split.prefix}"
@@ -92,6 +102,31 @@ def infill_exact_match(
     return score, lines
 
 
+@torch.no_grad()
+def middle_loss(model: Transformer, tokenizer: Tokenizer, examples: Sequence[FIMSplit], order: str = "psm") -> float:
+    """Mean NLL (nats/token) of the true middles' tokens after their prompts in `order`, teacher-forced.
+
+    A prompt and middle longer than the model's context keep their last `block_size` tokens (the prompt's
+    start is dropped, never the middle's tokens unless the middle alone is longer).
+    """
+    if order not in LOSS_ORDERS:
+        raise ConfigError(f"infill order {order!r} is not one of {list(LOSS_ORDERS)}.")
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for ex in examples:
+        context = tokenizer.encode(infill_prompt(ex, order), allow_special=True) or [tokenizer.eos_id or 0]
+        middle = tokenizer.encode(ex.middle)
+        ids = (context + middle)[-(model.config.block_size + 1) :]
+        n = min(len(middle), len(ids) - 1)
+        logits, _ = model(torch.tensor([ids[:-1]]))
+        targets = torch.tensor(ids[-n:])
+        total += torch.nn.functional.cross_entropy(logits[0, -n:], targets, reduction="sum").item()
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
 def validation_documents(tokens: Sequence[int], tokenizer: Tokenizer) -> list[str]:
     """The documents of a validation token stream, without the first (the split may cut it)."""
     if tokenizer.eos_id is None:
@@ -119,6 +154,8 @@ def evaluate_infill(
         score, lines = infill_exact_match(model, tokenizer, examples, order)
         results[f"exact_match/{order}"] = score
         results[f"example/{order}"] = {"middle": examples[0].middle, "written": lines[0]}
+    for order in (*orders, "l2r"):
+        results[f"middle_loss/{order}"] = middle_loss(model, tokenizer, examples, order)
     return results
 
 

@@ -204,7 +204,7 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
         title = f"HumanEval ({humaneval['problems']} problems, n={humaneval['n']})"
         console.print(f"{title}: {passes}; statuses {humaneval['statuses']}")
     if "infill" in results:
-        scores = ", ".join(f"{k} {v:.3f}" for k, v in results["infill"].items() if k.startswith("exact_match"))
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in results["infill"].items() if k.startswith(("exact", "middle")))
         console.print(f"infill ({results['infill']['n']} held-out lines): {scores}")
     for when, scores in results.get("safety", {}).items():
         shown = ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float))

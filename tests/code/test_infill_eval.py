@@ -5,10 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
 
 from minigpt.code import infill_eval
 from minigpt.code.fim import FIM_MIDDLE, FIM_TOKENS, chunk_lines
-from minigpt.code.infill_eval import infill_exact_match, infill_examples, infill_prompt, validation_documents
+from minigpt.code.infill_eval import (
+    infill_exact_match,
+    infill_examples,
+    infill_prompt,
+    middle_loss,
+    validation_documents,
+)
+from minigpt.model.config import ModelConfig
+from minigpt.model.transformer import Transformer
 from minigpt.tokenizer.bpe import BPETokenizer
 from minigpt.utils.errors import ConfigError
 
@@ -60,3 +69,22 @@ def test_needs_the_sentinels_and_an_eos() -> None:
     assert eos is not None
     stream = tok.encode("cut in two\n") + [eos] + tok.encode(DOCS[0]) + [eos] + tok.encode(DOCS[1])
     assert validation_documents(stream, tok) == [DOCS[0], DOCS[1]]  # the first, cut by the split, is left out
+
+
+def test_middle_loss_is_the_mean_nll_of_the_middle_tokens_after_the_prompt() -> None:
+    tok = tokenizer()
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=128, vocab_size=tok.vocab_size))
+    examples = infill_examples(DOCS, 3, seed=3, piece_chars=80)
+    for order in ("psm", "spm", "l2r"):
+        total, count = 0.0, 0
+        for ex in examples:  # by hand: log-softmax over the whole sequence, the middle's positions picked out
+            context = tok.encode(infill_prompt(ex, order), allow_special=True)
+            middle = tok.encode(ex.middle)
+            ids = torch.tensor([context + middle])
+            logprobs = torch.log_softmax(model(ids)[0][0], dim=-1)
+            for j, token in enumerate(middle):
+                total -= logprobs[len(context) + j - 1, token].item()
+            count += len(middle)
+        assert middle_loss(model, tok, examples, order) == pytest.approx(total / count, rel=1e-5)
+    assert infill_prompt(examples[0], "l2r") == examples[0].prefix
