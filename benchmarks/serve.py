@@ -1,20 +1,26 @@
 """Serving throughput and latency: continuous batching against one request at a time, same server code.
 
-    OMP_NUM_THREADS=1 python benchmarks/serve.py --run <sft run>/model [--clients 1 8 32]
-        [--requests 8 32 64] [--max-tokens 64] [--rounds 3] [--endpoint completions|chat]
+    python benchmarks/serve.py --run <sft run>/model [--clients 1 8 32] [--requests 8 32 64]
+        [--max-tokens 64] [--rounds 3] [--endpoint completions|chat] [--threads 1]
 
 Each mode's server runs as `python -m minigpt.serve` in a process of its own on a free loopback port:
 `continuous` with `max_batch` = the most clients, `one-at-a-time` with `max_batch=1` (the same engine;
-every request waits for the one before it to finish, the queue holds the rest). For each number of
+every request waits for the one before it to finish, the queue holds the rest). Each server computes
+on `--threads` threads (OMP_NUM_THREADS, set here whatever the caller's environment says), and the
+clients run in this process: on a 2-core machine one server thread, its event loop and the clients
+share the cores, as a server and its users on one small machine would. For each number of
 concurrent clients, that many asyncio clients send greedy requests (a fixed list of the SFT tasks'
 prompts, so both modes produce the same tokens) until the bounded number of requests is done:
 `--endpoint completions` (default) continues each prompt for `--max-tokens` tokens unless `<|eos|>`
 comes first (decoding-bound, as serving benchmarks fix the output length), `--endpoint chat` asks the
 tasks' questions, whose answers are a few tokens (prefill- and overhead-bound).
 
-Fairness on a shared machine: both servers are up at once (an idle one sleeps), the modes alternate for
-`--rounds` rounds at each client count, and each mode is scored by its best round (load from other jobs
-only ever adds time). Reported per setting: generated tokens per second (all completion tokens / wall
+Fairness on a shared machine: both servers are up at once (an idle one sleeps); each of `--rounds`
+rounds measures every client count in both modes (their order alternating from round to round), so
+that the settings compared with each other are measured minutes apart at most and under the same
+drift of the machine's load; each setting is scored by its best round (load from other jobs only ever
+adds time). The load average is sampled before every round and its range printed.
+Reported per setting: generated tokens per second (all completion tokens / wall
 time), p50 and p95 end-to-end latency of that round, failed requests in any round; then continuous /
 one-at-a-time throughput ratios, and the p95 latency at each client count against the single-client
 p95 of the same mode (the goal: ≥ 3× throughput at 8 clients with p95 no worse than 2× the
@@ -56,12 +62,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(run: str, max_batch: int, max_queue: int) -> tuple[subprocess.Popen, str]:
-    """`python -m minigpt.serve` in a subprocess; returns it and its base URL once /health answers."""
+def start_server(run: str, max_batch: int, max_queue: int, threads: int) -> tuple[subprocess.Popen, str]:
+    """`python -m minigpt.serve` in a subprocess on `threads` threads; returns it and its base URL once
+    /health answers."""
     port = free_port()
     args = [f"run={run}", f"port={port}", f"max_batch={max_batch}", f"max_queue={max_queue}"]
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "minigpt.serve", *args], cwd=root, env=env, stdout=subprocess.DEVNULL
     )
@@ -131,6 +138,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, nargs="+", default=[8, 32, 64], help="requests per client count")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="compute threads of each server")
     parser.add_argument(
         "--endpoint",
         choices=["completions", "chat"],
@@ -141,15 +149,17 @@ def main() -> None:
     args = parser.parse_args()
     modes = {"continuous": max(args.clients), "one-at-a-time": 1}
     servers = {
-        mode: start_server(args.run, max_batch, max_queue=max(args.clients)) for mode, max_batch in modes.items()
+        mode: start_server(args.run, max_batch, max(args.clients), args.threads) for mode, max_batch in modes.items()
     }
+    loads: list[float] = []
     results: dict[tuple[str, int], dict[str, float]] = {}
     try:
         for _, url in servers.values():
             asyncio.run(load(url, 1, 2, args.max_tokens, args.endpoint))  # warm-up
-        for clients, requests in zip(args.clients, args.requests):
-            for round_ in range(args.rounds):
-                order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+        for round_ in range(args.rounds):
+            loads.append(os.getloadavg()[0])
+            order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+            for clients, requests in zip(args.clients, args.requests):
                 for mode in order:
                     result = asyncio.run(load(servers[mode][1], clients, requests, args.max_tokens, args.endpoint))
                     best = results.get((mode, clients))
@@ -161,9 +171,8 @@ def main() -> None:
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=60)
-    load_average = os.getloadavg()[0]
     setting = f"/v1/{args.endpoint}, max_tokens {args.max_tokens}, best of {args.rounds} rounds, {args.run}"
-    print(f"load average {load_average:.1f}; {setting}\n")
+    print(f"load average {min(loads):.1f}–{max(loads):.1f}; {args.threads} thread(s) per server; {setting}\n")
     print("| mode | clients | requests | tokens/s | p50 latency (s) | p95 latency (s) | failed |")
     print("|---|---|---|---|---|---|---|")
     for (mode, clients), r in results.items():

@@ -211,7 +211,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def report(cfg: DictConfig, stage: Stage, folder: Path, metrics: dict[str, float], datamodule: Any = None) -> None:
     """Print final samples, then the run's numbers, where it lives and the next commands for it."""
-    if cfg.get("final_samples") and stage.tokenizer is not None:
+    if cfg.get("final_samples") and stage.tokenizer is not None and stage.writes_text:
         print_final_samples(cfg, stage, datamodule)
     shown = {k: round(v, 4) for k, v in sorted(metrics.items()) if k.startswith(("train/", "val/"))}
     log.info("done: " + (", ".join(f"{k}={v}" for k, v in shown.items()) or "no metrics were logged"))
@@ -258,6 +258,8 @@ def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
         if kind == "multimodal"
         else " eval=safety"
         if kind == "cai_sl"
+        else " eval=speech"
+        if kind == "speech"
         else ""
     )
     following = {
@@ -280,6 +282,8 @@ def next_commands(cfg: DictConfig, run: Path, stage: Stage) -> list[str]:
         "multimodal": [
             f"python train.py stage=multimodal init_from={model} data=vision/mix vision.train=all   # stage 2"
         ],
+        "tts": [f'python -m minigpt.speak run={run} text="4 7 1" out=out.wav png=out.png'],
+        "speech": [f"python -m minigpt.transcribe run={run} audio=clip.wav"],
         "cai_sl": [
             f"python -m minigpt.alignment.ai_feedback run={model} red_team=<red folder> out=prefs.jsonl   # then:",
             f"python train.py stage=dpo init_from={model} data=preferences data.path=prefs.jsonl",

@@ -149,6 +149,13 @@ def data_file(kind: str, workdir: Path) -> str:
         np.save(workdir / "image.npy", np.zeros((24, 24), dtype=np.float32))
         chat = [{"role": "user", "content": "<image> colour?"}, {"role": "assistant", "content": "black"}]
         return write_jsonl(workdir / "images.jsonl", [{"images": ["image.npy"], "messages": chat}] * 10)
+    if kind == "SpeechDataModule":  # data=speech/wav_folder: a folder of WAV files with transcripts
+        from minigpt.audio.wav import write_wav
+
+        (workdir / "clips").mkdir(exist_ok=True)
+        write_wav(workdir / "clips" / "a.wav", [0.0] * 1600, 16_000)
+        (workdir / "clips" / "a.txt").write_text("hello", encoding="utf-8")
+        return str(workdir / "clips")
     raise AssertionError(f"tests/test_configs.py does not know which file {kind} reads; add it to data_file.")
 
 
@@ -349,6 +356,8 @@ COMMAND_BUILDS: dict[str, Callable[[DictConfig], None]] = {
     "scrub": build_nothing,
     "plan": build_plan,
     "run_sandboxed": build_nothing,  # tests/code/test_run_sandboxed.py runs it
+    "speak": build_nothing,  # tests/stages/test_tts_stage.py runs it on a trained TTS run
+    "transcribe": build_nothing,  # tests/speech/test_speech_stage.py runs it
 }
 # train_tokenizer reads only its data node's corpus; the rest of that node (seq_len: ${model.block_size})
 # belongs to training and does not resolve without a model.
@@ -363,6 +372,8 @@ COMMAND_REQUIRED: dict[str, Callable[[Path], str]] = {
     "file": lambda workdir: __file__,  # composed only: any Python file
     "red_team": lambda workdir: str(workdir / "red"),
     "input": lambda workdir: str(workdir / "in.txt"),
+    "text": lambda workdir: "4 7 1",
+    "audio": lambda workdir: str(workdir / "clip.wav"),  # composed only: the command reads it
 }
 
 

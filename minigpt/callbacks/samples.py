@@ -40,6 +40,8 @@ class SampleGeneration(L.Callback):
         tokenizer = getattr(pl_module, "tokenizer", None)
         if tokenizer is None or trainer.sanity_checking or self.num_samples <= 0:
             return
+        if not getattr(pl_module, "writes_text", True):  # a text-to-speech model has no text to show
+            return
         if trainer.fast_dev_run:  # a rehearsal of the loop: it writes nothing into the run folder
             return
         # A tensor-parallel model's forward is a collective: every rank generates (the same tokens, from

@@ -35,14 +35,18 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from minigpt.code import isolation
 from minigpt.code.sandbox_boot import EXIT_OUT_OF_MEMORY, EXIT_REFUSED
 from minigpt.utils.errors import ConfigError
+
+if TYPE_CHECKING:
+    from minigpt.code.fork_server import ForkServer
 
 BOOT_SOURCE = (Path(__file__).parent / "sandbox_boot.py").read_text()
 SAMPLE_NAME = "sample.py"
@@ -101,7 +105,7 @@ class Result:
 
 
 @dataclass
-class _Output:
+class BoundedOutput:
     """What is kept of one stream: its first and its last `cap // 2` bytes (the end holds a traceback's
     exception and a judge's verdict), and how many bytes in between were dropped."""
 
@@ -126,30 +130,31 @@ class _Output:
         return bytes(self.head + gap + self.tail).decode("utf-8", errors="replace")
 
 
-def _read_until(proc: subprocess.Popen[bytes], deadline: float, cap: int) -> tuple[_Output, _Output, bool]:
-    """Read stdout and stderr until both close or `deadline` passes; True as third item on a timeout.
+def read_until(
+    stdout: int, stderr: int, deadline: float, cap: int, ended: Callable[[], bool], kill_group: Callable[[], None]
+) -> tuple[BoundedOutput, BoundedOutput, bool]:
+    """Read the two pipes until both close or `deadline` passes; True as third item on a timeout.
 
-    When the sample's own process ends, its group is killed at once: a child it left behind still holds
-    the pipes open, and waiting for it would turn a finished sample into a timeout.
+    When the sample's own process has `ended`, its group is killed at once: a child it left behind still
+    holds the pipes open, and waiting for it would turn a finished sample into a timeout.
     """
-    assert proc.stdout is not None and proc.stderr is not None
-    outputs = {proc.stdout.fileno(): _Output(cap), proc.stderr.fileno(): _Output(cap)}
+    outputs = {stdout: BoundedOutput(cap), stderr: BoundedOutput(cap)}
     with selectors.DefaultSelector() as selector:
         for fd in outputs:
             selector.register(fd, selectors.EVENT_READ)
         while selector.get_map():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return outputs[proc.stdout.fileno()], outputs[proc.stderr.fileno()], True
+                return outputs[stdout], outputs[stderr], True
             for key, _ in selector.select(min(remaining, 0.05)):
                 data = os.read(key.fd, 1 << 16)
                 if not data:
                     selector.unregister(key.fd)
                     continue
                 outputs[key.fd].add(data)
-            if proc.poll() is not None:
-                _kill_group(proc)  # the sample has ended: its leftover children go too
-    return outputs[proc.stdout.fileno()], outputs[proc.stderr.fileno()], False
+            if ended():
+                kill_group()  # the sample has ended: its leftover children go too
+    return outputs[stdout], outputs[stderr], False
 
 
 def _children(pid: int) -> list[int]:
@@ -176,14 +181,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
-    _kill_group(proc)  # whatever is left of the session (the process level's grandchildren)
+    kill_group(proc.pid)  # whatever is left of the session (the process level's grandchildren)
     return proc.wait()
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def kill_group(pid: int) -> None:
     """SIGKILL every process in the sample's session (it leads its own group: pgid = its pid)."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass  # the group is already empty
 
@@ -223,9 +228,20 @@ class Sandbox:
     `guard=False` switches off the audit hook, to test the kernel's layer on its own.
     """
 
-    def __init__(self, limits: Limits | None = None, isolation_level: str = "auto", guard: bool = True) -> None:
+    def __init__(
+        self, limits: Limits | None = None, isolation_level: str = "auto", guard: bool = True, start: str = "exec"
+    ) -> None:
         self.limits = limits or Limits()
         self.level = isolation.resolve_level(isolation_level)
+        if start not in ("exec", "fork"):
+            raise ConfigError(f"start={start!r} is not a way to start samples; use exec or fork.")
+        if start == "fork" and self.level != "process":
+            raise ConfigError(
+                "start=fork forks samples from one warm interpreter, which cannot give each its own namespaces; "
+                "use it with isolation=process, or keep start=exec for the namespace level."
+            )
+        self.start = start
+        self._servers: dict[int, ForkServer] = {}
         if self.level == "process" and not guard:
             raise ConfigError(
                 "guard=false at the process isolation level would run the sample with no isolation at all; "
@@ -240,21 +256,25 @@ class Sandbox:
     def description(self) -> str:
         """The layers that are active, as recorded in each `Result`."""
         layers = ["namespaces(net,pid,mount-ro,uid)"] if self.level == "namespaces" else ["process-group"]
-        return "+".join([*layers, "rlimits", *(["guard"] if self.guard else [])])
+        start = ["forked"] if self.start == "fork" else []  # from a warm fork server, not a fresh interpreter
+        return "+".join([*layers, "rlimits", *(["guard"] if self.guard else []), *start])
 
     @property
     def uids(self) -> range:
         """The user ids this sandbox's programs run as in the namespace level (to check none is left)."""
         return range(self._first_uid, self._first_uid + SLOTS)
 
-    def _command(self, workdir: Path, slot: int) -> list[str]:
+    def _boot_config(self) -> dict[str, object]:
+        """What `sandbox_boot` needs: the limits, whether to guard, the sample's file name."""
         limits = self.limits.rlimits()
         if self.level != "namespaces":
             # RLIMIT_NPROC counts every process (and thread) of the user: without a user of its own the
             # sample would share the count with everything the evaluator's user runs. The guard refuses forks.
             limits["processes"] = 0
-        boot_args = {"limits": limits, "guard": self.guard, "sample": SAMPLE_NAME}
-        python_args = ["-I", "-S", "-u", "-c", BOOT_SOURCE, json.dumps(boot_args)]
+        return {"limits": limits, "guard": self.guard, "sample": SAMPLE_NAME}
+
+    def _command(self, workdir: Path, slot: int) -> list[str]:
+        python_args = ["-I", "-S", "-u", "-c", BOOT_SOURCE, json.dumps(self._boot_config())]
         if self.level == "namespaces":
             return isolation.namespace_command(workdir, self._first_uid + slot, python_args)
         return isolation.direct_command(python_args)
@@ -262,7 +282,8 @@ class Sandbox:
     def run(self, source: str) -> Result:
         """Run one program (its source text) and return what happened; never raises for the program's sake."""
         with self._lock:
-            slot = self._slots.pop(0)
+            slot = min(self._slots)  # the lowest free one: a worker keeps its slot (and its fork server)
+            self._slots.remove(slot)
         try:
             return self._run_in_slot(source, slot)
         finally:
@@ -275,23 +296,15 @@ class Sandbox:
         try:
             (workdir / SAMPLE_NAME).write_text(source, encoding="utf-8", errors="replace")
             env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(workdir), "TMPDIR": str(workdir)}
-            proc = subprocess.Popen(
-                self._command(workdir, slot),
-                cwd=workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # its own process group: one killpg reaches everything it starts
-            )
-            try:
-                out, err, timed_out = _read_until(proc, start + self.limits.timeout, self.limits.max_output_bytes)
-            finally:
-                exit_code = _stop(proc)  # reaped: no zombie
-                for stream in (proc.stdout, proc.stderr):
-                    if stream is not None:
-                        stream.close()
+            if self.start == "fork":
+                out, err, timed_out, exit_code = self._server(slot).run(
+                    {**self._boot_config(), "dir": str(workdir), "env": env}, start + self.limits.timeout, self.limits
+                )
+            else:
+                out, err, timed_out, exit_code = self._run_process(workdir, slot, env, start)
             stderr = err.text()
+            if exit_code is None:  # the fork server died under it (it is restarted for the next sample)
+                return Result("crashed", "the fork server ended", out.text(), stderr, 0.0, self.description)
             status, error = classify(exit_code, stderr, timed_out, self.limits)
             return Result(
                 status=status,
@@ -305,6 +318,52 @@ class Sandbox:
             )
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _run_process(
+        self, workdir: Path, slot: int, env: dict[str, str], start: float
+    ) -> tuple[BoundedOutput, BoundedOutput, bool, int]:
+        """Start the sample as a fresh interpreter, read its output until it ends or times out, reap it."""
+        proc = subprocess.Popen(
+            self._command(workdir, slot),
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: one killpg reaches everything it starts
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            out, err, timed_out = read_until(
+                proc.stdout.fileno(),
+                proc.stderr.fileno(),
+                start + self.limits.timeout,
+                self.limits.max_output_bytes,
+                ended=lambda: proc.poll() is not None,
+                kill_group=lambda: kill_group(proc.pid),
+            )
+        finally:
+            exit_code = _stop(proc)  # reaped: no zombie
+            proc.stdout.close()
+            proc.stderr.close()
+        return out, err, timed_out, exit_code
+
+    def _server(self, slot: int) -> ForkServer:
+        """The slot's fork server, started on first use (and again if it died)."""
+        from minigpt.code.fork_server import ForkServer  # it reads output with this module's helpers
+
+        with self._lock:
+            server = self._servers.get(slot)
+            if server is None or not server.alive():
+                server = self._servers[slot] = ForkServer()
+            return server
+
+    def close(self) -> None:
+        """Stop the fork servers (they also stop on their own when this process ends)."""
+        with self._lock:
+            for server in self._servers.values():
+                server.close()
+            self._servers.clear()
 
     def run_many(self, sources: Sequence[str], workers: int = 4) -> list[Result]:
         """Run every program, `workers` at a time (threads each driving one subprocess); results in order."""

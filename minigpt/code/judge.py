@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from minigpt.code.execution import Result, Sandbox
+from minigpt.code.languages import get_language
 from minigpt.code.problems import CodeProblem
+from minigpt.utils.errors import ConfigError
 
 _HARNESS = """
 import sys
@@ -80,7 +82,15 @@ def read_verdict(result: Result, marker: str, total: int) -> Verdict:
 def judge(
     sandbox: Sandbox, problems: Sequence[CodeProblem], completions: Sequence[str], workers: int = 4
 ) -> list[Verdict]:
-    """Run each completion against its problem's tests, `workers` at a time; verdicts in order."""
+    """Run each completion against its problem's tests, `workers` at a time; verdicts in order.
+
+    Only Python is run (`minigpt.code.languages`): a problem in another language is refused here.
+    """
+    for problem in problems:
+        if not get_language(problem.language).executed:
+            raise ConfigError(
+                f"Problem {problem.task_id} is {problem.language}, which the sandbox does not run (Python only)."
+            )
     markers = [secrets.token_hex(16) for _ in completions]
     programs = [judged_program(p, c, m) for p, c, m in zip(problems, completions, markers, strict=True)]
     results = sandbox.run_many(programs, workers=workers)

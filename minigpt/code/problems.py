@@ -35,9 +35,15 @@ class CodeProblem:
     tests: tuple[str, ...]
     prefix_prompt: bool = True  # HumanEval: the completion continues the prompt; MBPP: it stands alone
     language: str = "python"
+    # The completion is data for the tests, not code to run (unit tests to try on mutants, a predicted
+    # output): it is bound to the name `COMPLETION` as a string, and `prefix_prompt` is not used.
+    quote_completion: bool = False
 
     def solution(self, completion: str) -> str:
-        """The code under test: the prompt and its completion (HumanEval), or the completion alone (MBPP)."""
+        """The code under test: the prompt and its completion (HumanEval), the completion alone (MBPP), or
+        the completion as the string `COMPLETION` (`quote_completion`)."""
+        if self.quote_completion:
+            return f"COMPLETION = {completion!r}"
         return self.prompt + completion if self.prefix_prompt else completion
 
     def program(self, completion: str) -> str:

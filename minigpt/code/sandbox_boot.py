@@ -14,7 +14,8 @@ It runs in the sandboxed interpreter before any of the sample's code, so everyth
    one) acts without asking. The guard is a second layer behind the kernel's namespaces, not a sandbox
    on its own (docs/code.md says what each layer does and does not stop).
 
-Arguments: `argv[1]` is a JSON object {"limits": {...}, "guard": bool, "sample": file name}.
+Arguments: `argv[1]` is a JSON object {"limits": {...}, "guard": bool, "sample": file name}, or
+{"serve": fd}: the fork server (`serve`), which forks one child per sample after its imports are done.
 """
 
 from __future__ import annotations
@@ -114,6 +115,9 @@ def install_guard(workdir: str) -> None:
     """Install the audit hook: writes inside `workdir` only, reads inside it or the standard library."""
     writable = (os.path.realpath(workdir),)
     stdlib = {os.path.realpath(sysconfig.get_paths()[key]) for key in ("stdlib", "platstdlib")}
+    # `python -I -S`'s own search path (the stdlib, its zip, lib-dynload): a traceback looks for a deleted
+    # file's lines there (sample.py in python311.zip), and that look must not count as a forbidden read.
+    stdlib |= {os.path.realpath(entry) for entry in sys.path if entry}
     readable = (*writable, *sorted(stdlib), "/dev/null", "/dev/urandom", "/dev/zero")
     busy = False  # the hook's own calls (realpath) raise events too: do not judge those
 
@@ -145,9 +149,9 @@ def install_guard(workdir: str) -> None:
     sys.addaudithook(guard)
 
 
-def main() -> None:
-    """Set the limits, install the guard, run the sample as `__main__`; map MemoryError to its own status."""
-    config = json.loads(sys.argv[1])
+def run_sample(config: dict) -> None:
+    """Set the limits, install the guard, run the sample as `__main__` (in the current folder); map
+    MemoryError to its own status."""
     set_limits(config["limits"])
     sample = os.path.abspath(config["sample"])
     with open(sample, encoding="utf-8", errors="replace") as f:
@@ -165,6 +169,74 @@ def main() -> None:
     except MemoryError:
         os.write(2, b"MemoryError: the sample ran out of its address-space limit\n")
         os._exit(EXIT_OUT_OF_MEMORY)
+
+
+def _forked_sample(request: dict, fds: list[int], control: int) -> None:
+    """In the fork server's child: become the sample's own session with its output pipes, folder and
+    environment, run it, and exit with the status a fresh interpreter would have."""
+    code = 0
+    try:
+        os.close(control)  # the sample must not talk to the fork server
+        os.setsid()  # a process group of its own: the evaluator kills it as one
+        null = os.open(os.devnull, os.O_RDONLY)
+        for fd, target in ((null, 0), (fds[0], 1), (fds[1], 2)):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["dir"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        run_sample(request)
+    except SystemExit as exit_:  # what the interpreter does with it at exit
+        if exit_.code is None or isinstance(exit_.code, int):
+            code = exit_.code or 0
+        else:
+            print(exit_.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    try:
+        if "threading" in sys.modules:
+            sys.modules["threading"]._shutdown()  # wait for the sample's threads, as interpreter exit does
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code & 0xFF)
+
+
+def serve(control: int) -> None:
+    """The fork server: imports done once, then one `fork` per sample request (docs/code.md).
+
+    Each request on the `control` socket (SOCK_SEQPACKET) is a JSON object (the sample's boot config plus
+    its folder and environment) with the write ends of its stdout and stderr pipes attached; the reply is
+    {"pid": …} at once, then {"status": …} (the raw wait status) when the child has been reaped. The
+    server ends when the evaluator closes its end.
+    """
+    import socket
+
+    sysconfig.get_paths()  # warm what every child's guard reads (the configuration variables), once
+    channel = socket.socket(fileno=control)
+    while True:
+        message, fds, _, _ = socket.recv_fds(channel, 1 << 16, 2)
+        if not message:
+            return
+        pid = os.fork()
+        if pid == 0:
+            _forked_sample(json.loads(message), fds, control)
+        for fd in fds:
+            os.close(fd)
+        channel.sendall(json.dumps({"pid": pid}).encode())
+        _, status = os.waitpid(pid, 0)
+        channel.sendall(json.dumps({"status": status}).encode())
+
+
+def main() -> None:
+    """Run the sample `argv[1]` describes, or serve forks when it says {"serve": control fd}."""
+    config = json.loads(sys.argv[1])
+    if "serve" in config:
+        serve(config["serve"])
+    else:
+        run_sample(config)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,10 @@ class Template:
         """The reference body."""
         return f"    return {self.body.format(k=k)}\n"
 
+    def source(self, k: int) -> str:
+        """The whole reference function."""
+        return self.prompt(k) + self.answer(k)
+
 
 TEMPLATES = {
     t.name: t
@@ -84,7 +89,50 @@ TEST_TEMPLATES = frozenset({"mod", "pad"})
 _HEADER = re.compile(r"def ([a-z_]+)_(\d+)\(")
 
 
-class CodeFunctions(Task):
+def find_template(text: str) -> tuple[Template, int]:
+    """The template and constant of the first `def <template>_<k>(` in `text` (a prompt that shows one)."""
+    match = _HEADER.search(text)
+    if match is None or match.group(1) not in TEMPLATES:
+        raise ValueError(f"No template function in the prompt {text[:40]!r}.")
+    return TEMPLATES[match.group(1)], int(match.group(2))
+
+
+def hidden_tests(template: Template, k: int, num_tests: int) -> tuple[str, ...]:
+    """Asserts comparing `<template>_<k>` with the reference on inputs drawn from a seed hashed from the
+    function's prompt, so the same function always gets the same tests."""
+    rng = random.Random(hashlib.sha256(template.prompt(k).encode()).digest())
+    reference = eval(f"lambda {template.arg}: {template.body.format(k=k)}")  # our own template, not input
+    name = f"{template.name}_{k}"
+    return tuple(
+        f"assert {name}({value!r}) == {reference(value)!r}" for value in (template.draw(rng) for _ in range(num_tests))
+    )
+
+
+def split_of_template(name: str) -> str:
+    """A template's split: the validation and test templates are never trained on."""
+    return "test" if name in TEST_TEMPLATES else "val" if name in VAL_TEMPLATES else "train"
+
+
+class ExecutedTask(Task):
+    """A task whose gold scorer runs the reply: `code_problem(prompt)` gives the tests, and the score is
+    the share of them the reply passes in the sandbox (`minigpt.code.judge`). Every code task with a
+    program to run is one, so `stage.reward=execution` and `evaluate.py eval=code` take any of them."""
+
+    sandbox: Sandbox | None = None  # started on the first score (probing the isolation costs a run)
+    finite = True  # held-out templates and stdlib modules hold few distinct prompts (Task.finite)
+
+    @abstractmethod
+    def code_problem(self, prompt: str) -> CodeProblem:
+        """The problem behind `prompt`: what the reply is judged by."""
+
+    def score(self, prompt: str, completion: str) -> float:
+        """The share of the prompt's tests the reply passes."""
+        self.sandbox = self.sandbox or Sandbox(Limits(timeout=3.0))
+        (verdict,) = judge(self.sandbox, [self.code_problem(prompt)], [completion], workers=1)
+        return verdict.fraction
+
+
+class CodeFunctions(ExecutedTask):
     """Write a function's body from its header and docstring; scored by hidden tests run in the sandbox.
 
     Args:
@@ -100,7 +148,6 @@ class CodeFunctions(Task):
         if max_k < 1 or num_tests < 1:
             raise ConfigError(f"task max_k={max_k}, num_tests={num_tests}: both must be at least 1.")
         self.max_k, self.num_tests = max_k, num_tests
-        self.sandbox: Sandbox | None = None  # started on the first score (probing the isolation costs a run)
 
     def generate(self, rng: random.Random) -> Example:
         """A random template and constant."""
@@ -110,27 +157,10 @@ class CodeFunctions(Task):
 
     def split_of(self, prompt: str) -> str:
         """By template: validation and test templates never appear in training."""
-        template, _ = self._parse(prompt)
-        return "test" if template.name in TEST_TEMPLATES else "val" if template.name in VAL_TEMPLATES else "train"
-
-    def _parse(self, prompt: str) -> tuple[Template, int]:
-        match = _HEADER.match(prompt)
-        if match is None or match.group(1) not in TEMPLATES:
-            raise ValueError(f"Not a code_functions prompt: {prompt[:40]!r}.")
-        return TEMPLATES[match.group(1)], int(match.group(2))
+        return split_of_template(find_template(prompt)[0].name)
 
     def code_problem(self, prompt: str) -> CodeProblem:
         """The prompt's problem: its hidden tests compare the function with the reference on drawn inputs."""
-        template, k = self._parse(prompt)
-        rng = random.Random(hashlib.sha256(prompt.encode()).digest())
-        reference = eval(f"lambda {template.arg}: {template.body.format(k=k)}")  # our own template, not input
-        inputs = [template.draw(rng) for _ in range(self.num_tests)]
-        name = f"{template.name}_{k}"
-        tests = tuple(f"assert {name}({value!r}) == {reference(value)!r}" for value in inputs)
-        return CodeProblem(f"{self.name}/{name}", prompt, template.answer(k), "", tests)
-
-    def score(self, prompt: str, completion: str) -> float:
-        """The share of the hidden tests the completed function passes."""
-        self.sandbox = self.sandbox or Sandbox(Limits(timeout=3.0))
-        (verdict,) = judge(self.sandbox, [self.code_problem(prompt)], [completion], workers=1)
-        return verdict.fraction
+        template, k = find_template(prompt)
+        tests = hidden_tests(template, k, self.num_tests)
+        return CodeProblem(f"{self.name}/{template.name}_{k}", prompt, template.answer(k), "", tests)

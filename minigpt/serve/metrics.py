@@ -43,7 +43,10 @@ class ServerMetrics:
             registry=r,
         )
         self.step_batch = Histogram(
-            "minigpt_step_batch_size", "rows decoded per engine step", buckets=BATCH_BUCKETS, registry=r
+            "minigpt_step_batch_size",
+            "rows per engine step (running and joining requests)",
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )
         self.tokens_per_second = Gauge(
             "minigpt_tokens_per_second", "tokens generated per second, recent window", registry=r
@@ -61,7 +64,7 @@ class ServerMetrics:
         self.batch_size.set_function(lambda: engine.batch_size)
 
     def observe_step(self, rows: int, tokens: int) -> None:
-        """One engine step: `rows` decoded, `tokens` produced (the engine's `on_step`)."""
+        """One engine step: `rows` in its forward pass, `tokens` produced (the engine's `on_step`)."""
         if rows:
             self.step_batch.observe(rows)
         self.generated_tokens.inc(tokens)

@@ -46,6 +46,8 @@ class Stage(L.LightningModule):
     checkpoint_monitor: tuple[str, str] = ("val/loss", "min")
     # Trainer arguments the stage's way of training requires, whatever the `trainer` config says.
     trainer_overrides: ClassVar[dict[str, Any]] = {}
+    # Whether the model writes text (sampled during validation and after training); stage=tts does not.
+    writes_text: ClassVar[bool] = True
 
     def __init__(
         self,

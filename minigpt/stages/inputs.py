@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from minigpt.audio.features import MelConfig
 from minigpt.data.chat import ChatDataModule
 from minigpt.data.preferences import PreferenceDataModule
 from minigpt.data.prompts import PromptDataModule
+from minigpt.data.speech.tts import TTSDataModule
 from minigpt.data.text import TextDataModule
 from minigpt.tasks.base import Task
 from minigpt.utils.errors import ConfigError
@@ -45,6 +47,7 @@ class StageInputs:
         row_batches: `split` → the chat batches of that split in order, each with its rows' `index` in the
             split — chat data only (distillation's cached teacher).
         val_bytes_per_token: UTF-8 bytes per validation token, for bits per byte — raw-text data only.
+        mel_frames: the log-mel front end of the reference frames — text-to-speech data only.
     """
 
     source: str = ""
@@ -56,6 +59,7 @@ class StageInputs:
     pair_batches: Callable[[str], Iterable[dict[str, Any]]] | None = None
     row_batches: Callable[[str], Iterable[dict[str, Any]]] | None = None
     val_bytes_per_token: Callable[[], float] | None = None
+    mel_frames: MelConfig | None = None
 
 
 def stage_inputs(datamodule: Any) -> StageInputs:
@@ -72,6 +76,7 @@ def stage_inputs(datamodule: Any) -> StageInputs:
         pair_batches=datamodule.dataloader if isinstance(datamodule, PreferenceDataModule) else None,
         row_batches=datamodule.dataloader if isinstance(datamodule, ChatDataModule) else None,
         val_bytes_per_token=partial(getattr, datamodule, "val_bytes_per_token") if text else None,
+        mel_frames=datamodule.mel_config() if isinstance(datamodule, TTSDataModule) else None,
     )  # bound methods and partials, not lambdas: `strategy=ddp_spawn` pickles the stage with its inputs
 
 

@@ -23,6 +23,7 @@ ROLES = ("system", "user", "assistant")
 # One placeholder per image token: its embedding is replaced by a projected image patch
 # (`minigpt.model.vision`); like the role markers it is special, so no text can produce it.
 IMAGE_TOKEN = "<|image|>"
+AUDIO_TOKEN = "<|audio|>"
 
 
 def has_chat_tokens(tokenizer: Tokenizer) -> bool:
@@ -39,6 +40,28 @@ def add_image_token(tokenizer: Tokenizer) -> int:
     """Add `<|image|>` (after the chat tokens) if missing; returns its id."""
     add_chat_tokens(tokenizer)
     return tokenizer.add_special_tokens([IMAGE_TOKEN])[0]
+
+
+def add_audio_token(tokenizer: Tokenizer) -> int:
+    """Add `<|audio|>` (after the chat tokens) if missing; returns its id."""
+    add_chat_tokens(tokenizer)
+    return tokenizer.add_special_tokens([AUDIO_TOKEN])[0]
+
+
+def placeholder_encoder(
+    tokenizer: Tokenizer, marker: str, placeholder_id: int, count: int
+) -> Callable[[str], list[int]]:
+    """An `encode_content` for `render_chat` that writes each `marker` of a message (`<image>`, `<audio>`) as
+    `count` placeholder tokens (one per encoder vector of the image or clip) and encodes the text around it."""
+
+    def encode(text: str) -> list[int]:
+        parts = [tokenizer.encode(part) for part in text.split(marker)]
+        ids = parts[0]
+        for part in parts[1:]:
+            ids = ids + [placeholder_id] * count + part
+        return ids
+
+    return encode
 
 
 def role_token(role: str) -> str:

@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,9 +23,12 @@ from minigpt.utils.errors import ConfigError
 LIMITS = Limits(timeout=1.5, memory_bytes=128 * 2**20, processes=8, max_output_bytes=4096)
 
 
-@pytest.fixture(scope="module")
-def guarded() -> Sandbox:
-    return Sandbox(LIMITS)
+@pytest.fixture(scope="module", params=["auto", "fork"])
+def guarded(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    """The best level here, and the process level's fork server: every guarded test runs against both."""
+    sandbox = Sandbox(LIMITS) if request.param == "auto" else Sandbox(LIMITS, "process", start="fork")
+    yield sandbox
+    sandbox.close()
 
 
 @pytest.fixture(scope="module")
@@ -248,3 +252,29 @@ def test_run_many_runs_in_parallel_and_keeps_the_order(guarded: Sandbox) -> None
 def test_no_isolation_at_all_is_refused() -> None:
     with pytest.raises(ConfigError, match="guard=false"):
         Sandbox(LIMITS, "process", guard=False)
+
+
+def test_the_fork_server_runs_at_the_process_level_only() -> None:
+    with pytest.raises(ConfigError, match="start='spawn'"):
+        Sandbox(LIMITS, "process", start="spawn")
+    if namespaces_work():
+        with pytest.raises(ConfigError, match="start=fork"):
+            Sandbox(LIMITS, "namespaces", start="fork")
+
+
+def test_a_killed_fork_server_is_a_result_and_is_restarted() -> None:
+    sandbox = Sandbox(LIMITS, "process", start="fork")
+    assert sandbox.run("print(1)").stdout == "1\n"
+    server = sandbox._servers[0]
+    server.process.kill()
+    server.process.wait()
+    assert sandbox.run("print(2)").stdout == "2\n"  # a fresh server took over
+    sandbox.close()
+
+
+def test_each_worker_keeps_one_fork_server() -> None:
+    sandbox = Sandbox(LIMITS, "process", start="fork")
+    results = sandbox.run_many([f"print({i})" for i in range(8)], workers=2)
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(8)]
+    assert len(sandbox._servers) <= 2 and all("forked" in r.isolation for r in results)  # not one per sample
+    sandbox.close()

@@ -44,6 +44,30 @@ def test_requests_joining_and_leaving_get_the_tokens_of_generate_alone(tiny_mode
     assert all(r.finish_reason in ("stop", "length") for r in requests)
 
 
+@pytest.mark.parametrize("family", ["gpt", "llama"])
+def test_requests_arriving_together_are_prefilled_in_one_pass(tiny_model, family: str) -> None:
+    model = tiny_model(family, block_size=16, init_std=0.3)
+    # The 20-token prompt is longer than the context (its last 16 tokens are prefilled, then it shifts at
+    # once, inside the next step's pass); 3 + 20 tokens shift later, beside rows that decode.
+    prompts = [[1, 2, 3], [4] * 9, [5, 6], [7] * 20]
+    limits = [20, 6, 12, 5]
+    alone = [
+        generate(model, [p], GenerationConfig(max_new_tokens=n, **GREEDY)).token_lists()[0]
+        for p, n in zip(prompts, limits)
+    ]
+    passes: list[int] = []  # tokens of each forward pass of the model
+    model.tok_emb.register_forward_hook(lambda module, args, out: passes.append(args[0].numel()))
+    engine = ContinuousBatcher(model, max_batch=4)
+    requests = [
+        engine.submit(Request(p, GenerationConfig(max_new_tokens=n, **GREEDY))) for p, n in zip(prompts, limits)
+    ]
+    engine.step()
+    assert passes == [3 + 9 + 2 + 16] and [len(r.tokens) for r in requests] == [1, 1, 1, 1]
+    steps = 1 + len(drain(engine))
+    assert len(passes) == steps  # every step, shifts included, is one forward pass
+    assert [r.tokens for r in requests] == alone
+
+
 def test_late_request_joins_a_running_batch(tiny_model) -> None:
     model = tiny_model("gpt", init_std=0.3)
     engine = ContinuousBatcher(model, max_batch=4)
@@ -52,7 +76,7 @@ def test_late_request_joins_a_running_batch(tiny_model) -> None:
         engine.step()
     late = engine.submit(Request([6, 5], GenerationConfig(max_new_tokens=6, strategy="greedy")))
     engine.step()
-    assert engine.batch_size == 2 and len(first.tokens) == 6 and len(late.tokens) == 2  # prefill + one step
+    assert engine.batch_size == 2 and len(first.tokens) == 5 and len(late.tokens) == 1  # one token a step
     drain(engine)
     for request in (first, late):
         config = GenerationConfig(max_new_tokens=request.config.max_new_tokens, strategy="greedy")
@@ -82,7 +106,7 @@ def test_cancelled_request_frees_its_row_for_the_next(tiny_model) -> None:
     assert engine.batch_size == 1 and engine.queue_length == 1
     long.cancel()
     engine.step()
-    assert finished == ["cancelled"] and len(long.tokens) == 3  # prefill + step, step; none after the cancel
+    assert finished == ["cancelled"] and len(long.tokens) == 2  # prefill, step; none after the cancel
     assert engine.running[0].request is waiting
     drain(engine)
     assert waiting.finish_reason == "length" and len(waiting.tokens) == 3
@@ -116,7 +140,7 @@ def test_prefill_budget_spreads_newcomers_over_steps(tiny_model) -> None:
     engine.step()
     assert engine.batch_size == 1 and engine.queue_length == 2  # a second 10-token prompt would pass 15
     engine.step()
-    assert engine.batch_size == 2 and steps == [(1, 2), (2, 3)]  # (rows decoded, tokens made incl. prefills)
+    assert engine.batch_size == 2 and steps == [(1, 1), (2, 2)]  # (rows in the pass, tokens made)
 
 
 def test_engine_thread_serves_and_closes(tiny_model) -> None:

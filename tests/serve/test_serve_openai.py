@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -84,6 +85,28 @@ def test_completion_greedy_text_is_the_generate_commands(client: OpenAI, folder:
     chunks = list(stream)
     assert "".join(c.choices[0].text for c in chunks if c.choices) == expected
     assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens  # the usage chunk comes last
+
+
+def batched_steps(url: str) -> float:
+    """Engine steps so far that ran more than one row (from the step batch-size histogram of /metrics)."""
+    lines = httpx.get(f"{url}/metrics").text.splitlines()
+    value = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("minigpt_step")}
+    return value["minigpt_step_batch_size_count"] - value['minigpt_step_batch_size_bucket{le="1.0"}']
+
+
+def test_concurrent_requests_get_the_text_each_gets_alone(client: OpenAI, url: str) -> None:
+    prompts = ["the lazy", "quick brown", "0123", "fox jumps over"]
+
+    def complete(prompt: str) -> str:
+        reply = client.completions.create(model="minigpt", prompt=prompt, temperature=0, max_tokens=40)
+        return reply.choices[0].text
+
+    alone = [complete(prompt) for prompt in prompts]
+    before = batched_steps(url)
+    with ThreadPoolExecutor(len(prompts)) as pool:  # they join the batch together and at different steps
+        together = list(pool.map(complete, prompts * 2))
+    assert together == alone * 2 and len(set(alone)) == len(prompts)
+    assert batched_steps(url) > before  # they were decoded in one batch, not one after the other
 
 
 def test_seeded_choices_repeat_and_match_a_seeded_session(client: OpenAI, folder: Path) -> None:

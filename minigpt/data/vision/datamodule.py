@@ -23,7 +23,7 @@ from minigpt.data.packing import collate_padded
 from minigpt.data.vision.example import IMAGE_MARKER, VisionExample, VisionSource
 from minigpt.losses.lm import IGNORE_INDEX
 from minigpt.tokenizer.base import Tokenizer
-from minigpt.tokenizer.chat import IMAGE_TOKEN, add_image_token, render_chat
+from minigpt.tokenizer.chat import IMAGE_TOKEN, add_image_token, placeholder_encoder, render_chat
 from minigpt.utils.errors import ConfigError
 
 # (inputs, targets, images, kind) of one rendered example
@@ -37,15 +37,7 @@ def encode_vision_example(
 
     With `add_generation_prompt`, only `example.prompt` is rendered, ending in `<|assistant|>` (for answering).
     """
-    image_id = tokenizer.special_id(IMAGE_TOKEN)
-
-    def encode(text: str) -> list[int]:
-        parts = [tokenizer.encode(part) for part in text.split(IMAGE_MARKER)]
-        ids = parts[0]
-        for part in parts[1:]:
-            ids = ids + [image_id] * image_tokens + part
-        return ids
-
+    encode = placeholder_encoder(tokenizer, IMAGE_MARKER, tokenizer.special_id(IMAGE_TOKEN), image_tokens)
     messages = example.prompt if add_generation_prompt else example.messages
     markers = sum(m["content"].count(IMAGE_MARKER) for m in messages)
     if markers != len(example.images):

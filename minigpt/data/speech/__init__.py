@@ -1,0 +1,1 @@
+"""Speech data: a synthesised multilingual corpus (espeak-ng, pinned) and a user's WAV folder."""
