@@ -15,6 +15,13 @@ loss: the "FIM-for-free" property); `fim_spm_rate` the share of those written SP
 joint training uses 0.5). The paper picks the middle as a random character span; for code the middle can
 instead be a whole AST node (a statement, an expression, a function's body: `minigpt.code.ast_tools`), so
 the model learns to write units a programmer would ask for.
+
+Document-level FIM (the paper's default) cuts a whole file; when the file is far longer than the model's
+context, a training window then holds the middle's tokens after a stretch of suffix but almost never the
+prefix and suffix around them, so a short-context model learns little infilling. Context-level FIM (the
+paper's section 3 and appendix: FIM applied after chunking into context-sized pieces, which they found
+slightly better) cuts each piece of about `chunk_chars` characters, at line ends, on its own:
+`fim_chunk_chars`.
 """
 
 from __future__ import annotations
@@ -84,6 +91,42 @@ def apply_fim(
     return split.spm() if rng.random() < fim_spm_rate else split.psm()
 
 
+def chunk_lines(text: str, max_chars: int) -> list[str]:
+    """`text` cut at line ends into pieces of at most `max_chars` characters (a longer line is a piece of its
+    own); the pieces join back into `text`."""
+    pieces: list[str] = []
+    current = ""
+    for line in text.splitlines(keepends=True):
+        if current and len(current) + len(line) > max_chars:
+            pieces.append(current)
+            current = ""
+        current += line
+    return [*pieces, current] if current else pieces
+
+
+def apply_fim_chunked(
+    text: str,
+    rng: random.Random,
+    chunk_chars: int | None,
+    fim_rate: float = 0.5,
+    fim_spm_rate: float = 0.5,
+    middle_by: MiddleBy = "span",
+    end: str = "",
+) -> str:
+    """`apply_fim` on the whole document (`chunk_chars=None`), or on each of its `chunk_lines` pieces.
+
+    A piece made a FIM example is followed by `end` (the end-of-text token's string), as a whole FIM
+    document is: the model learns where a middle stops (the paper's <EOT> after the middle).
+    """
+    if chunk_chars is None:
+        return apply_fim(text, rng, fim_rate, fim_spm_rate, middle_by)
+    pieces = chunk_lines(text, chunk_chars)
+    transformed = [apply_fim(piece, rng, fim_rate, fim_spm_rate, middle_by) for piece in pieces]
+    if all(a is b for a, b in zip(transformed, pieces)):
+        return text
+    return "".join(t if t is p else t + end for t, p in zip(transformed, pieces))
+
+
 def parse_fim(example: str) -> FIMSplit:
     """The (prefix, middle, suffix) of a PSM or SPM example; inverse of `FIMSplit.psm` / `.spm`.
 
@@ -117,6 +160,7 @@ class FIMOptions:
     spm_rate: float = 0.5
     middle_by: MiddleBy = "span"
     seed: int = 0
+    chunk_chars: int | None = None  # context-level FIM: pieces of about this many characters; None: whole files
 
     def __post_init__(self) -> None:
         for name, value in (("fim_rate", self.rate), ("fim_spm_rate", self.spm_rate)):
@@ -124,10 +168,16 @@ class FIMOptions:
                 raise ConfigError(f"data.{name}={value} must be between 0 and 1 (the paper uses 0.5).")
         if self.middle_by not in ("span", "ast"):
             raise ConfigError(f"data.fim_middle_by={self.middle_by} must be span or ast.")
+        if self.chunk_chars is not None and self.chunk_chars < 1:
+            raise ConfigError(
+                f"data.fim_chunk_chars={self.chunk_chars} must be a positive number of characters "
+                "(about the context's length in characters) or null for whole files."
+            )
 
     def key(self) -> str:
         """What identifies these options in a cache key."""
-        return f"fim{self.rate}-{self.spm_rate}-{self.middle_by}-{self.seed}"
+        chunk = "" if self.chunk_chars is None else f"-chunk{self.chunk_chars}"
+        return f"fim{self.rate}-{self.spm_rate}-{self.middle_by}-{self.seed}{chunk}"
 
     def check(self, special_tokens: list[str]) -> None:
         """Refuse a tokenizer without the sentinels: they must be single ids, not text the model can write."""

@@ -111,6 +111,7 @@ class TextDataModule(L.LightningDataModule):
         fim_rate: float = 0.0,
         fim_spm_rate: float = 0.5,
         fim_middle_by: str = "span",
+        fim_chunk_chars: int | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("seq_len", seq_len), ("batch_size", batch_size), ("max_val_windows", max_val_windows)):
@@ -123,7 +124,8 @@ class TextDataModule(L.LightningDataModule):
         self.val_fraction, self.max_val_windows = val_fraction, max_val_windows
         self.num_workers, self.num_proc, self.seed, self.cache_dir = num_workers, num_proc, seed, cache_dir
         # Fill-in-the-middle examples in the training split (Bavarian et al. 2022; minigpt/code/fim.py).
-        self.fim = FIMOptions(fim_rate, fim_spm_rate, fim_middle_by, seed) if fim_rate > 0 else None  # type: ignore[arg-type]
+        fim = FIMOptions(fim_rate, fim_spm_rate, fim_middle_by, seed, fim_chunk_chars)  # type: ignore[arg-type]
+        self.fim = fim if fim_rate > 0 else None
         self.tokenizer: Tokenizer | None = None
         self.splits: TokenSplits | None = None
 

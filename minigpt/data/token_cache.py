@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
-from minigpt.code.fim import FIMOptions, apply_fim
+from minigpt.code.fim import FIMOptions, apply_fim_chunked
 from minigpt.data.assets import cache_root
 from minigpt.data.corpora import Corpus
 from minigpt.tokenizer.base import Tokenizer
@@ -131,8 +131,9 @@ def with_fim(
     ends = np.cumsum(lengths)
     whole = int(np.searchsorted(ends, len(train), side="right"))  # documents 0 … whole-1 end inside train
     parts: list[np.ndarray] = []
+    end = "" if tokenizer.eos_id is None else tokenizer.decode([tokenizer.eos_id])  # after each FIM piece
     for i in range(whole):
-        text = apply_fim(documents[i], rng, fim.rate, fim.spm_rate, fim.middle_by)
+        text = apply_fim_chunked(documents[i], rng, fim.chunk_chars, fim.rate, fim.spm_rate, fim.middle_by, end)
         start = int(ends[i] - lengths[i])
         if text is documents[i]:
             parts.append(train[start : int(ends[i])])

@@ -13,12 +13,13 @@ from rich.console import Console
 from rich.table import Table
 
 from minigpt.code.humaneval_eval import evaluate_humaneval
+from minigpt.code.infill_eval import infill_report
 from minigpt.evaluation.compare import ROWS, flatten, profile, ratios
 from minigpt.evaluation.logs import find_metrics_csv, read_metrics
 from minigpt.evaluation.moe_plots import plot_expert_load
 from minigpt.evaluation.perplexity import evaluate_lm
 from minigpt.evaluation.plots import plot_loss_curves, plot_rl_curves
-from minigpt.evaluation.tasks import evaluate_tasks
+from minigpt.evaluation.tasks import evaluate_tasks, evaluate_tasks_solved
 from minigpt.inference.generate import GenerationConfig, generate
 from minigpt.model.folder import load_model_folder, resolve_model_folder
 from minigpt.utils.errors import ConfigError
@@ -55,11 +56,14 @@ def run_tasks(cfg: DictConfig, trained: DictConfig | None) -> Any:
 def task_scores(cfg: DictConfig, trained: DictConfig | None, model: Any, tokenizer: Any, tasks: Any) -> dict[str, Any]:
     """Gold-scored accuracy on held-out test prompts of `tasks` (`run_tasks`), for this model and the model it
     started from."""
-    scores: dict[str, Any] = {"after": evaluate_tasks(model, tokenizer, tasks, "test", cfg.task_prompts)}
+    scores: dict[str, Any] = {}
+    # "solved": the share answered fully right; for a code task, greedy pass@1 (every hidden test passes).
+    scores["after"], scores["solved after"] = evaluate_tasks_solved(model, tokenizer, tasks, "test", cfg.task_prompts)
     init_from = trained.get("init_from") if trained is not None else None
     if init_from:
         base, base_tokenizer = load_model_folder(init_from)
-        scores["before"] = evaluate_tasks(base, base_tokenizer or tokenizer, tasks, "test", cfg.task_prompts)
+        before = evaluate_tasks_solved(base, base_tokenizer or tokenizer, tasks, "test", cfg.task_prompts)
+        scores["before"], scores["solved before"] = before
     return scores
 
 
@@ -117,10 +121,16 @@ def evaluate_run(cfg: DictConfig) -> dict[str, Any]:
         options = OmegaConf.to_container(cfg.humaneval, resolve=True)
         results["humaneval"] = evaluate_humaneval(model, tokenizer, seed=cfg.seed, **options)  # type: ignore[arg-type]
 
+    if cfg.get("eval") == "infill":  # docs/code.md: held-out single-line infilling, exact match
+        options = OmegaConf.to_container(cfg.infill, resolve=True)
+        node = data_config(cfg, trained, model.config.block_size)
+        results["infill"] = infill_report(node, model, tokenizer, seed=cfg.seed, **options)  # type: ignore[arg-type]
+
     if cfg.get("eval") == "code":  # docs/code.md
         from minigpt.code.code_eval import evaluate_code
 
         results["code"] = evaluate_code(cfg, trained, model, tokenizer)
+
     if cfg.get("eval") == "vision":  # docs/multimodal.md
         from minigpt.evaluation.vision import evaluate_vision_run
 
@@ -209,6 +219,10 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
         passes = ", ".join(f"{key} {value:.3f}" for key, value in humaneval.items() if key.startswith("pass@"))
         title = f"HumanEval ({humaneval['problems']} problems, n={humaneval['n']})"
         console.print(f"{title}: {passes}; statuses {humaneval['statuses']}")
+    if "infill" in results:
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in results["infill"].items() if k.startswith(("exact", "middle")))
+        console.print(f"infill ({results['infill']['n']} held-out lines): {scores}")
+
     if "code" in results:
         from minigpt.code.code_eval import show_code
 

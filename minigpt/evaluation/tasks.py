@@ -78,13 +78,27 @@ def evaluate_tasks(
 
     `tasks`: task names (built with default options), Task objects, or a {name: Task} mapping.
     """
+    return evaluate_tasks_solved(model, tokenizer, tasks, split, n)[0]
+
+
+def evaluate_tasks_solved(
+    model: Transformer, tokenizer: Tokenizer, tasks: TaskSpec, split: str = "test", n: int = 100
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per task, the mean gold score and the share of prompts solved outright (score 1).
+
+    The two differ for graded scorers: a code task's score is the share of its hidden tests passed, and
+    its solved share is greedy pass@1 (every test passes, Chen et al. 2021's criterion).
+    """
     named = (
         dict(tasks)
         if isinstance(tasks, Mapping)
         else {(t if isinstance(t, str) else t.name): (get_task(t) if isinstance(t, str) else t) for t in tasks}
     )
-    scores = {}
+    means: dict[str, float] = {}
+    solved: dict[str, float] = {}
     for name, task in named.items():
         results = task_results(model, tokenizer, task, split, n)  # fewer than n for a finite task's small split
-        scores[name] = sum(score for *_, score in results) / max(len(results), 1)
-    return scores
+        scores = [score for *_, score in results]
+        means[name] = sum(scores) / max(len(scores), 1)
+        solved[name] = sum(score == 1.0 for score in scores) / max(len(scores), 1)
+    return means, solved

@@ -7,7 +7,19 @@ import random
 import pytest
 
 from minigpt.code.ast_tools import parses_alone
-from minigpt.code.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, apply_fim, parse_fim, reassemble, split_by_node
+from minigpt.code.fim import (
+    FIM_MIDDLE,
+    FIM_PREFIX,
+    FIM_SUFFIX,
+    FIMOptions,
+    apply_fim,
+    apply_fim_chunked,
+    chunk_lines,
+    parse_fim,
+    reassemble,
+    split_by_node,
+)
+from minigpt.utils.errors import ConfigError
 
 CODE = '''def mean(xs):
     """Average of a list."""
@@ -64,3 +76,28 @@ def test_fim_rate_and_spm_rate_are_the_shares_of_documents() -> None:
 def test_text_that_does_not_parse_falls_back_to_a_character_span() -> None:
     split = split_by_node("def broken(:\n  pass", random.Random(4))
     assert split.prefix + split.middle + split.suffix == "def broken(:\n  pass"
+
+
+def test_chunk_lines_cuts_at_line_ends_within_the_size() -> None:
+    pieces = chunk_lines(CODE, 60)
+    assert "".join(pieces) == CODE and len(pieces) > 3
+    assert all(len(p) <= 60 and p.endswith("\n") for p in pieces)
+    assert chunk_lines("x" * 100 + "\nshort\n", 10) == ["x" * 100 + "\n", "short\n"]  # a long line stays whole
+
+
+def test_context_level_fim_cuts_each_piece_on_its_own() -> None:
+    rng = random.Random(5)
+    pieces = chunk_lines(CODE, 60)
+    for _ in range(50):
+        example = apply_fim_chunked(CODE, rng, 60, fim_rate=1.0, fim_spm_rate=0.5, end="<E>")
+        examples = [FIM_PREFIX + part for part in example.split(FIM_PREFIX)[1:]]
+        assert len(examples) == len(pieces)  # one FIM example per piece, in order, each closed by `end`
+        assert all(e.endswith("<E>") for e in examples)
+        assert [reassemble(e.removesuffix("<E>")) for e in examples] == pieces
+    assert apply_fim_chunked(CODE, rng, 60, fim_rate=0.0) is CODE  # untouched text is the same object
+    assert apply_fim_chunked(CODE, random.Random(6), None, 1.0).count(FIM_PREFIX) == 1  # whole file: one cut
+
+
+def test_fim_chunk_chars_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="data.fim_chunk_chars=0 must be a positive number"):
+        FIMOptions(rate=0.5, chunk_chars=0)

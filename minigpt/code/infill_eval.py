@@ -1,0 +1,171 @@
+"""Infill exact-match: does the model write a held-out line back from the code around it?
+
+    python evaluate.py run=<run> eval=infill infill.n=200
+
+The test is Bavarian et al.'s (2022) single-line infilling, scored by exact match instead of by tests:
+held-out code (the run's validation split, which FIM training never rewrites) is cut at line ends into
+pieces of about `piece_chars` characters (`minigpt.code.fim.chunk_lines`, the pieces context-level FIM
+trains on); in each, one line of at least `min_chars` non-blank characters is drawn as the middle. The
+model reads the rest in PSM order (`<|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>`) or SPM
+order (`<|fim_prefix|><|fim_suffix|> suffix <|fim_middle|> prefix`), decodes greedily, and scores 1 when
+its first line equals the middle exactly (indentation and newline included).
+
+A model trained without FIM has never seen the sentinels; its score is the baseline FIM should beat.
+
+Exact match of a whole line is a hard, coarse test for a tiny model, so the middle's loss is reported
+too (the paper's "FIM loss"): the mean negative log-likelihood, in nats per token, of the true middle's
+tokens after each prompt, teacher-forced. Order `l2r` is the same middle after the prefix alone, as plain
+text: what a left-to-right model can do without the suffix. A FIM-trained model should beat its own
+`l2r` loss (it uses the suffix) and the plain model's PSM and SPM losses (it knows the sentinels).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from minigpt.code.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, FIMSplit, chunk_lines
+from minigpt.inference.generate import GenerationConfig, generate
+from minigpt.model.transformer import Transformer
+from minigpt.tokenizer.base import Tokenizer
+from minigpt.utils.errors import ConfigError
+
+ORDERS = ("psm", "spm")
+LOSS_ORDERS = ("psm", "spm", "l2r")
+
+
+def infill_examples(
+    documents: Sequence[str], n: int, seed: int = 0, piece_chars: int = 400, min_chars: int = 4
+) -> list[FIMSplit]:
+    """Up to `n` (prefix, middle line, suffix) cuts, each from a different piece of `documents`."""
+    rng = random.Random(seed)
+    pieces = [piece for doc in documents for piece in chunk_lines(doc, piece_chars)]
+    rng.shuffle(pieces)
+    examples: list[FIMSplit] = []
+    for piece in pieces:
+        lines = piece.splitlines(keepends=True)
+        choices = [i for i, line in enumerate(lines) if len(line.strip()) >= min_chars and line.endswith("\n")]
+        if len(lines) < 3 or not choices:
+            continue
+        i = rng.choice(choices)
+        examples.append(FIMSplit("".join(lines[:i]), lines[i], "".join(lines[i + 1 :])))
+        if len(examples) == n:
+            break
+    return examples
+
+
+def infill_prompt(split: FIMSplit, order: str) -> str:
+    """The text the model continues with the middle: the sentinels around prefix and suffix (`l2r`: the
+    prefix alone, no sentinels)."""
+    if order == "l2r":
+        return split.prefix
+    if order == "psm":
+        return f"{FIM_PREFIX}{split.prefix}{FIM_SUFFIX}{split.suffix}{FIM_MIDDLE}"
+    return f"{FIM_PREFIX}{FIM_SUFFIX}{split.suffix}{FIM_MIDDLE}{split.prefix}"
+
+
+def first_line(text: str) -> str:
+    """`text` up to and including its first newline."""
+    cut = text.find("\n")
+    return text if cut < 0 else text[: cut + 1]
+
+
+@torch.no_grad()
+def infill_exact_match(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    examples: Sequence[FIMSplit],
+    order: str = "psm",
+    batch_size: int = 32,
+) -> tuple[float, list[str]]:
+    """The share of `examples` whose middle line the model writes exactly (greedy), and its lines."""
+    if order not in ORDERS:
+        raise ConfigError(f"infill order {order!r} is not one of {list(ORDERS)}.")
+    missing = [t for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE) if t not in tokenizer.special_tokens]
+    if missing:
+        raise ConfigError(f"eval=infill needs a tokenizer with the FIM tokens {missing}: train with tokenizer=bpe_code")
+    stops = [tokenizer.eos_id] if tokenizer.eos_id is not None else []
+    lines: list[str] = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        prompts = [tokenizer.encode(infill_prompt(ex, order), allow_special=True) for ex in chunk]
+        # Room for the longest middle and a few tokens more: a wrong line may be longer.
+        longest = max(len(tokenizer.encode(ex.middle)) for ex in chunk)
+        config = GenerationConfig(max_new_tokens=longest + 4, strategy="greedy", stop_tokens=stops)
+        pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        for row in generate(model, prompts, config, pad_id=pad_id).token_lists():
+            lines.append(first_line(tokenizer.decode(row, skip_special=True)))
+    score = sum(line == ex.middle for line, ex in zip(lines, examples)) / max(len(examples), 1)
+    return score, lines
+
+
+@torch.no_grad()
+def middle_loss(model: Transformer, tokenizer: Tokenizer, examples: Sequence[FIMSplit], order: str = "psm") -> float:
+    """Mean NLL (nats/token) of the true middles' tokens after their prompts in `order`, teacher-forced.
+
+    A prompt and middle longer than the model's context keep their last `block_size` tokens (the prompt's
+    start is dropped, never the middle's tokens unless the middle alone is longer).
+    """
+    if order not in LOSS_ORDERS:
+        raise ConfigError(f"infill order {order!r} is not one of {list(LOSS_ORDERS)}.")
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for ex in examples:
+        context = tokenizer.encode(infill_prompt(ex, order), allow_special=True) or [tokenizer.eos_id or 0]
+        middle = tokenizer.encode(ex.middle)
+        ids = (context + middle)[-(model.config.block_size + 1) :]
+        n = min(len(middle), len(ids) - 1)
+        logits, _ = model(torch.tensor([ids[:-1]]))
+        targets = torch.tensor(ids[-n:])
+        total += torch.nn.functional.cross_entropy(logits[0, -n:], targets, reduction="sum").item()
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def validation_documents(tokens: Sequence[int], tokenizer: Tokenizer) -> list[str]:
+    """The documents of a validation token stream, without the first (the split may cut it)."""
+    if tokenizer.eos_id is None:
+        raise ConfigError("eval=infill needs a tokenizer with <|eos|> to find where held-out files end.")
+    eos = tokenizer.decode([tokenizer.eos_id])
+    return [doc for doc in tokenizer.decode(list(tokens)).split(eos)[1:] if doc.strip()]
+
+
+def evaluate_infill(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    documents: Sequence[str],
+    n: int = 200,
+    piece_chars: int = 400,
+    min_chars: int = 4,
+    orders: Sequence[str] = ORDERS,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Infill exact-match in each order on `n` held-out lines of `documents`, with one example shown."""
+    examples = infill_examples(documents, n, seed, piece_chars, min_chars)
+    if not examples:
+        raise ConfigError("eval=infill found no held-out line to infill; the validation split is too small.")
+    results: dict[str, Any] = {"n": len(examples)}
+    for order in orders:
+        score, lines = infill_exact_match(model, tokenizer, examples, order)
+        results[f"exact_match/{order}"] = score
+        results[f"example/{order}"] = {"middle": examples[0].middle, "written": lines[0]}
+    for order in (*orders, "l2r"):
+        results[f"middle_loss/{order}"] = middle_loss(model, tokenizer, examples, order)
+    return results
+
+
+def infill_report(data: Any, model: Transformer, tokenizer: Tokenizer, **options: Any) -> dict[str, Any]:
+    """`evaluate_infill` on the validation split of `data` (a text corpus's data node, e.g. the run's own)."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(data) if data is not None else None
+    if datamodule is None or not hasattr(datamodule, "attach_tokenizer") or not hasattr(datamodule, "prepare"):
+        raise ConfigError("eval=infill needs a code corpus: evaluate a pretraining run, or pass data=python_stdlib.")
+    datamodule.attach_tokenizer(tokenizer)
+    documents = validation_documents(datamodule.prepare().load("val"), tokenizer)
+    return evaluate_infill(model, tokenizer, documents, **options)

@@ -1,0 +1,90 @@
+"""`eval=infill`: held-out lines cut whole from their pieces, the exact-match share on known replies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from minigpt.code import infill_eval
+from minigpt.code.fim import FIM_MIDDLE, FIM_TOKENS, chunk_lines
+from minigpt.code.infill_eval import (
+    infill_exact_match,
+    infill_examples,
+    infill_prompt,
+    middle_loss,
+    validation_documents,
+)
+from minigpt.model.config import ModelConfig
+from minigpt.model.transformer import Transformer
+from minigpt.tokenizer.bpe import BPETokenizer
+from minigpt.utils.errors import ConfigError
+
+DOCS = ["".join(f"def f{i}_{j}(x):\n    y = x * {j}\n    return y + {i}\n\n" for j in range(6)) for i in range(4)]
+
+
+def tokenizer(special: tuple[str, ...] = ("<|bos|>", "<|eos|>", "<|pad|>", *FIM_TOKENS)) -> BPETokenizer:
+    return BPETokenizer.train(DOCS, 300, "code", list(special), 2)
+
+
+def test_examples_are_whole_lines_of_one_piece() -> None:
+    pieces = {p for doc in DOCS for p in chunk_lines(doc, 80)}
+    examples = infill_examples(DOCS, 100, seed=1, piece_chars=80, min_chars=4)
+    assert len(examples) == len(pieces) and len(infill_examples(DOCS, 5, seed=1, piece_chars=80)) == 5
+    for ex in examples:
+        assert ex.prefix + ex.middle + ex.suffix in pieces
+        assert ex.middle.endswith("\n") and ex.middle.count("\n") == 1 and len(ex.middle.strip()) >= 4
+        assert ex.prefix == "" or ex.prefix.endswith("\n")
+    assert infill_prompt(examples[0], "psm").endswith(FIM_MIDDLE)
+    assert infill_prompt(examples[0], "spm").endswith(FIM_MIDDLE + examples[0].prefix)
+
+
+def test_exact_match_is_the_share_of_first_lines_equal_to_the_middle(monkeypatch: pytest.MonkeyPatch) -> None:
+    tok = tokenizer()
+    examples = infill_examples(DOCS, 8, seed=2, piece_chars=80)
+    answers = iter([ex.middle + "    extra line\n" if i % 2 == 0 else "    wrong\n" for i, ex in enumerate(examples)])
+
+    class Replies:
+        def __init__(self, rows: list[list[int]]) -> None:
+            self.rows = rows
+
+        def token_lists(self) -> list[list[int]]:
+            return self.rows
+
+    def fake_generate(model: Any, prompts: list[list[int]], config: Any, **_: Any) -> Replies:
+        return Replies([tok.encode(next(answers)) for _ in prompts])
+
+    monkeypatch.setattr(infill_eval, "generate", fake_generate)
+    score, lines = infill_exact_match(None, tok, examples, "psm", batch_size=3)  # type: ignore[arg-type]
+    assert score == 0.5  # 4 of 8 right; the second line a right reply goes on with does not count against it
+    assert lines[0] == examples[0].middle and lines[1] == "    wrong\n"
+
+
+def test_needs_the_sentinels_and_an_eos() -> None:
+    with pytest.raises(ConfigError, match="needs a tokenizer with the FIM tokens"):
+        infill_exact_match(None, tokenizer(("<|bos|>", "<|eos|>")), infill_examples(DOCS, 2), "psm")  # type: ignore[arg-type]
+    tok = tokenizer()
+    eos = tok.eos_id
+    assert eos is not None
+    stream = tok.encode("cut in two\n") + [eos] + tok.encode(DOCS[0]) + [eos] + tok.encode(DOCS[1])
+    assert validation_documents(stream, tok) == [DOCS[0], DOCS[1]]  # the first, cut by the split, is left out
+
+
+def test_middle_loss_is_the_mean_nll_of_the_middle_tokens_after_the_prompt() -> None:
+    tok = tokenizer()
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=128, vocab_size=tok.vocab_size))
+    examples = infill_examples(DOCS, 3, seed=3, piece_chars=80)
+    for order in ("psm", "spm", "l2r"):
+        total, count = 0.0, 0
+        for ex in examples:  # by hand: log-softmax over the whole sequence, the middle's positions picked out
+            context = tok.encode(infill_prompt(ex, order), allow_special=True)
+            middle = tok.encode(ex.middle)
+            ids = torch.tensor([context + middle])
+            logprobs = torch.log_softmax(model(ids)[0][0], dim=-1)
+            for j, token in enumerate(middle):
+                total -= logprobs[len(context) + j - 1, token].item()
+            count += len(middle)
+        assert middle_loss(model, tok, examples, order) == pytest.approx(total / count, rel=1e-5)
+    assert infill_prompt(examples[0], "l2r") == examples[0].prefix
