@@ -50,7 +50,7 @@ def exact_matches(
     model: VisionLanguageModel, tokenizer: Tokenizer, examples: list[VisionExample], batch_size: int = 64
 ) -> list[bool]:
     """Whether greedy decoding answers each example exactly (`reply_exact_match` under teacher forcing)."""
-    num_tokens = model.tower.config.num_tokens
+    num_tokens = model.tower.config.placeholders
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
     hits: list[bool] = []
     with eval_mode(model):
@@ -70,7 +70,7 @@ def greedy_answer(
     model: VisionLanguageModel, tokenizer: Tokenizer, example: VisionExample, max_new_tokens: int = 24
 ) -> str:
     """The model's greedy reply to `example.prompt` with its images."""
-    ids, _ = encode_vision_example(tokenizer, example, model.tower.config.num_tokens, add_generation_prompt=True)
+    ids, _ = encode_vision_example(tokenizer, example, model.tower.config.placeholders, add_generation_prompt=True)
     images = torch.from_numpy(np.stack(example.images)) if example.images else None
     with eval_mode(model):
         reply = model.greedy(ids, images, tokenizer.special_id(END_OF_TURN), max_new_tokens)

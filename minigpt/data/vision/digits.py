@@ -15,7 +15,7 @@ from functools import cache
 
 import numpy as np
 
-from minigpt.data.vision.example import VisionExample, check_split, upscale, user_turn
+from minigpt.data.vision.example import ImageLabels, VisionExample, check_split, upscale, user_turn
 from minigpt.utils.errors import ConfigError
 
 KINDS = {"digit": "what digit is this?", "caption": "describe the image."}
@@ -60,3 +60,10 @@ class Digits:
                 answer = str(labels[i]) if kind == "digit" else f"a handwritten {labels[i]}"
                 out.append(VisionExample([image], user_turn(KINDS[kind], answer), kind))
         return out[:n] if n is not None else out
+
+    def labelled(self, split: str, n: int | None, image_size: int) -> ImageLabels:
+        """The images of `split` with their digit (one head, 10 classes), cut to `n`."""
+        images, labels = _digits()
+        chosen = self.split_indices(split)[:n]
+        upscaled = np.stack([upscale(np.repeat(images[i][None], 3, axis=0), image_size) for i in chosen])
+        return ImageLabels(upscaled, labels[chosen][:, None], (10,))
