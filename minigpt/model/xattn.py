@@ -116,7 +116,7 @@ def attach_xattn(lm: Transformer, layers: nn.ModuleList, state: MediaState) -> l
     if len(layers) != len(lm.blocks):
         raise ValueError(f"{len(layers)} cross-attention layers for {len(lm.blocks)} blocks; give one per block.")
 
-    def hook_for(layer: GatedCrossAttention) -> Any:
+    def hook_for(layer: nn.Module) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
             if state.media is None or state.visible is None:
                 return None

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from minigpt.evaluation.vision import reply_exact_match
+from minigpt.evaluation.vision import greedy_answer, reply_exact_match
 from minigpt.losses.lm import IGNORE_INDEX, lm_loss
 from minigpt.model.folder import resolve_model_folder
 from minigpt.model.vision import (
@@ -63,6 +63,7 @@ def vision_config(vision: Mapping[str, Any]) -> VisionConfig:
         raise ConfigError(f"vision.encoder={vision['encoder']!r} is unknown; use one of {sorted(encoders)}.")
     fields = dict(encoders[vision["encoder"]], image_size=vision["image_size"], num_tokens=vision["num_tokens"])
     fields["mot"] = bool(vision.get("mot", False))
+    fields["fusion"] = vision.get("fusion", "prefix")
     return VisionConfig.from_dict(fields)
 
 
@@ -193,6 +194,18 @@ class MultimodalStage(Stage):
             for kind, values in sorted(self.val_hits.items()):
                 self.log(f"val/acc/{kind}", torch.tensor(values).mean())
         self.val_hits.clear()
+
+    def sample_texts(self, n: int) -> list[str]:
+        """What the samples callback shows at each validation: the greedy answers to `n` validation questions
+        spread over the sources and kinds, each with its gold answer."""
+        assert self.tokenizer is not None  # checked in __init__
+        if not hasattr(self, "_sample_examples"):
+            examples = self.trainer.datamodule.examples("val")  # type: ignore[attr-defined]
+            self._sample_examples = examples[:: max(1, len(examples) // max(n, 1))][:n]
+        return [
+            f"[{ex.kind}] {ex.question} → {greedy_answer(self.vlm, self.tokenizer, ex)} (gold: {ex.answer})"
+            for ex in self._sample_examples
+        ]
 
     def save_model_folder(self, folder: str | Path) -> Path:
         """The LM's model folder plus the vision tower (`vision.safetensors`, `extra.vision`)."""

@@ -76,9 +76,9 @@ def head_loss(logits: list[Tensor], labels: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def head_accuracy(encoder: nn.Module, heads: ClassifierHeads, data: ImageLabels, batch_size: int = 256) -> float:
+def head_accuracy(encoder: nn.Module, heads: nn.Module, data: ImageLabels, batch_size: int = 256) -> float:
     """The share of images whose every head is right (a scene: all three slots)."""
-    device = heads.linear.weight.device
+    device = next(heads.parameters()).device
     hits = []
     with eval_mode(encoder):
         for start in range(0, len(data.labels), batch_size):

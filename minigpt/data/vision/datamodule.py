@@ -30,6 +30,16 @@ from minigpt.utils.errors import ConfigError
 VisionRow = tuple[list[int], list[int], list[np.ndarray], str]
 
 
+def encode_with_images(tokenizer: Tokenizer, text: str, image_tokens: int, allow_special: bool = False) -> list[int]:
+    """`text`'s token ids with each `<image>` marker replaced by `image_tokens` `<|image|>` placeholders."""
+    image_id = tokenizer.special_id(IMAGE_TOKEN)
+    parts = [tokenizer.encode(part, allow_special=allow_special) for part in text.split(IMAGE_MARKER)]
+    ids = parts[0]
+    for part in parts[1:]:
+        ids = ids + [image_id] * image_tokens + part
+    return ids
+
+
 def encode_vision_example(
     tokenizer: Tokenizer, example: VisionExample, image_tokens: int, add_generation_prompt: bool = False
 ) -> tuple[list[int], list[bool]]:
@@ -37,21 +47,13 @@ def encode_vision_example(
 
     With `add_generation_prompt`, only `example.prompt` is rendered, ending in `<|assistant|>` (for answering).
     """
-    image_id = tokenizer.special_id(IMAGE_TOKEN)
-
-    def encode(text: str) -> list[int]:
-        parts = [tokenizer.encode(part) for part in text.split(IMAGE_MARKER)]
-        ids = parts[0]
-        for part in parts[1:]:
-            ids = ids + [image_id] * image_tokens + part
-        return ids
-
     messages = example.prompt if add_generation_prompt else example.messages
     markers = sum(m["content"].count(IMAGE_MARKER) for m in messages)
     if markers != len(example.images):
         raise ConfigError(
             f"A {example.kind} example has {markers} {IMAGE_MARKER} markers but {len(example.images)} images."
         )
+    encode = partial(encode_with_images, tokenizer, image_tokens=image_tokens)
     return render_chat(tokenizer, messages, add_generation_prompt, encode_content=encode)
 
 

@@ -11,6 +11,8 @@ Question types (one per scene, chosen among those that have a unique answer):
 * `shape`    "what shape is the red one?" → "circle"         (the colour occurs once)
 * `position` "where is the red circle?" → "left"             (left / middle / right)
 * `caption`  "describe the image." → "red circle, blue square" (objects left to right)
+* `relation` "is the circle left of the square?" → "yes" / "no"  (two shapes that occur once each; the
+  pair is named in alphabetical order, so by the symmetry of random layouts each answer has odds 1/2)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from minigpt.utils.errors import ConfigError
 COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0), "yellow": (1.0, 1.0, 0.0)}
 SHAPES = ("square", "circle", "triangle")
 SLOTS = ("left", "middle", "right")
-KINDS = ("count", "colour", "shape", "position", "caption")
+KINDS = ("count", "colour", "shape", "position", "caption", "relation")
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,10 @@ def questions(things: Sequence[Thing]) -> dict[str, tuple[str, str]]:
         if sum(1 for u in things if (u.colour, u.shape) == (t.colour, t.shape)) == 1:
             out.setdefault("position", (f"where is the {t.colour} {t.shape}?", SLOTS[t.slot]))
     out["caption"] = ("describe the image.", ", ".join(f"{t.colour} {t.shape}" for t in things))
+    unique = sorted(t.shape for t in things if shapes.count(t.shape) == 1)
+    if len(unique) >= 2:
+        first, second = (next(t.slot for t in things if t.shape == s) for s in unique[:2])
+        out["relation"] = (f"is the {unique[0]} left of the {unique[1]}?", "yes" if first < second else "no")
     return out
 
 
