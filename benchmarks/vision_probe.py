@@ -53,7 +53,8 @@ def main() -> None:
         encoder, image_size = encoder_for(spec)
         start = time.perf_counter()
         scores = pretrain_encoder(encoder, {"digits": Digits(), "shapes": Shapes()}, config, image_size, args.seed)
-        print(f"{spec} | {scores['digits']:.3f} | {scores['shapes']:.3f} | {time.perf_counter() - start:.0f}", flush=True)
+        seconds = time.perf_counter() - start
+        print(f"{spec} | {scores['digits']:.3f} | {scores['shapes']:.3f} | {seconds:.0f}", flush=True)
 
 
 if __name__ == "__main__":
