@@ -133,20 +133,22 @@ class MultimodalStage(Stage):
 
     def setup(self, stage: str) -> None:
         """`vision.pretrain`: before the optimizer is built, pre-train the encoder as a classifier on the
-        run's labelled sources (`minigpt.stages.vision_pretrain`), then freeze it if asked."""
+        run's labelled sources (`minigpt.stages.vision_pretrain`), then freeze it if asked. A resumed run
+        skips the pre-training (the checkpoint's weights replace it anyway) but keeps the freeze."""
         datamodule = self.trainer.datamodule  # type: ignore[attr-defined]
         self._fit_placeholders(datamodule)
-        if stage != "fit" or self.pretrain.steps == 0 or self.pretrain_scores:
+        if stage != "fit" or self.pretrain.steps == 0:
             return
-        encoder = self.vlm.tower.encoder.to(self.trainer.strategy.root_device)
-        self.pretrain_scores = pretrain_encoder(
-            encoder, datamodule.sources, self.pretrain, self.vlm.tower.config.image_size, datamodule.seed
-        )
-        encoder.requires_grad_(self.train_encoder and not self.pretrain.freeze)
-        for name, accuracy in self.pretrain_scores.items():
-            self.print(f"vision.pretrain: {name} val accuracy {accuracy:.3f} after {self.pretrain.steps} steps")
-        if self.logger is not None:
-            self.logger.log_metrics({f"pretrain/acc/{k}": v for k, v in self.pretrain_scores.items()}, step=0)
+        if not self.pretrain_scores and not self.trainer.ckpt_path:
+            encoder = self.vlm.tower.encoder.to(self.trainer.strategy.root_device)
+            self.pretrain_scores = pretrain_encoder(
+                encoder, datamodule.sources, self.pretrain, self.vlm.tower.config.image_size, datamodule.seed
+            )
+            for name, accuracy in self.pretrain_scores.items():
+                self.print(f"vision.pretrain: {name} val accuracy {accuracy:.3f} after {self.pretrain.steps} steps")
+            if self.logger is not None:
+                self.logger.log_metrics({f"pretrain/acc/{k}": v for k, v in self.pretrain_scores.items()}, step=0)
+        self.vlm.tower.encoder.requires_grad_(self.train_encoder and not self.pretrain.freeze)
 
     def _fit_placeholders(self, datamodule: Any) -> None:
         """`data.image_tokens` null → the model's placeholders per image; another number is refused."""
