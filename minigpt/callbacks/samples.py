@@ -44,6 +44,12 @@ class SampleGeneration(L.Callback):
             return
         if trainer.fast_dev_run:  # a rehearsal of the loop: it writes nothing into the run folder
             return
+        if callable(getattr(pl_module, "sample_texts", None)):  # a stage that shows its own samples
+            if not trainer.is_global_zero:  # (stage=multimodal: answers about validation images)
+                return
+            self.last_samples = pl_module.sample_texts(self.num_samples)  # type: ignore[operator]
+            self.report(trainer)
+            return
         # A tensor-parallel model's forward is a collective: every rank generates (the same tokens, from
         # the same seed), rank 0 reports. An FSDP-sharded model's weights (also tensor parallel + FSDP2) are
         # spread over the ranks: every rank helps gather a plain copy, rank 0 samples from it. A replicated
@@ -62,8 +68,11 @@ class SampleGeneration(L.Callback):
         # eval mode inside, then restored; the tokenizer serves sampling.stop_strings
         out = generate(model, [ids], self.config, generator=generator, tokenizer=tokenizer)
         self.last_samples = [tokenizer.decode(ids + row, skip_special=True) for row in out.token_lists()]
-        if not trainer.is_global_zero:
-            return
+        if trainer.is_global_zero:
+            self.report(trainer)
+
+    def report(self, trainer: L.Trainer) -> None:
+        """Show `last_samples` on the console, append them to `samples.txt`, and log them as text."""
         step = trainer.global_step
         console = Console()  # made here, not kept: it holds a lock, and ddp_spawn pickles the callbacks
         for i, text in enumerate(self.last_samples):

@@ -3,6 +3,7 @@
     python -m minigpt.cli.generate run=outputs/train/<run> prompt="ROMEO:" sampling.max_new_tokens=200 \\
         sampling.temperature=0.8 sampling.top_p=0.9
     python -m minigpt.cli.generate run=... sampling.strategy=beam sampling.num_beams=4 num_return_sequences=2
+    python -m minigpt.cli.generate run=<stage=multimodal run> image=digit.png prompt="<image> a handwritten"
 
 Options are the keys of `conf/generate.yaml` and, under `sampling.`, of `conf/sampling/default.yaml`.
 A single sampled sequence is streamed as it is generated.
@@ -62,9 +63,24 @@ def generate_text(cfg: DictConfig, console: Console | None = None) -> Generation
     return out
 
 
+def generate_about_images(cfg: DictConfig, console: Console | None = None) -> str:
+    """`image=`: the greedy continuation of `cfg.prompt` by a vision-language model that sees the images."""
+    from minigpt.cli.vision_chat import continue_with_images
+    from minigpt.model.vision import load_vision_language_model
+
+    model, tokenizer = load_vision_language_model(cfg.run, map_location=cfg.device, field="run")
+    paths = [cfg.image] if isinstance(cfg.image, str) else [str(p) for p in cfg.image]
+    prompt = str(cfg.prompt).replace("\\n", "\n")
+    text = continue_with_images(model, tokenizer, prompt, paths, cfg.sampling.max_new_tokens)
+    (console or Console()).print(prompt + text, markup=False, highlight=False)
+    return text
+
+
 @command("generate")
-def main(cfg: DictConfig) -> Generation:
+def main(cfg: DictConfig) -> Generation | str:
     """`python -m minigpt.cli.generate`: see the module docstring."""
+    if cfg.get("image"):
+        return generate_about_images(cfg)
     return generate_text(cfg)
 
 

@@ -1,6 +1,8 @@
-"""Chat about an image: `python -m minigpt.cli.chat run=<multimodal run> image=path/to/picture.png`.
+"""Chat about an image: `python -m minigpt.cli.chat run=<multimodal run> image=path/to/picture.png`, and
+continue a prompt that shows images: `python -m minigpt.cli.generate run=<multimodal run> image=a.png
+prompt="<image> a handwritten"` (`image=[a.png,b.png]` for several, one `<image>` marker each).
 
-The image is the first user turn's `<image>`; every answer is decoded greedily with the image in the
+In a chat the image is the first user turn's `<image>`; every answer is decoded greedily with the image in the
 context (`minigpt.evaluation.vision.greedy_answer`) and printed whole. The session has the interface the
 text REPL (`minigpt.cli.chat.repl`) drives: `/reset`, `/system`, `/quit` work as in a text chat.
 """
@@ -12,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from minigpt.data.vision.example import IMAGE_MARKER, VisionExample
 from minigpt.data.vision.jsonl import read_image
 from minigpt.evaluation.vision import greedy_answer
 from minigpt.model.vision import VisionLanguageModel
 from minigpt.tokenizer.base import Tokenizer
+from minigpt.tokenizer.chat import END_OF_TURN, IMAGE_TOKEN, placeholder_encoder
 from minigpt.utils.errors import ConfigError
+from minigpt.utils.modes import eval_mode
 
 
 def load_image(path: str, image_size: int) -> np.ndarray:
@@ -66,3 +71,25 @@ class ImageChatSession:
         if on_text is not None:
             on_text(answer)
         return answer
+
+
+def continue_with_images(
+    model: VisionLanguageModel, tokenizer: Tokenizer, prompt: str, paths: list[str], max_new_tokens: int
+) -> str:
+    """The greedy continuation of `prompt` (special tokens allowed), whose `<image>` markers show the images
+    at `paths` in order; a prompt without markers gets them all in front. Stops at `<|end|>` (or the end of
+    text). The decoder reruns the sequence each step, as `VisionLanguageModel.greedy` explains."""
+    markers = prompt.count(IMAGE_MARKER)
+    if markers == 0:
+        prompt, markers = IMAGE_MARKER * len(paths) + prompt, len(paths)
+    if markers != len(paths):
+        raise ConfigError(f"prompt has {markers} {IMAGE_MARKER} markers but image= gives {len(paths)} images.")
+    images = np.stack([load_image(p, model.tower.config.image_size) for p in paths])
+    encode = placeholder_encoder(
+        tokenizer, IMAGE_MARKER, tokenizer.special_id(IMAGE_TOKEN), model.tower.config.placeholders, allow_special=True
+    )
+    ids = encode(prompt)
+    stop = tokenizer.special_id(END_OF_TURN) if END_OF_TURN in tokenizer.special_tokens else tokenizer.eos_id
+    with eval_mode(model):
+        out = model.greedy(ids, torch.from_numpy(images), -1 if stop is None else stop, max_new_tokens)
+    return tokenizer.decode(out, skip_special=True)

@@ -236,6 +236,7 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
     for key, score in vision.get("scores", {}).items():
         console.print(
             f"vision {key}: accuracy {score['accuracy']:.3f} (text-only prior {score['prior']:.3f}, n={score['n']})"
+            + (f", token F1 {score['token_f1']:.3f}" if "token_f1" in score else "")
         )
     if "tts" in results:
         from minigpt.evaluation.tts import show_tts

@@ -36,6 +36,18 @@ def reply_exact_match(logits: Tensor, targets: Tensor) -> Tensor:
     return right.all(dim=1) & trained.any(dim=1)
 
 
+def token_f1(prediction: str, gold: str) -> float:
+    """Bag-of-words F1 between two replies (SQuAD's, Rajpurkar et al. 2016): with c the words they share
+    (counted with multiplicity), P = c/|pred|, R = c/|gold|, F1 = 2PR/(P+R); 0 when nothing is shared.
+    Words are split on spaces and commas, so "red circle, blue square" has four."""
+    pred, ref = prediction.replace(",", " ").split(), gold.replace(",", " ").split()
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
 def answer_prior(train: list[VisionExample]) -> dict[str, str]:
     """The text-only answer prior: for each question, its most frequent training answer (the best any model
     can do without looking at the image; ties go to the answer seen first)."""
@@ -50,7 +62,7 @@ def exact_matches(
     model: VisionLanguageModel, tokenizer: Tokenizer, examples: list[VisionExample], batch_size: int = 64
 ) -> list[bool]:
     """Whether greedy decoding answers each example exactly (`reply_exact_match` under teacher forcing)."""
-    num_tokens = model.tower.config.num_tokens
+    num_tokens = model.tower.config.placeholders
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
     hits: list[bool] = []
     with eval_mode(model):
@@ -70,7 +82,7 @@ def greedy_answer(
     model: VisionLanguageModel, tokenizer: Tokenizer, example: VisionExample, max_new_tokens: int = 24
 ) -> str:
     """The model's greedy reply to `example.prompt` with its images."""
-    ids, _ = encode_vision_example(tokenizer, example, model.tower.config.num_tokens, add_generation_prompt=True)
+    ids, _ = encode_vision_example(tokenizer, example, model.tower.config.placeholders, add_generation_prompt=True)
     images = torch.from_numpy(np.stack(example.images)) if example.images else None
     with eval_mode(model):
         reply = model.greedy(ids, images, tokenizer.special_id(END_OF_TURN), max_new_tokens)
@@ -87,7 +99,8 @@ def vision_scores(
     """{`source/kind`: {accuracy, prior, n}} on `split`, and the examples scored.
 
     `prior` is the text-only answer prior's accuracy on the same examples (`answer_prior`, from 2,000
-    training examples of the source, or all of a fixed data set).
+    training examples of the source, or all of a fixed data set). Caption kinds also get `token_f1`, the
+    mean `token_f1` of the greedy captions (partial credit for a caption with one object wrong).
     """
     size = model.tower.config.image_size
     scores: dict[str, dict[str, float]] = {}
@@ -103,6 +116,9 @@ def vision_scores(
                 "prior": sum(prior.get(ex.question) == ex.answer for ex, _ in rows) / len(rows),
                 "n": len(rows),
             }
+            if "caption" in kind:
+                f1 = [token_f1(greedy_answer(model, tokenizer, ex), ex.answer) for ex, _ in rows]
+                scores[f"{name}/{kind}"]["token_f1"] = sum(f1) / len(f1)
         scored += examples
     return scores, scored
 

@@ -42,6 +42,7 @@ from minigpt.model.folder import load_model_folder, resolve_model_folder, save_m
 from minigpt.model.mot import ModalityState, apply_mot, is_mot, load_image_weights, split_mot_state
 from minigpt.model.splice import bidirectional_blocks, run_bidirectional, splice_placeholders
 from minigpt.model.transformer import Transformer
+from minigpt.model.xattn import GatedCrossAttention, MediaState, attach_xattn, media_for_rows
 from minigpt.tokenizer.base import Tokenizer
 from minigpt.tokenizer.chat import IMAGE_TOKEN
 from minigpt.utils.errors import ConfigError
@@ -49,6 +50,7 @@ from minigpt.utils.io import atomic_write
 
 VISION_WEIGHTS = "vision.safetensors"
 EncoderKind = Literal["vit", "cnn"]
+Fusion = Literal["prefix", "xattn"]
 
 
 @dataclass
@@ -59,7 +61,9 @@ class VisionConfig:
     ViT: patches of `patch_size` (so `num_tokens` = (image_size / patch_size)²), `n_layer` blocks of width
     `n_embd` with `n_head` heads. CNN: `n_embd` output channels pooled to a √num_tokens grid.
     The projector is Linear(n_embd → hidden) · GELU · Linear(hidden → LM width), hidden = `projector_hidden`
-    or the LM's width. `mot` unties the LM's norms and MLPs by modality (`minigpt.model.mot`).
+    or the LM's width. `mot` unties the LM's norms and MLPs by modality (`minigpt.model.mot`). `fusion`:
+    `prefix` puts the N vectors at N placeholders (LLaVA); `xattn` keeps one tag token per image and adds
+    gated cross-attention layers before the LM's blocks (Flamingo, `minigpt.model.xattn`).
     """
 
     kind: EncoderKind = "vit"
@@ -72,12 +76,17 @@ class VisionConfig:
     n_embd: int = 64
     projector_hidden: int | None = None
     mot: bool = False
+    fusion: Fusion = "prefix"
 
     def __post_init__(self) -> None:
         for name in ("image_size", "channels", "num_tokens", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"vision.{name}={value!r} must be a positive integer.")
+        if self.fusion not in ("prefix", "xattn"):
+            raise ConfigError(f"vision.fusion={self.fusion!r} is unknown; use 'prefix' (LLaVA) or 'xattn' (Flamingo).")
+        if self.fusion == "xattn" and self.mot:
+            raise ConfigError("vision.mot=true routes image tokens of the sequence; vision.fusion=xattn has none.")
         if self.kind not in ("vit", "cnn"):
             raise ConfigError(f"vision kind={self.kind!r} is unknown; use 'vit' or 'cnn'.")
         grid = math.isqrt(self.num_tokens)
@@ -89,6 +98,11 @@ class VisionConfig:
                 f"{(self.image_size // self.patch_size) ** 2} patches, not num_tokens={self.num_tokens}; "
                 f"set patch_size={self.image_size // grid} or num_tokens={(self.image_size // self.patch_size) ** 2}."
             )
+
+    @property
+    def placeholders(self) -> int:
+        """`<|image|>` tokens per image in the text: the N patches (prefix), or one tag (xattn)."""
+        return self.num_tokens if self.fusion == "prefix" else 1
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form, stored in `config.json`'s `extra["vision"]`."""
@@ -186,13 +200,29 @@ class VisionLanguageModel(nn.Module):
         self.modality = ModalityState()
         if tower.config.mot and not is_mot(lm):
             apply_mot(lm, self.modality)
+        self.media = MediaState()
+        self.xattn: nn.ModuleList | None = None
+        if tower.config.fusion == "xattn":
+            width, heads = lm.config.n_embd, lm.config.n_head
+            hidden = tower.config.projector_hidden or width
+            self.xattn = nn.ModuleList(GatedCrossAttention(width, heads, hidden) for _ in lm.blocks)
+            attach_xattn(lm, self.xattn, self.media)
+
+    @property
+    def connector(self) -> list[nn.Module]:
+        """What joins the encoder to the LM and trains with the projector: the projector (+ xattn layers)."""
+        return [self.tower.projector] + ([self.xattn] if self.xattn is not None else [])
 
     def embed(self, input_ids: Tensor, images: Tensor | None) -> Tensor:
-        """The LM's token embeddings (B, T, C) with the projected images at the placeholders."""
+        """The LM's token embeddings (B, T, C) with the projected images at the placeholders (prefix fusion;
+        with xattn the tags keep their embeddings and `self.media` gets the images for the call)."""
         embeds = self.lm.tok_emb(input_ids)
         if images is None or images.shape[0] == 0:
             if bool((input_ids == self.image_id).any()):
                 raise ValueError(f"The batch has {IMAGE_TOKEN} placeholders but no images.")
+            return embeds
+        if self.xattn is not None:
+            self.media.media, self.media.visible = media_for_rows(self.tower(images), input_ids, self.image_id)
             return embeds
         return splice_images(embeds, input_ids, self.image_id, self.tower(images))
 
@@ -204,12 +234,12 @@ class VisionLanguageModel(nn.Module):
         attn_mask: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Any]]:
         """Logits (B, T, vocab) and aux of the LM on the spliced embeddings."""
-        embeds = self.embed(input_ids, images)
-        self.modality.image_mask = input_ids == self.image_id  # read by the MoT switches, if any
         try:
+            embeds = self.embed(input_ids, images)
+            self.modality.image_mask = input_ids == self.image_id  # read by the MoT switches, if any
             return self.lm(input_ids, positions=positions, attn_mask=attn_mask, inputs_embeds=embeds)
         finally:
-            self.modality.image_mask = None
+            self.modality.image_mask = self.media.media = self.media.visible = None
 
     @torch.no_grad()
     def greedy(self, prompt: list[int], images: Tensor | None, stop_id: int, max_new_tokens: int) -> list[int]:
@@ -232,31 +262,52 @@ class VisionLanguageModel(nn.Module):
         return out
 
 
-def save_vision_language_model(folder: str | Path, model: VisionLanguageModel, tokenizer: Tokenizer | None) -> Path:
+def save_vision_language_model(
+    folder: str | Path, model: VisionLanguageModel, tokenizer: Tokenizer | None, lm: Transformer | None = None
+) -> Path:
     """A normal model folder for the LM, plus `vision.safetensors` and `extra["vision"]` in `config.json`.
 
+    `lm` replaces `model.lm` in the folder (the LoRA-merged copy of it).
     With MoT, `model.safetensors` holds the LM with its text weights (every text tool reads it as a dense
     model) and `vision.safetensors` also holds the image copies, under `mot.<dense key>`.
     """
-    model.lm.config.extra["vision"] = model.tower.config.to_dict()
-    text, image = split_mot_state(model.lm.state_dict())
-    lm = model.lm
+    lm = model.lm if lm is None else lm
+    lm.config.extra["vision"] = model.tower.config.to_dict()
+    text, image = split_mot_state(lm.state_dict())
     if image:  # a dense Transformer with the text weights, for the ordinary folder
-        lm = Transformer(model.lm.config)
+        lm = Transformer(lm.config)
         lm.load_state_dict(text)
     folder = save_model_folder(folder, lm, tokenizer)
     weights = {**model.tower.state_dict(), **{f"mot.{k}": v for k, v in image.items()}}
+    if model.xattn is not None:
+        weights |= {f"xattn.{k}": v for k, v in model.xattn.state_dict().items()}
     atomic_write(
         Path(folder) / VISION_WEIGHTS, lambda tmp: save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp))
     )
     return folder
 
 
-def read_vision_weights(folder: Path) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """(the tower's weights, the MoT image weights keyed as in the dense LM) of a model folder."""
+def read_vision_weights(folder: Path) -> dict[str, dict[str, Tensor]]:
+    """A model folder's `vision.safetensors` by part: {"tower": …, "mot": the MoT image weights keyed as in
+    the dense LM, "xattn": the cross-attention layers}, each keyed without its prefix."""
     weights = load_file(str(folder / VISION_WEIGHTS))
-    tower = {k: v for k, v in weights.items() if not k.startswith("mot.")}
-    return tower, {k.removeprefix("mot."): v for k, v in weights.items() if k.startswith("mot.")}
+    parts: dict[str, dict[str, Tensor]] = {"tower": {}, "mot": {}, "xattn": {}}
+    for key, value in weights.items():
+        prefix, _, rest = key.partition(".")
+        part = prefix if prefix in ("mot", "xattn") else "tower"
+        parts[part][rest if part != "tower" else key] = value
+    return parts
+
+
+def load_vision_weights(model: VisionLanguageModel, parts: dict[str, dict[str, Tensor]]) -> None:
+    """Load `read_vision_weights`' parts into `model` (tower, MoT image copies, cross-attention layers);
+    an empty part (a fresh model) is skipped."""
+    if parts["tower"]:
+        model.tower.load_state_dict(parts["tower"])
+    if parts["mot"] and is_mot(model.lm):
+        load_image_weights(model.lm, parts["mot"])
+    if parts["xattn"] and model.xattn is not None:
+        model.xattn.load_state_dict(parts["xattn"])
 
 
 def has_vision(path: str | Path) -> bool:
@@ -276,8 +327,6 @@ def load_vision_language_model(
             "pass the model folder of a stage=multimodal run."
         )
     tower = VisionTower(VisionConfig.from_dict(lm.config.extra["vision"]), lm.config.n_embd)
-    tower_weights, image_weights = read_vision_weights(folder)
-    tower.load_state_dict(tower_weights)
     model = VisionLanguageModel(lm, tower, tokenizer.special_id(IMAGE_TOKEN))
-    load_image_weights(lm, image_weights)
+    load_vision_weights(model, read_vision_weights(folder))
     return model.to(torch.device(map_location)), tokenizer

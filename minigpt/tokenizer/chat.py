@@ -49,13 +49,14 @@ def add_audio_token(tokenizer: Tokenizer) -> int:
 
 
 def placeholder_encoder(
-    tokenizer: Tokenizer, marker: str, placeholder_id: int, count: int
+    tokenizer: Tokenizer, marker: str, placeholder_id: int, count: int, allow_special: bool = False
 ) -> Callable[[str], list[int]]:
     """An `encode_content` for `render_chat` that writes each `marker` of a message (`<image>`, `<audio>`) as
-    `count` placeholder tokens (one per encoder vector of the image or clip) and encodes the text around it."""
+    `count` placeholder tokens (one per encoder vector of the image or clip) and encodes the text around it
+    (`allow_special`: special tokens written in the text are read as such, for a raw prompt)."""
 
     def encode(text: str) -> list[int]:
-        parts = [tokenizer.encode(part) for part in text.split(marker)]
+        parts = [tokenizer.encode(part, allow_special=allow_special) for part in text.split(marker)]
         ids = parts[0]
         for part in parts[1:]:
             ids = ids + [placeholder_id] * count + part

@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from tests_vision_helpers import OneSquare
 
+from minigpt.cli.vision_chat import continue_with_images
 from minigpt.data.vision.datamodule import VisionChatDataModule
 from minigpt.data.vision.shapes import COLOURS
 from minigpt.evaluation.vision import evaluate_vision_run, exact_matches, greedy_answer
@@ -20,6 +21,7 @@ from minigpt.model.vision import load_vision_language_model
 from minigpt.stages.inputs import prepare_fit
 from minigpt.stages.multimodal import MultimodalStage
 from minigpt.tokenizer.char import CharTokenizer
+from minigpt.utils.errors import ConfigError
 
 OPTIM = {
     "lr": 3e-3,
@@ -50,7 +52,7 @@ def build(init_from, train: str) -> MultimodalStage:
 
 
 def fit(stage: MultimodalStage, steps: int) -> VisionChatDataModule:
-    dm = VisionChatDataModule({"squares": OneSquare()}, image_size=12, image_tokens=4, num_train=512, num_val=64)
+    dm = VisionChatDataModule({"squares": OneSquare()}, image_size=12, num_train=512, num_val=64)
     dm.attach_tokenizer(stage.tokenizer)
     prepare_fit(stage, dm)
     trainer = L.Trainer(
@@ -67,7 +69,17 @@ def test_tiny_model_learns_a_four_way_image_question(base_model, tmp_path):
     test = OneSquare().examples("test", 64, 12)
     accuracy = float(np.mean(exact_matches(stage.vlm, stage.tokenizer, test)))
     assert accuracy >= 0.6, accuracy  # chance is 0.25 (4 colours, balanced)
-    assert greedy_answer(stage.vlm, stage.tokenizer, test[0]) in COLOURS
+    answer = greedy_answer(stage.vlm, stage.tokenizer, test[0])
+    assert answer in COLOURS
+    # generate image=: the same greedy answer from the rendered prompt with an <image> marker and a file
+    np.save(tmp_path / "square.npy", test[0].images[0])
+    prompt = "<|bos|><|user|><image> colour?<|end|><|assistant|>"
+    assert continue_with_images(stage.vlm, stage.tokenizer, prompt, [str(tmp_path / "square.npy")], 8) == answer
+    with pytest.raises(ConfigError, match="2 images"):
+        continue_with_images(stage.vlm, stage.tokenizer, prompt, [str(tmp_path / "square.npy")] * 2, 8)
+    # the samples callback's text: a validation question, the model's answer and the gold one
+    sample = stage.sample_texts(2)
+    assert len(sample) == 2 and sample[0].startswith("[colour] colour? → ") and "(gold: " in sample[0]
     # The model folder holds the tower and answers the same after loading.
     folder = stage.save_model_folder(tmp_path / "model")
     loaded, tokenizer = load_vision_language_model(folder)
@@ -94,3 +106,34 @@ def test_projector_only_stage_leaves_the_lm_and_encoder_bit_identical(base_model
     assert torch.equal(stage.model.tok_emb.weight[:rows], start.tok_emb.weight)
     trained = {id(p) for group in stage.param_groups(0.1) for p in group["params"]}
     assert trained == {id(p) for p in stage.vlm.tower.projector.parameters()}
+
+
+def test_cross_attention_fusion_learns_the_question_too(base_model):
+    stage = MultimodalStage(
+        model_config=None, optim=OPTIM, init_from=str(base_model), vision={**VISION, "train": "all", "fusion": "xattn"}
+    )
+    dm = fit(stage, 80)
+    assert dm.image_tokens == 1  # data.image_tokens null → one tag per image
+    dm.image_tokens = 4
+    with pytest.raises(ConfigError, match="data.image_tokens=4"):
+        stage._fit_placeholders(dm)
+    test = OneSquare().examples("test", 64, 12)
+    assert float(np.mean(exact_matches(stage.vlm, stage.tokenizer, test))) >= 0.6  # chance 0.25
+    assert all(float(layer.attn_gate) != 0.0 for layer in stage.vlm.xattn)  # the gates opened
+
+
+def test_pretrain_then_freeze_keeps_the_encoder_fixed_and_lora_trains_adapters_only(base_model, tmp_path):
+    vision = {**VISION, "train": "all", "pretrain": {"steps": 30, "batch_size": 32, "freeze": True}}
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["qkv", "proj", "fc"]}
+    L.seed_everything(0)
+    stage = MultimodalStage(model_config=None, optim=OPTIM, init_from=str(base_model), vision=vision, lora=lora)
+    fit(stage, 2)
+    assert stage.pretrain_scores["squares"] > 0.5  # colour of one square, chance 0.25
+    trained = {id(p) for group in stage.param_groups(0.1) for p in group["params"]}
+    names = {n for n, p in stage.vlm.named_parameters() if id(p) in trained}
+    assert not any(n.startswith("tower.encoder.") for n in names)  # frozen after pre-training
+    assert all(n.startswith("tower.projector.") or "lora_" in n or n == "lm.tok_emb.weight" for n in names), names
+    folder = stage.save_model_folder(tmp_path / "model")  # the LoRA-merged LM with its tower
+    loaded, _ = load_vision_language_model(folder)
+    test = OneSquare().examples("test", 8, 12)
+    assert exact_matches(loaded, stage.tokenizer, test) == exact_matches(stage.vlm, stage.tokenizer, test)

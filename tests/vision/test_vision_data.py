@@ -115,3 +115,28 @@ def test_user_jsonl_bad_lines_are_named(tmp_path, record, problem):
     path = write_lines(tmp_path / "data.jsonl", [good, good, {**record, "messages": chat}])
     with pytest.raises(DataError, match=f"data.jsonl line (1|3): .*{problem}"):
         ImageChatFile(str(path)).examples("train", None, 16 if problem != "resize it to 8×8" else 8)
+
+
+def test_two_image_question_compares_two_digits_of_the_same_split():
+    from minigpt.data.vision.digits import _digits
+
+    digits = Digits(kinds=["larger"])
+    labels = _digits()[1]
+    test = set(digits.split_indices("test").tolist())
+    partners = digits.partners("test")
+    assert set(partners) == test and set(partners.values()) <= test  # never a training image
+    assert all(labels[i] != labels[j] for i, j in partners.items())
+    example = digits.examples("test", 1, 24)[0]
+    assert len(example.images) == 2 and example.messages[0]["content"].count("<image>") == 2
+    i = int(digits.split_indices("test")[0])
+    assert example.answer == ("first" if labels[i] > labels[partners[i]] else "second")
+
+
+def test_relation_question_reads_left_of_off_the_slots():
+    things = [Thing(0, "red", "triangle", 0), Thing(1, "blue", "circle", 0), Thing(2, "red", "circle", 0)]
+    assert "relation" not in questions(things)  # only one shape occurs once
+    things = [Thing(0, "red", "triangle", 0), Thing(2, "blue", "circle", 0)]
+    assert questions(things)["relation"] == ("is the circle left of the triangle?", "no")
+    assert questions(things[::-1])["relation"][1] == "no"  # the slots decide, not the listing order
+    things = [Thing(1, "red", "circle", 0), Thing(2, "blue", "square", 0)]
+    assert questions(things)["relation"] == ("is the circle left of the square?", "yes")

@@ -64,7 +64,8 @@ class VisionChatDataModule(ChatRenderedDataModule):
         num_train: training examples per source (null = all a fixed data set has).
         num_val: validation examples per source.
         image_size: the encoder's input size (images are made this size by each source).
-        image_tokens: placeholders per image (the encoder's `num_tokens`).
+        image_tokens: placeholders per image; null = the model's (set by the stage: the encoder's
+            `num_tokens` with prefix fusion, 1 with cross-attention).
         seq_len: the longest example; null = the model's context (set by the stage).
         path: the JSONL file of `data=vision/jsonl` (read by its `ImageChatFile` source, named here so
             that the command line says `data.path=`).
@@ -74,7 +75,7 @@ class VisionChatDataModule(ChatRenderedDataModule):
         self,
         sources: Mapping[str, VisionSource],
         image_size: int,
-        image_tokens: int,
+        image_tokens: int | None = None,
         num_train: int | None = None,
         num_val: int = 200,
         seq_len: int | None = None,
@@ -117,7 +118,7 @@ class VisionChatDataModule(ChatRenderedDataModule):
 
     def encode(self, example: VisionExample) -> VisionRow:
         """Checked rendering: representable characters, and the example fits `seq_len`."""
-        assert self.tokenizer is not None and self.seq_len is not None
+        assert self.tokenizer is not None and self.seq_len is not None and self.image_tokens is not None
         for message in example.messages:
             bad = unrepresentable(self.tokenizer, message["content"].replace(IMAGE_MARKER, ""))
             if bad:
@@ -140,8 +141,10 @@ class VisionChatDataModule(ChatRenderedDataModule):
             return self.splits
         if self.tokenizer is None:
             raise RuntimeError("VisionChatDataModule needs attach_tokenizer(...) before use.")
-        if self.seq_len is None:
-            raise ConfigError("data.seq_len is unset; set it or train with stage=multimodal (which sets it).")
+        if self.seq_len is None or self.image_tokens is None:
+            raise ConfigError(
+                "data.seq_len or data.image_tokens is unset; set them or train with stage=multimodal (which sets them)."
+            )
         splits = {split: [self.encode(ex) for ex in self.examples(split)] for split in ("train", "val")}
         random.Random(self.seed).shuffle(splits["train"])
         self.splits = splits

@@ -42,11 +42,33 @@ class VisionExample:
         return text.replace(IMAGE_MARKER, "").strip()
 
 
+@dataclass
+class ImageLabels:
+    """Images with class labels, for the encoder's classification pre-training (`vision.pretrain`).
+
+    `labels[i, h]` is image i's class under head h, in range(classes[h]): digits have one head (the
+    digit), scenes one per slot (empty, or which colour and shape is there).
+    """
+
+    images: np.ndarray  # (n, channels, H, W) float32 in [0, 1]
+    labels: np.ndarray  # (n, heads) int64
+    classes: tuple[int, ...]
+
+
 class VisionSource(Protocol):
     """A data set of `VisionExample`s with fixed train / val / test splits."""
 
     def examples(self, split: str, n: int | None, image_size: int) -> list[VisionExample]:
         """Up to `n` examples of `split` (all of them for None; generators make exactly `n`)."""
+        ...
+
+
+class LabelledSource(VisionSource, Protocol):
+    """A `VisionSource` that also knows a class label for each image (digits, scenes), so `vision.pretrain`
+    can pre-train the encoder as a classifier on it."""
+
+    def labelled(self, split: str, n: int | None, image_size: int) -> ImageLabels:
+        """The images of `split` (as in `examples`) with their class labels."""
         ...
 
 

@@ -11,6 +11,8 @@ Question types (one per scene, chosen among those that have a unique answer):
 * `shape`    "what shape is the red one?" → "circle"         (the colour occurs once)
 * `position` "where is the red circle?" → "left"             (left / middle / right)
 * `caption`  "describe the image." → "red circle, blue square" (objects left to right)
+* `relation` "is the circle left of the square?" → "yes" / "no"  (two shapes that occur once each; the
+  pair is named in alphabetical order, so by the symmetry of random layouts each answer has odds 1/2)
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minigpt.data.vision.example import SPLITS, VisionExample, check_split, user_turn
+from minigpt.data.vision.example import SPLITS, ImageLabels, VisionExample, check_split, user_turn
 from minigpt.utils.errors import ConfigError
 
 COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0), "yellow": (1.0, 1.0, 0.0)}
 SHAPES = ("square", "circle", "triangle")
 SLOTS = ("left", "middle", "right")
-KINDS = ("count", "colour", "shape", "position", "caption")
+KINDS = ("count", "colour", "shape", "position", "caption", "relation")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,18 @@ def layout(things: Sequence[Thing]) -> tuple[tuple[int, str, str], ...]:
     return tuple((t.slot, t.colour, t.shape) for t in things)
 
 
+SLOT_CLASSES = 1 + len(COLOURS) * len(SHAPES)  # empty, or one (colour, shape)
+
+
+def slot_classes(things: Sequence[Thing]) -> list[int]:
+    """Each slot's class, left to right: 0 if empty, else 1 + colour index · 3 + shape index. Every
+    question about the scene (count, colour, shape, position, caption) is a function of these three."""
+    out = [0, 0, 0]
+    for t in things:
+        out[t.slot] = 1 + list(COLOURS).index(t.colour) * len(SHAPES) + SHAPES.index(t.shape)
+    return out
+
+
 def questions(things: Sequence[Thing]) -> dict[str, tuple[str, str]]:
     """{kind: (question, answer)} for every kind with a unique answer in this scene."""
     out = {"count": ("how many shapes?", str(len(things)))}
@@ -92,6 +106,10 @@ def questions(things: Sequence[Thing]) -> dict[str, tuple[str, str]]:
         if sum(1 for u in things if (u.colour, u.shape) == (t.colour, t.shape)) == 1:
             out.setdefault("position", (f"where is the {t.colour} {t.shape}?", SLOTS[t.slot]))
     out["caption"] = ("describe the image.", ", ".join(f"{t.colour} {t.shape}" for t in things))
+    unique = sorted(t.shape for t in things if shapes.count(t.shape) == 1)
+    if len(unique) >= 2:
+        first, second = (next(t.slot for t in things if t.shape == s) for s in unique[:2])
+        out["relation"] = (f"is the {unique[0]} left of the {unique[1]}?", "yes" if first < second else "no")
     return out
 
 
@@ -124,16 +142,26 @@ class Shapes:
                 out.append((things, str(rng.choice(asked))))
         return out
 
-    def examples(self, split: str, n: int | None, image_size: int) -> list[VisionExample]:
-        """`n` scenes of `split` (default: `num_held_out`), each with one question."""
+    def split_scenes(self, split: str, n: int | None, image_size: int) -> list[tuple[list[Thing], str]]:
+        """`n` (scene, kind) pairs of `split` (default: `num_held_out`); train skips the held-out layouts."""
         check_split(split)
         n = self.num_held_out if n is None else n
         skip = None
         if split == "train":
             held = [self._scenes(s, self.num_held_out, image_size) for s in ("val", "test")]
             skip = {layout(things) for scenes in held for things, _ in scenes}
+        return self._scenes(split, n, image_size, skip)
+
+    def examples(self, split: str, n: int | None, image_size: int) -> list[VisionExample]:
+        """`n` scenes of `split` (default: `num_held_out`), each with one question."""
         out = []
-        for things, kind in self._scenes(split, n, image_size, skip):
+        for things, kind in self.split_scenes(split, n, image_size):
             question, answer = questions(things)[kind]
             out.append(VisionExample([draw(things, image_size)], user_turn(question, answer), kind))
         return out
+
+    def labelled(self, split: str, n: int | None, image_size: int) -> ImageLabels:
+        """The scenes of `split` labelled slot by slot: one head per slot, 13 classes (`slot_classes`)."""
+        scenes = [things for things, _ in self.split_scenes(split, n, image_size)]
+        images = np.stack([draw(things, image_size) for things in scenes])
+        return ImageLabels(images, np.array([slot_classes(t) for t in scenes], dtype=np.int64), (SLOT_CLASSES,) * 3)
