@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -244,16 +245,18 @@ def race(args: argparse.Namespace) -> dict[str, Any]:
         for role, overrides in roles.items()
     ]
     # Each side writes `<role>.json` when its training is done and then keeps its core busy (`keep_busy`);
-    # the race ends both once both are written. A side that exits by itself has failed.
-    while not all((out / f"{role}.json").exists() for role in roles):
-        if any(proc.poll() is not None for proc in procs):
-            for proc in procs:
-                proc.kill()
-            raise SystemExit("a side of the race failed (its output is above)")
-        time.sleep(0.5)
-    for proc in procs:  # both results are written: nothing left to shut down gracefully
-        proc.kill()
-        proc.wait()
+    # the race ends both once both are written. A side that exits by itself has failed. If the race itself
+    # is stopped (Ctrl-C, or SIGTERM from `timeout`), it takes both sides with it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        while not all((out / f"{role}.json").exists() for role in roles):
+            if any(proc.poll() is not None for proc in procs):
+                raise SystemExit("a side of the race failed (its output is above)")
+            time.sleep(0.5)
+    finally:
+        for proc in procs:  # both results are written (or the race is over): nothing to shut down gracefully
+            proc.kill()
+            proc.wait()
     results = {role: json.loads((out / f"{role}.json").read_text()) for role in roles}
     classic, default = results["classic"]["rows"], results["default"]["rows"]
     target = args.target if args.target is not None else classic[-1]["val_loss"]
