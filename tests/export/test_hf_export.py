@@ -62,6 +62,24 @@ def test_cli_export_loads_in_transformers_and_round_trips(
     main(compose_command("export_hf", f"run={tmp_path / 'run'}", f"out={tmp_path / 'hf'}"))
 
 
+# Speedrun switches (docs/speedrun.md) that the target HF family does not compute: the export names the switch.
+REFUSED_SWITCHES = {
+    "gpt2-qk-norm": ("gpt", dict(qk_norm=True), r"model.qk_norm=true"),
+    "gpt2-softcap": ("gpt", dict(logit_softcap=30.0), r"model.logit_softcap=30.0"),
+    "gpt2-rope": ("gpt", dict(positions="rope"), r"positions=rope"),
+    "llama-relu2": ("llama", dict(activation="relu2"), r"activation=relu2"),
+    "llama-softcap": ("llama", dict(logit_softcap=30.0), r"model.logit_softcap=30.0"),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(REFUSED_SWITCHES))
+def test_switches_without_an_hf_counterpart_are_refused_by_name(tiny_model, variant: str) -> None:
+    name, overrides, message = REFUSED_SWITCHES[variant]
+    model = tiny_model(name, **overrides)
+    with pytest.raises(ConfigError, match=message):
+        to_hf(model)
+
+
 def test_unmappable_models_and_folders_are_refused(tiny_model, tmp_path: Path, compose_command) -> None:
     with pytest.raises(ConfigError, match="neither"):
         family(tiny_model("gpt", norm="rmsnorm").config)  # RMSNorm with learned positions: no HF class

@@ -9,7 +9,8 @@ import torch
 
 from minigpt.model.config import ModelConfig
 from minigpt.model.transformer import Transformer
-from minigpt.optim.muon import MuonAdamW, newton_schulz
+from minigpt.optim import muon as muon_module
+from minigpt.optim.muon import MuonAdamW, newton_schulz, newton_schulz_dtype
 from minigpt.stages.schedule import lr_schedule, warmup_stable_decay_factor
 from minigpt.utils.errors import ConfigError
 
@@ -51,6 +52,25 @@ def test_newton_schulz_maps_every_singular_value_near_one(shape):
     assert (theirs - ortho).abs().max() < 0.05
 
 
+def test_newton_schulz_in_bfloat16_orthogonalises_too_and_auto_picks_it_only_where_native(monkeypatch):
+    # bfloat16's 8-bit mantissa still maps the singular values into the quintic's band, and the result comes
+    # back in the input's dtype.
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(64, 128, generator=gen) @ torch.diag(torch.logspace(0, -1, 128))
+    ortho = newton_schulz(g, dtype=torch.bfloat16)
+    assert ortho.dtype == torch.float32
+    s = torch.linalg.svdvals(ortho)
+    assert s.min() > 0.6 and s.max() < 1.25, s
+    assert (ortho - newton_schulz(g)).abs().max() < 0.05
+    # "auto": bfloat16 on a CPU with AVX-512 BF16, the gradient's dtype on one without (emulated there).
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(muon_module, "_cpu_has_bf16", lambda native=native: native)
+        assert newton_schulz_dtype("auto", g) == expected
+    assert newton_schulz_dtype("float32", g) == torch.float32
+    with pytest.raises(ValueError, match="ns_dtype='fp8'"):
+        MuonAdamW(tiny().param_groups(0.0, muon=True), ns_dtype="fp8")  # type: ignore[arg-type]
+
+
 def test_only_the_blocks_hidden_matrices_get_muon():
     model = tiny()
     muon, decay, no_decay = model.param_groups(0.1, muon=True)
@@ -71,7 +91,8 @@ def test_a_muon_step_is_the_orthogonalised_gradient_and_adamw_groups_match_torch
     model = tiny()
     before = copy.deepcopy(model)
     lr, muon_lr = 1e-3, 0.02
-    optimizer = MuonAdamW(model.param_groups(0.0, muon=True), lr=lr, muon_lr=muon_lr, betas=(0.9, 0.99))
+    groups = model.param_groups(0.0, muon=True)
+    optimizer = MuonAdamW(groups, lr=lr, muon_lr=muon_lr, betas=(0.9, 0.99), ns_dtype="float32")
     reference = copy.deepcopy(before)
     groups = reference.param_groups(0.0, muon=True)[1:]  # the AdamW groups, same parameters
     torch_adamw = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0)
