@@ -27,6 +27,7 @@ from minigpt.utils.errors import ConfigError
 STEPS, BATCH = 4, 4  # every stage reads the same batch; 4 microbatches of 1 sequence
 COMMON = (f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={STEPS}", "optim.warmup_steps=0", "optim.lr=1e-2")
 COMMON += ("optim.min_lr_ratio=1.0", f"data.batch_size={BATCH}", "model.n_layer=3")  # 3 blocks: stages of 2 and 1
+COMMON += ("optim.optimizer.ns_dtype=float32",)  # Muon in float32: bf16 would round the microbatches' differences up
 SCHEDULES = ("gpipe", "1f1b")
 # SFT from the pretrained model above, on reversal: the prompt tokens masked, so each microbatch counts a
 # different number of tokens; packed rows bring positions and a block-diagonal mask, padded rows vary in length.
