@@ -12,7 +12,7 @@ the tokenizer's new size.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -61,6 +61,46 @@ class ChatRenderedDataModule(L.LightningDataModule):
     def corpus(self) -> ChatRenderedDataModule:
         """Texts a tokenizer can be learned from: each subclass's `documents()`."""
         return self
+
+
+class PreparedRowsDataModule(ChatRenderedDataModule):
+    """Base of the media chat modules (images, audio, speech synthesis): `prepare()` builds each split's
+    rows once, `collate_rows(rows, pad_id)` turns a list of them into a batch; the loaders are shared here.
+
+    Subclasses set `batch_size`, `num_workers`, `seed` and `collate_rows` (a plain function, so that a
+    loader worker pickles the function and not the whole module).
+    """
+
+    batch_size: int
+    num_workers: int
+    seed: int
+    collate_rows: Callable[..., dict[str, Any]]
+
+    def prepare(self) -> Mapping[str, list[Any]]:
+        """{"train": rows, "val": rows}, built once."""
+        raise NotImplementedError
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        rows = self.prepare()[split]
+        assert self.tokenizer is not None
+        pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
+        return DataLoader(
+            rows,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            collate_fn=partial(type(self).collate_rows, pad_id=pad_id),
+            num_workers=self.num_workers,
+            drop_last=shuffle and len(rows) >= self.batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in a fixed order."""
+        return self._loader("val", shuffle=False)
 
 
 class ChatDataModule(ChatRenderedDataModule):

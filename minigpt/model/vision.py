@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from minigpt.model.folder import load_model_folder, resolve_model_folder, save_model_folder
 from minigpt.model.mot import ModalityState, apply_mot, is_mot, load_image_weights, split_mot_state
-from minigpt.model.splice import bidirectional_blocks, run_bidirectional, splice_placeholders
+from minigpt.model.splice import SplicedLM, bidirectional_blocks, run_bidirectional, splice_placeholders
 from minigpt.model.transformer import Transformer
 from minigpt.model.xattn import GatedCrossAttention, MediaState, attach_xattn, media_for_rows
 from minigpt.tokenizer.base import Tokenizer
@@ -184,7 +184,7 @@ def splice_images(embeds: Tensor, input_ids: Tensor, image_id: int, image_embeds
     return splice_placeholders(embeds, input_ids, image_id, image_embeds, IMAGE_TOKEN, "images")
 
 
-class VisionLanguageModel(nn.Module):
+class VisionLanguageModel(SplicedLM):
     """The LM and the vision tower, composed: `forward(input_ids, images)` → the LM's (logits, aux).
 
     Args:
@@ -194,9 +194,12 @@ class VisionLanguageModel(nn.Module):
         image_id: the id of `<|image|>` in the LM's tokenizer.
     """
 
+    token = IMAGE_TOKEN
+    items = "images"
+
     def __init__(self, lm: Transformer, tower: VisionTower, image_id: int) -> None:
-        super().__init__()
-        self.lm, self.tower, self.image_id = lm, tower, image_id
+        super().__init__(lm, image_id)
+        self.tower, self.image_id = tower, image_id
         self.modality = ModalityState()
         if tower.config.mot and not is_mot(lm):
             apply_mot(lm, self.modality)
@@ -213,18 +216,17 @@ class VisionLanguageModel(nn.Module):
         """What joins the encoder to the LM and trains with the projector: the projector (+ xattn layers)."""
         return [self.tower.projector] + ([self.xattn] if self.xattn is not None else [])
 
+    def encode(self, media: Tensor) -> Tensor:
+        """Images (n, ch, H, W) → (n, N, C) through the encoder and projector."""
+        return self.tower(media)
+
     def embed(self, input_ids: Tensor, images: Tensor | None) -> Tensor:
         """The LM's token embeddings (B, T, C) with the projected images at the placeholders (prefix fusion;
         with xattn the tags keep their embeddings and `self.media` gets the images for the call)."""
-        embeds = self.lm.tok_emb(input_ids)
-        if images is None or images.shape[0] == 0:
-            if bool((input_ids == self.image_id).any()):
-                raise ValueError(f"The batch has {IMAGE_TOKEN} placeholders but no images.")
-            return embeds
-        if self.xattn is not None:
-            self.media.media, self.media.visible = media_for_rows(self.tower(images), input_ids, self.image_id)
-            return embeds
-        return splice_images(embeds, input_ids, self.image_id, self.tower(images))
+        if self.xattn is None or images is None or images.shape[0] == 0:
+            return super().embed(input_ids, images)
+        self.media.media, self.media.visible = media_for_rows(self.tower(images), input_ids, self.image_id)
+        return self.lm.tok_emb(input_ids)
 
     def forward(
         self,
@@ -240,26 +242,6 @@ class VisionLanguageModel(nn.Module):
             return self.lm(input_ids, positions=positions, attn_mask=attn_mask, inputs_embeds=embeds)
         finally:
             self.modality.image_mask = self.media.media = self.media.visible = None
-
-    @torch.no_grad()
-    def greedy(self, prompt: list[int], images: Tensor | None, stop_id: int, max_new_tokens: int) -> list[int]:
-        """Greedy continuation of one prompt (with its images) until `stop_id` or `max_new_tokens`.
-
-        Each step reruns the whole (short) sequence: the KV-cache decoder (`minigpt.inference`) takes token
-        ids only, and answers here are a few tokens long, so recomputing the prefix costs little.
-        """
-        ids = torch.tensor([prompt], device=self.lm.tok_emb.weight.device)
-        out: list[int] = []
-        for _ in range(max_new_tokens):
-            if ids.shape[1] >= self.lm.config.block_size:
-                break
-            logits, _ = self(ids, images)
-            token = int(logits[0, -1].argmax())
-            if token == stop_id:
-                break
-            out.append(token)
-            ids = torch.cat([ids, ids.new_tensor([[token]])], dim=1)
-        return out
 
 
 def save_vision_language_model(

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from minigpt.audio.features import log_mel
-from minigpt.data.chat import ChatRenderedDataModule, unrepresentable
+from minigpt.data.chat import PreparedRowsDataModule, unrepresentable
 from minigpt.data.packing import collate_padded
 from minigpt.data.speech.example import AUDIO_MARKER, SpeechExample, SpeechSource
 from minigpt.losses.lm import IGNORE_INDEX
@@ -78,7 +76,7 @@ def collate_speech(batch: list[SpeechRow], pad_id: int) -> dict[str, Any]:
     return out
 
 
-class SpeechDataModule(ChatRenderedDataModule):
+class SpeechDataModule(PreparedRowsDataModule):
     """Transcribed clips from one or more `SpeechSource`s (spoken digits, a user's WAV folder).
 
     Args:
@@ -90,6 +88,8 @@ class SpeechDataModule(ChatRenderedDataModule):
         path / languages: named here so that the command line says `data.path=` / `data.languages=` (read by
             the sources through interpolation).
     """
+
+    collate_rows = staticmethod(collate_speech)
 
     def __init__(
         self,
@@ -166,25 +166,3 @@ class SpeechDataModule(ChatRenderedDataModule):
         random.Random(self.seed).shuffle(splits["train"])
         self.splits = splits
         return splits
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        rows = self.prepare()[split]
-        assert self.tokenizer is not None
-        pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
-        return DataLoader(
-            rows,  # type: ignore[arg-type]
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-            collate_fn=partial(collate_speech, pad_id=pad_id),
-            num_workers=self.num_workers,
-            drop_last=shuffle and len(rows) >= self.batch_size,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in a fixed order."""
-        return self._loader("val", shuffle=False)

@@ -20,12 +20,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from minigpt.audio.features import MelConfig, log_mel
 from minigpt.data.assets import cache_root
@@ -63,8 +61,17 @@ def transcript_words(text: str, spoken: str, words: list[tuple[int, int]]) -> li
     return [(start, ms) for start, (_, ms) in zip(starts, words)]
 
 
+def collate_float_mel(rows: list[TTSRow], pad_id: int) -> dict[str, Any]:
+    """`collate_tts` with the (float16-stored) frames back in float32."""
+    batch = collate_tts(rows, pad_id)
+    batch["mel"] = batch["mel"].float()
+    return batch
+
+
 class TTSDataModule(SpeechDataModule):
     """`SpeechDataModule`'s options and sources; rows of (characters, reference log-mel frames, durations)."""
+
+    collate_rows = staticmethod(collate_float_mel)  # type: ignore[assignment]  # its rows are TTSRows
 
     @property
     def n_mels(self) -> int:
@@ -136,24 +143,3 @@ class TTSDataModule(SpeechDataModule):
         random.Random(self.seed).shuffle(splits["train"])
         self.splits = splits  # type: ignore[assignment]
         return splits
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        rows = self.prepare()[split]
-        assert self.tokenizer is not None
-        pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
-        return DataLoader(
-            rows,  # type: ignore[arg-type]
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-            collate_fn=partial(collate_float_mel, pad_id=pad_id),
-            num_workers=self.num_workers,
-            drop_last=shuffle and len(rows) >= self.batch_size,
-        )
-
-
-def collate_float_mel(rows: list[TTSRow], pad_id: int) -> dict[str, Any]:
-    """`collate_tts` with the (float16-stored) frames back in float32."""
-    batch = collate_tts(rows, pad_id)
-    batch["mel"] = batch["mel"].float()
-    return batch

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from minigpt.data.chat import ChatRenderedDataModule, unrepresentable
+from minigpt.data.chat import PreparedRowsDataModule, unrepresentable
 from minigpt.data.packing import collate_padded
 from minigpt.data.vision.example import IMAGE_MARKER, VisionExample, VisionSource
 from minigpt.losses.lm import IGNORE_INDEX
@@ -56,7 +54,7 @@ def collate_vision(batch: list[VisionRow], pad_id: int) -> dict[str, Any]:
     return out
 
 
-class VisionChatDataModule(ChatRenderedDataModule):
+class VisionChatDataModule(PreparedRowsDataModule):
     """Image conversations from one or more `VisionSource`s (digits, scenes, a user's JSONL).
 
     Args:
@@ -70,6 +68,8 @@ class VisionChatDataModule(ChatRenderedDataModule):
         path: the JSONL file of `data=vision/jsonl` (read by its `ImageChatFile` source, named here so
             that the command line says `data.path=`).
     """
+
+    collate_rows = staticmethod(collate_vision)
 
     def __init__(
         self,
@@ -149,25 +149,3 @@ class VisionChatDataModule(ChatRenderedDataModule):
         random.Random(self.seed).shuffle(splits["train"])
         self.splits = splits
         return splits
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        rows = self.prepare()[split]
-        assert self.tokenizer is not None
-        pad_id = self.tokenizer.pad_id if self.tokenizer.pad_id is not None else 0
-        return DataLoader(
-            rows,  # type: ignore[arg-type]
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-            collate_fn=partial(collate_vision, pad_id=pad_id),
-            num_workers=self.num_workers,
-            drop_last=shuffle and len(rows) >= self.batch_size,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in a fixed order."""
-        return self._loader("val", shuffle=False)
