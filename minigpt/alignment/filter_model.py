@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import CONFIG, load_model_folder, resolve_model_folder, save_model_folder
-from minigpt.model.heads import last_token_index
+from minigpt.model.heads import last_token_index, right_pad
 from minigpt.model.transformer import Transformer
 from minigpt.tokenizer.base import Tokenizer
 from minigpt.utils.errors import ConfigError
@@ -60,12 +60,7 @@ def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], block_size: int) ->
     """Right-padded ids (N, T) and lengths (N,): each text's tokens after a BOS (so an empty text has one),
     cut to the model's context (a harmful end past it is not seen: the filter reads the first block)."""
     bos = tokenizer.bos_id if tokenizer.bos_id is not None else 0
-    rows = [([bos] + tokenizer.encode(text))[:block_size] for text in texts]
-    lengths = torch.tensor([len(r) for r in rows])
-    ids = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-    return ids, lengths
+    return right_pad([([bos] + tokenizer.encode(text))[:block_size] for text in texts], pad_id=0)
 
 
 @torch.no_grad()

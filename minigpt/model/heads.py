@@ -38,6 +38,15 @@ def last_token_index(lengths: Tensor) -> Tensor:
     return lengths - 1
 
 
+def right_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Token rows as right-padded ids (B, T_max) and their lengths (B,): what `last_token_index` reads."""
+    lengths = torch.tensor([len(row) for row in rows], device=device)
+    ids = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long, device=device)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, device=device)
+    return ids, lengths
+
+
 class ScalarHead(nn.Module):
     """Linear C → 1 on the hidden state; initialised at 0 so every score starts equal (no prior)."""
 
@@ -126,10 +135,7 @@ class RewardScorer:
                 render_chat(self.tokenizer, [{"role": "user", "content": p}, {"role": "assistant", "content": c}])[0]
                 for p, c in zip(prompts[start : start + self.batch_size], completions[start : start + self.batch_size])
             ]
-            lengths = torch.tensor([len(r) for r in rows], device=device)
-            ids = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long, device=device)
-            for i, row in enumerate(rows):
-                ids[i, : len(row)] = torch.tensor(row, device=device)
+            ids, lengths = right_pad(rows, pad, device)
             scores.append(self.model(ids, lengths)[0].float())
         return torch.cat(scores)
 
