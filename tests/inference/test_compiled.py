@@ -29,9 +29,10 @@ def test_compiled_steps_decode_the_eager_tokens(tiny_model, family: str) -> None
     assert compiled.token_lists() == eager.token_lists()
     assert torch.allclose(compiled.logprobs, eager.logprobs, atol=1e-4)
 
-    eager, compiled = both(model, GenerationConfig(max_new_tokens=12, strategy="beam", num_beams=3))
-    assert compiled.token_lists() == eager.token_lists()
-    assert torch.allclose(compiled.scores, eager.scores, atol=1e-4)
+    if family == "gpt":  # beams add graphs of their own (shared prefix), the same for both families' blocks
+        eager, compiled = both(model, GenerationConfig(max_new_tokens=12, strategy="beam", num_beams=3))
+        assert compiled.token_lists() == eager.token_lists()
+        assert torch.allclose(compiled.scores, eager.scores, atol=1e-4)
 
     # The weights are inputs of the compiled step, not constants: after a training update the next
     # compiled generation follows the new weights.

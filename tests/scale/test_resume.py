@@ -146,13 +146,7 @@ def test_fdr_run_is_not_resumed_and_ckpt_last_continues_the_one_real_run(run_tra
     assert _ckpt_step(first[0] / "checkpoints" / "last.ckpt") == 40  # it continued in that run's folder
     steps = [int(r["step"]) for r in _metrics_rows(first[0]) if r.get("train/loss")]
     assert steps == list(range(40))  # one history, 0…39, nothing lost or repeated
-
-    run_train("trainer.max_steps=10")  # a second run with a checkpoint: `last` is now ambiguous
-    ambiguous = run_train("ckpt_path=last", check=False)
-    assert ambiguous.returncode != 0
-    assert first[0].name in ambiguous.stderr + ambiguous.stdout and "resume=" in ambiguous.stderr + ambiguous.stdout
-    again = run_train("trainer.max_steps=50", f"resume={first[0]}", *every)
-    assert "resumed from step 40" in again.stdout + again.stderr
+    # An ambiguous `last` (two real runs) is an error naming them: test_last_in_a_fresh_folder_with_several_….
 
 
 def _weights(run_folder) -> dict[str, torch.Tensor]:
