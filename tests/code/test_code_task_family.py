@@ -15,10 +15,11 @@ from minigpt.code.mutation import mutants, normalise
 from minigpt.code.program_tasks import ERROR_PROGRAMS, OUTPUT_PROGRAMS, CodeErrorLine, CodeOutput, _shape
 from minigpt.code.repair_tasks import CodeRepair, CodeUnitTests
 from minigpt.code.reward import CodeTask, ExecutionReward
-from minigpt.code.tasks import find_template
+from minigpt.code.tasks import TEMPLATES, TEST_TEMPLATES, VAL_TEMPLATES, find_template
 from minigpt.tasks.base import get_task, task_names
 
-ABOVE = 'def above_7(xs):\n    """Return the items of xs greater than 7."""\n    return [x for x in xs if x > 7]\n'
+ABOVE = TEMPLATES["above"].source(7)  # def <neutral name>(xs): """Return the items of xs greater than 7.""" …
+NAME = TEMPLATES["above"].function_name(7)
 
 
 def test_each_mutant_changes_one_node_of_each_kind() -> None:
@@ -39,7 +40,7 @@ def template_names(task: CodeRepair | CodeUnitTests, split: str, n: int) -> set[
 def test_mutant_tasks_split_by_template(task_class: type[CodeRepair]) -> None:
     task = task_class(seed=0)
     train, val, test = (template_names(task, s, n) for s, n in (("train", 150), ("val", 5), ("test", 30)))
-    assert test == {"mod", "pad"} and val == {"drop"} and not train & (val | test)
+    assert test == TEST_TEMPLATES and val == VAL_TEMPLATES and not train & (val | test)
 
 
 def test_repair_gold_passes_and_the_bug_fails() -> None:
@@ -54,10 +55,10 @@ def test_unit_tests_are_scored_by_mutation_score() -> None:
     task = CodeUnitTests(seed=0, num_mutants=4)
     prompt = f"Write asserts for:\n{normalise(ABOVE)}"
     assert 1 <= len(task.code_problem(prompt).tests) <= 4  # the breaking mutants, at most num_mutants
-    assert task.score(prompt, "assert above_7([9, 7, 8, 6]) == [9, 8]\nassert above_7([1]) == []\n") == 1.0
-    assert task.score(prompt, "assert above_7([]) == [1]\n") == 0.0  # false on the function itself
+    assert task.score(prompt, f"assert {NAME}([9, 7, 8, 6]) == [9, 8]\nassert {NAME}([1]) == []\n") == 1.0
+    assert task.score(prompt, f"assert {NAME}([]) == [1]\n") == 0.0  # false on the function itself
     assert task.score(prompt, "pass\n") == 0.0  # holds everywhere, kills nothing
-    weak = task.score(prompt, "assert above_7([1]) == []\n")  # kills only the mutants that break on small items
+    weak = task.score(prompt, f"assert {NAME}([1]) == []\n")  # kills only the mutants that break on small items
     assert 0.0 < weak < 1.0
     ex = task.examples("train", 1)[0]
     assert task.score(ex.prompt, ex.answer) == 1.0

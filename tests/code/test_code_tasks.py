@@ -5,7 +5,18 @@ from __future__ import annotations
 import pytest
 
 from minigpt.code.reward import CodeTask, ExecutionReward
-from minigpt.code.tasks import TEST_TEMPLATES, VAL_TEMPLATES, CodeFunctions
+from minigpt.code.tasks import (
+    NEUTRAL_NAMES,
+    TEMPLATES,
+    TEST_TEMPLATES,
+    VAL_TEMPLATES,
+    CodeFunctions,
+    Template,
+    find_template,
+    hidden_tests,
+    operations,
+    split_of_template,
+)
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +25,7 @@ def task() -> CodeFunctions:
 
 
 def template_of(prompt: str) -> str:
-    return prompt.split("(")[0].removeprefix("def ").rsplit("_", 1)[0]
+    return find_template(prompt)[0].name
 
 
 def test_splits_never_share_a_template(task: CodeFunctions) -> None:
@@ -22,6 +33,37 @@ def test_splits_never_share_a_template(task: CodeFunctions) -> None:
     val = {template_of(ex.prompt) for ex in task.examples("val", 20)}
     test = {template_of(ex.prompt) for ex in task.examples("test", 40)}
     assert test == TEST_TEMPLATES and val == VAL_TEMPLATES and not train & (val | test)
+
+
+def test_every_held_out_operation_is_taught_by_a_training_template() -> None:
+    taught = set().union(*(operations(t) for t in TEMPLATES.values() if split_of_template(t.name) == "train"))
+    for name in VAL_TEMPLATES | TEST_TEMPLATES:
+        assert operations(TEMPLATES[name]) <= taught, name
+        # ... and only the combination or the wording is new: no held-out docstring is a training one.
+        assert all(TEMPLATES[name].doc != t.doc for t in TEMPLATES.values() if t.name != name)
+    # The check can fail: the old test template `mod` needs the remainder (`x % k`), never taught.
+    assert not operations(Template("mod", "x", "Return x modulo {k}.", "x % {k}", lambda *_: 0)) <= taught
+
+
+def test_the_name_does_not_reveal_the_template_and_the_docstring_finds_it() -> None:
+    for template in TEMPLATES.values():
+        names = {template.function_name(k) for k in range(1, 100)}
+        assert len(names) >= len(NEUTRAL_NAMES) - 1 and names <= set(NEUTRAL_NAMES)  # every template, most names
+        for k in (1, 42, 99):
+            assert find_template(template.prompt(k)) == (template, k)
+            assert template.name not in template.prompt(k).split("(")[0]
+
+
+def test_hidden_tests_separate_plausible_wrong_bodies() -> None:
+    """Integers of both signs (`x % 39` ≡ `x + 39` on −39…−1), sequences longer than k (`s[:50]` ≡ `s`)."""
+    for k in (3, 39, 99):
+        add = hidden_tests(TEMPLATES["add"], k, 4)
+        assert any("(-" in t for t in add) and any("(-" not in t for t in add)
+        name = TEMPLATES["last_chars"].function_name(k)
+        sliced = [
+            eval(t.removeprefix(f"assert {name}").split(" == ")[0]) for t in hidden_tests(TEMPLATES["last_chars"], k, 4)
+        ]
+        assert any(len(s) > k for s in sliced) and any(len(s) <= k for s in sliced)
 
 
 def test_reference_bodies_pass_and_wrong_ones_fail(task: CodeFunctions) -> None:
