@@ -7,8 +7,11 @@ Methods (settings in benchmarks/rlhf.yaml, one entry each): the SFT model itself
 and IPO on pairs of the SFT model's own samples labelled by the gold scorer; PPO; GRPO; Dr. GRPO; RLOO;
 ReST; ReST-EM — all on the task's prompts with the task's gold scorer as the reward (a verifiable reward).
 
-Each method runs in a fresh process (`--child`), so that its peak memory is its own: the peak resident set
-size (`ru_maxrss`, which includes the ~0.3 GB of Python and torch) right after training, before evaluation.
+Each method runs in a process of its own, so that its peak memory is its own: the peak resident set size
+(`ru_maxrss`, which includes the ~0.4 GB of Python, torch and Lightning) right after training, before
+evaluation. The processes are forked from a `multiprocessing` fork server that has imported torch,
+Lightning and minigpt once (`PRELOAD`): a fresh interpreter spends 5–10 s on those imports, more than a
+`--quick` method's whole run. A method's output goes to `<workdir>/<method>/log.txt`.
 The child also counts the models its stage holds (the `Transformer`s among its modules: policy, reference,
 critic, reward model), the replies the reward scored inside training steps (validation excluded; for
 DPO/IPO the pairs' k samples per prompt; for best-of-N its N per test prompt), and its training wall time.
@@ -27,18 +30,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["method", "greedy gold", "sampled gold", "KL to SFT (nats/reply)", "wall time (s)", "peak RSS (MB)",
            "models held", "reward calls", "note"]  # fmt: skip
+# Imported once by the fork server every method's process is forked from (`__main__` is this script).
+PRELOAD = ["__main__", "torch", "lightning", "minigpt.run", "minigpt.evaluation.gold", "minigpt.evaluation.tasks",
+           "minigpt.data.preference_pairs", "minigpt.rl.rollout", "minigpt.rl.rewards", "minigpt.tasks"]  # fmt: skip
 
 
 def settings(config: dict[str, Any], quick: bool, node: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +167,7 @@ def evaluate(model_folder: str, sft: str, task: Any, ev: dict[str, Any], max_new
     return {"greedy gold": greedy, "sampled gold": sampled["score"], "KL to SFT (nats/reply)": sampled["kl"]}
 
 
-def run_child(args: argparse.Namespace) -> None:
+def run_method(name: str, args: argparse.Namespace) -> None:
     """Run one method in this process and write its row to `<workdir>/<method>/row.json`."""
     import yaml
 
@@ -169,18 +176,17 @@ def run_child(args: argparse.Namespace) -> None:
     from minigpt.utils.errors import ConfigError
 
     config = yaml.safe_load(Path(args.config).read_text())
-    method = settings(config, args.quick, config["methods"][args.child])
+    method = settings(config, args.quick, config["methods"][name])
     ev = settings(config, args.quick, config["eval"])
-    folder = Path(args.workdir) / args.child
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(args.workdir) / name
     task = get_task(config["task"])
     max_new_tokens = int(config["max_new_tokens"])
-    row: dict[str, Any] = {"method": args.child}
+    row: dict[str, Any] = {"method": name}
     counter = Counter()
     counter.install()
     start = time.perf_counter()
     try:
-        if args.child == "sft":
+        if name == "sft":
             row |= {"models held": 1, "reward calls": 0, **evaluate(args.sft, args.sft, task, ev, max_new_tokens)}
         elif "n" in method:  # best-of-N: no training, N samples per test prompt
             prompts = [ex.prompt for ex in task.examples("test", ev["sampled_prompts"])]
@@ -205,6 +211,45 @@ def run_child(args: argparse.Namespace) -> None:
     row.setdefault("wall time (s)", time.perf_counter() - start)
     row.setdefault("peak RSS (MB)", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     (folder / "row.json").write_text(json.dumps(row))
+
+
+def method_process(name: str, args: argparse.Namespace) -> None:
+    """The forked process of one method: its output to `<workdir>/<name>/log.txt`, its row to `row.json`."""
+    folder = Path(args.workdir) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "log.txt", "w") as log:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            run_method(name, args)
+        except BaseException:
+            traceback.print_exc()
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+
+
+def run_methods(names: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each method in a process forked from one warm server (one at a time); a crash becomes a row's note."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    rows = []
+    for name in names:
+        process = context.Process(target=method_process, args=(name, args), name=f"rlhf-{name}")
+        process.start()
+        process.join()
+        folder = Path(args.workdir) / name
+        if process.exitcode != 0 or not (folder / "row.json").exists():
+            log = folder / "log.txt"
+            last = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+            rows.append({"method": name, "note": f"crashed (exit code {process.exitcode}): {last}"})
+        else:
+            rows.append(json.loads((folder / "row.json").read_text()))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def cell(value: Any) -> str:
@@ -252,7 +297,7 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, command: str, quick: bo
 
 
 def main() -> None:
-    """Run every method (each in a fresh process), then write the table and the plot."""
+    """Run every method (each in a process of its own), then write the table and the plot."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sft", required=True, help="the SFT model folder every method starts from")
     parser.add_argument("--config", default=str(ROOT / "benchmarks" / "rlhf.yaml"))
@@ -260,11 +305,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke budgets: minutes in all")
     parser.add_argument("--workdir", default="outputs/rlhf_benchmark")
     parser.add_argument("--out", default=str(ROOT / "docs" / "rlhf_benchmark.md"))
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        run_child(args)
-        return
     import yaml
 
     methods = list(yaml.safe_load(Path(args.config).read_text())["methods"])
@@ -272,19 +313,9 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(methods))
     if unknown:
         sys.exit(f"error: --methods {unknown} are not in {args.config}; use some of {methods}.")
-    rows = []
-    for name in chosen:
-        child = [sys.executable, __file__, "--child", name, "--sft", args.sft, "--config", args.config,
-                 "--workdir", args.workdir] + (["--quick"] if args.quick else [])  # fmt: skip
-        proc = subprocess.run(
-            child, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True
-        )
-        row_file = Path(args.workdir) / name / "row.json"
-        if proc.returncode != 0 or not row_file.exists():
-            rows.append({"method": name, "note": f"crashed: {proc.stderr.strip().splitlines()[-1:]}"})
-        else:
-            rows.append(json.loads(row_file.read_text()))
-        print(json.dumps(rows[-1]), flush=True)
+    args.workdir = str(Path(args.workdir).resolve())
+    sys.path.insert(0, str(ROOT))  # the fork server imports this checkout's minigpt
+    rows = run_methods(chosen, args)
     write_outputs(rows, Path(args.out), "python benchmarks/rlhf.py " + " ".join(sys.argv[1:]), args.quick)
 
 
