@@ -1,7 +1,7 @@
 """Every alignment method from one SFT model, judged by one gold scorer: a table and a gold-against-KL plot.
 
     OMP_NUM_THREADS=2 python benchmarks/rlhf.py --sft /path/to/sft/model [--quick] [--methods grpo,rest_em]
-        [--config benchmarks/rlhf.yaml] [--workdir /tmp/rlhf] [--out docs/rlhf_benchmark.md]
+        [--config benchmarks/rlhf.yaml] [--workdir /tmp/rlhf] [--out docs/rlhf_benchmark.md] [--seed 1]
 
 Methods (settings in benchmarks/rlhf.yaml, one entry each): the SFT model itself; best-of-N sampling; DPO
 and IPO on pairs of the SFT model's own samples labelled by the gold scorer; PPO; GRPO; Dr. GRPO; RLOO;
@@ -117,20 +117,20 @@ def compose(overrides: list[str], folder: Path) -> Any:
     return cfg
 
 
-def make_pairs_file(sft: str, task: Any, pairs: dict[str, Any], path: Path, max_new_tokens: int) -> int:
+def make_pairs_file(sft: str, task: Any, pairs: dict[str, Any], path: Path, max_new_tokens: int, seed: int) -> int:
     """Preference pairs from the SFT model's own samples (best vs worst by the gold scorer); replies scored."""
     from minigpt.data.preference_pairs import make_pairs
     from minigpt.utils.errors import ConfigError
     from minigpt.utils.io import atomic_write_text
 
-    made = make_pairs(sft, task, pairs["n"], k=pairs["k"], max_new_tokens=max_new_tokens)
+    made = make_pairs(sft, task, pairs["n"], k=pairs["k"], max_new_tokens=max_new_tokens, seed=seed)
     if not made:
         raise ConfigError(f"none of {pairs['n']} prompts got {pairs['k']} replies of different gold scores: no pairs.")
     atomic_write_text(path, "".join(json.dumps(p) + "\n" for p in made))
     return pairs["n"] * pairs["k"]
 
 
-def best_of_n(sft: str, task: Any, n: int, prompts: list[str], max_new_tokens: int) -> dict[str, Any]:
+def best_of_n(sft: str, task: Any, n: int, prompts: list[str], max_new_tokens: int, seed: int) -> dict[str, Any]:
     """Gold score of the best of `n` sampled replies per prompt (the gold scorer is the reward here)."""
     import torch
 
@@ -139,7 +139,7 @@ def best_of_n(sft: str, task: Any, n: int, prompts: list[str], max_new_tokens: i
     from minigpt.rl.rollout import sample_rollouts
 
     model, tokenizer = load_model_folder(sft)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=1.0)
     best = []
     for rollout in sample_rollouts(model, tokenizer, prompts, config, n, generator):
@@ -190,15 +190,17 @@ def run_method(name: str, args: argparse.Namespace) -> None:
             row |= {"models held": 1, "reward calls": 0, **evaluate(args.sft, args.sft, task, ev, max_new_tokens)}
         elif "n" in method:  # best-of-N: no training, N samples per test prompt
             prompts = [ex.prompt for ex in task.examples("test", ev["sampled_prompts"])]
-            row |= best_of_n(args.sft, task, method["n"], prompts, max_new_tokens)
+            row |= best_of_n(args.sft, task, method["n"], prompts, max_new_tokens, args.seed or 0)
         else:
             from minigpt.run import train
 
             overrides = [f"init_from={args.sft}", *train_overrides(config, method, args.quick)]
+            overrides += [] if args.seed is None else [f"seed={args.seed}"]
             if "pairs" in method:
                 pairs = settings(config, args.quick, method["pairs"])
-                counter.calls = make_pairs_file(args.sft, task, pairs, folder / "pairs.jsonl", max_new_tokens)
-                overrides += ["data=preferences", f"data.path={folder / 'pairs.jsonl'}"]
+                pairs_file = folder / "pairs.jsonl"
+                counter.calls = make_pairs_file(args.sft, task, pairs, pairs_file, max_new_tokens, args.seed or 0)
+                overrides += ["data=preferences", f"data.path={pairs_file}"]
             train(compose(overrides, folder / "run"))
             row["peak RSS (MB)"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             row["wall time (s)"] = time.perf_counter() - start
@@ -305,6 +307,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke budgets: minutes in all")
     parser.add_argument("--workdir", default="outputs/rlhf_benchmark")
     parser.add_argument("--out", default=str(ROOT / "docs" / "rlhf_benchmark.md"))
+    seed_help = "training seed (default train.yaml's); pairs' and best-of-n's samples (default 0); eval uses 0"
+    parser.add_argument("--seed", type=int, default=None, help=seed_help)
     args = parser.parse_args()
     import yaml
 
