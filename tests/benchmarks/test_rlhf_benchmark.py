@@ -37,14 +37,15 @@ def tiny_arithmetic_model(path: Path) -> Path:
 
 
 def expected_reward_calls(config: dict, name: str) -> int:
-    """Replies the reward scores in a --quick run, from the composed config: GRPO's family scores
-    prompts × generations per optimiser step; PPO one reply per prompt per iteration, an iteration being
-    2 (actor, critic) × epochs × minibatches optimiser steps."""
+    """Replies the reward scores in a --quick run, from the composed config: one per prompt per PPO iteration
+    (2 (actor, critic) × epochs × minibatches optimiser steps), G per prompt per GRPO iteration (passes ×
+    minibatches optimiser steps)."""
     cfg = compose_train(rlhf.train_overrides(config, rlhf.settings(config, True, config["methods"][name]), True))
     if name == "ppo":
         iterations = cfg.trainer.max_steps // (2 * cfg.stage.ppo_epochs * cfg.stage.num_minibatches)
         return iterations * cfg.data.batch_size
-    return cfg.trainer.max_steps * cfg.data.batch_size * cfg.stage.num_generations
+    iterations = cfg.trainer.max_steps // (cfg.stage.num_iterations * cfg.stage.num_minibatches)
+    return iterations * cfg.data.batch_size * cfg.stage.num_generations
 
 
 @pytest.mark.slow
