@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from preference_fixtures import reward_model_folder
 
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import save_model_folder
@@ -82,3 +83,33 @@ def test_quick_benchmark_writes_every_methods_row(tmp_path):
     for name in ("rest", "rest_em"):
         assert "kept no reply" in cells[name][-1] or cells[name][2] != "—", cells[name]
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_quick_benchmark_with_a_reward_model(tmp_path):
+    """`--reward-model`: the reward model labels the pairs, picks best-of-n's reply and rewards the RL methods;
+    gold only judges, and every row shows the reward model's score of its sampled replies."""
+    sft = tiny_arithmetic_model(tmp_path / "sft")
+    rm = reward_model_folder(tmp_path / "rm", sft)
+    out = tmp_path / "bench.md"
+    command = [sys.executable, str(ROOT / "benchmarks" / "rlhf.py"), "--quick", "--sft", str(sft),
+               "--reward-model", str(rm), "--methods", "sft,best_of_n,dpo,grpo",
+               "--workdir", str(tmp_path / "work"), "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = yaml.safe_load((ROOT / "benchmarks" / "rlhf.yaml").read_text())
+    row = {
+        name: yaml.safe_load((tmp_path / "work" / name / "row.json").read_text())
+        for name in ("sft", "best_of_n", "dpo", "grpo")
+    }
+    assert all(isinstance(r.get("sampled reward"), float) for r in row.values()), row
+    # A random model never answers right, yet its replies get different rewards: DPO finds pairs and trains
+    # (the gold scorer alone gives none, test above) on every prompt, n × k replies scored.
+    pairs = config["methods"]["dpo"]["pairs"]["quick"]
+    assert len((tmp_path / "work" / "dpo" / "pairs.jsonl").read_text().splitlines()) == pairs["n"]
+    assert row["dpo"]["reward calls"] == pairs["n"] * pairs["k"] and "note" not in row["dpo"], row["dpo"]
+    # GRPO's reward calls went to the reward model, which it holds beside the policy and the reference.
+    assert row["grpo"]["reward calls"] == expected_reward_calls(config, "grpo")
+    assert row["grpo"]["models held"] == 3
+    # Best-of-n keeps the reward model's favourite of n replies: on average above one sample's reward.
+    assert row["best_of_n"]["sampled reward"] > row["sft"]["sampled reward"]
