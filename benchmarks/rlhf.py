@@ -327,8 +327,9 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, command: str, quick: bo
     fig.tight_layout()
     fig.savefig(plot, dpi=120)
     plt.close(fig)
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in COLUMNS) + " |" for row in rows]
+    columns = [c for c in COLUMNS if c != "sampled reward" or any(c in row for row in rows)]  # reward model only
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores visible, torch {torch.__version__}"
     text = (
         "# RLHF benchmark: every method from one SFT model, one gold scorer\n\n"

@@ -59,7 +59,8 @@ def test_quick_benchmark_writes_every_methods_row(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     config = yaml.safe_load((ROOT / "benchmarks" / "rlhf.yaml").read_text())
     methods = list(config["methods"])
-    rows = [line for line in out.read_text().splitlines() if line.startswith("| ")][1:]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ")]
+    assert "sampled reward" not in rows.pop(0)  # no reward model: no reward column
     assert [row.split(" | ")[0].strip("| ") for row in rows] == methods
     cells = {row.split(" | ")[0].strip("| "): row.split(" | ") for row in rows}
     for name in ("sft", "ppo", "grpo", "dr_grpo", "rloo"):  # these always train and measure
@@ -103,6 +104,7 @@ def test_quick_benchmark_with_a_reward_model(tmp_path):
         for name in ("sft", "best_of_n", "dpo", "grpo")
     }
     assert all(isinstance(r.get("sampled reward"), float) for r in row.values()), row
+    assert "sampled reward" in out.read_text().splitlines()[4]  # the table's header has the column
     # A random model never answers right, yet its replies get different rewards: DPO finds pairs and trains
     # (the gold scorer alone gives none, test above) on every prompt, n × k replies scored.
     pairs = config["methods"]["dpo"]["pairs"]["quick"]
