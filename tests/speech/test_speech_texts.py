@@ -3,10 +3,13 @@ the task's own scorer accepts), and splits that are disjoint in text as well as 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from minigpt.data.speech.example import SpeechExample
 from minigpt.data.speech.numbers import SpokenNumbers, number_to_words
 from minigpt.data.speech.sentences import SpokenSentences, spoken_form
+from minigpt.evaluation.speech import speech_scores
 from minigpt.tasks.arithmetic import Arithmetic
 from minigpt.tasks.base import split_of
 from minigpt.tasks.reversal import Reversal
@@ -76,11 +79,20 @@ def test_sentences_come_from_the_task_suite_with_disjoint_splits():
             assert task.split_of(prompt) == split  # the task's own split of its prompts
             assert task.score(prompt, reply) == 1.0  # the reply is the task's gold answer to the prompt
             assert recipe.text == spoken_form(prompt)
+            assert prompts.draw(split, i)[1].kind == f"{task.name} prompt"  # what eval=speech groups WER by
+            assert replies.draw(split, i)[1].kind == f"{task.name} reply"
             seen[split].add(prompt)
         assert {_kind(p) for p in seen[split]} == {"what", "sort:", "reverse:"}  # all three tasks
     assert not seen["train"] & seen["val"] and not seen["train"] & seen["test"] and not seen["val"] & seen["test"]
     with pytest.raises(ConfigError, match="parts"):
         SpokenSentences(tasks, parts=["answer"])
+
+
+def test_speech_scores_group_by_kind_of_text():
+    clip = np.zeros(160, dtype=np.float32)
+    examples = [SpeechExample(clip, "what is 1 plus 2?", kind="arithmetic prompt"), SpeechExample(clip, "3", kind="x")]
+    scores = speech_scores(examples, {"lm": ["what is 1 plus 3?", "3"]})["lm"]["kind"]
+    assert scores["arithmetic prompt"]["wer"] == pytest.approx(0.25) and scores["x"]["wer"] == 0.0
 
 
 def _kind(prompt: str) -> str:

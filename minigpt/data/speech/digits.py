@@ -18,6 +18,7 @@ from minigpt.data.speech.synthesised import (  # noqa: F401  (re-exported: the v
     HELD_OUT_VOICES,
     SPLIT_SEEDS,
     TRAIN_VOICES,
+    Said,
     SynthesisedSource,
 )
 from minigpt.utils.errors import ConfigError
@@ -62,9 +63,10 @@ class SpokenDigits(SynthesisedSource):
         self.languages, self.transcript = list(languages), transcript
         self.min_digits, self.max_digits = min_digits, max_digits
 
-    def text(self, rng: random.Random, split: str) -> tuple[str, str, str]:
-        """(the digits as words, the transcript, the language) of a random string."""
+    def text(self, rng: random.Random, split: str) -> Said:
+        """A random digit string: the digits as words, the transcript, the language."""
         language = rng.choice(self.languages)
         digits = [rng.randrange(10) for _ in range(rng.randint(self.min_digits, self.max_digits))]
         spoken = " ".join(DIGIT_WORDS[language][d] for d in digits)
-        return spoken, " ".join(map(str, digits)) if self.transcript == "digits" else spoken, language
+        transcript = " ".join(map(str, digits)) if self.transcript == "digits" else spoken
+        return Said(spoken, transcript, language, "digits")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from minigpt.data.speech.synthesised import SynthesisedSource
+from minigpt.data.speech.synthesised import Said, SynthesisedSource
 from minigpt.tasks.base import split_of
 from minigpt.utils.errors import ConfigError
 
@@ -97,8 +97,8 @@ class SpokenNumbers(SynthesisedSource):
             f"No {split} number in [{self.min_value}, {self.max_value}] after 10,000 draws; widen data.max_value."
         )
 
-    def text(self, rng: random.Random, split: str) -> tuple[str, str, str]:
-        """(the number's words, the transcript, "en")."""
+    def text(self, rng: random.Random, split: str) -> Said:
+        """A number of `split`: its words, the transcript, "en", kind `number`."""
         n = self.number(rng, split)
         spoken = number_to_words(n)
-        return spoken, str(n) if self.transcript == "digits" else spoken, "en"
+        return Said(spoken, str(n) if self.transcript == "digits" else spoken, "en", "number")

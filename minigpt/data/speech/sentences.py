@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from minigpt.data.speech.numbers import number_to_words
-from minigpt.data.speech.synthesised import SynthesisedSource
+from minigpt.data.speech.synthesised import Said, SynthesisedSource
 from minigpt.tasks.base import Task
 from minigpt.utils.errors import ConfigError
 
@@ -77,17 +77,17 @@ class SpokenSentences(SynthesisedSource):
         super().__init__(**conditions)
         self.languages, self.parts = ["en"], list(parts)
 
-    def sentence(self, rng: random.Random, split: str) -> tuple[str, str]:
-        """(the task's name, the prompt or reply of one of its `split` examples)."""
+    def sentence(self, rng: random.Random, split: str) -> tuple[str, str, str]:
+        """(the task's name, `prompt` or `reply`, that side of one of the task's `split` examples)."""
         task = rng.choice(self.tasks)
         part = rng.choice(self.parts)
         for _ in range(10_000):
             example = task.generate(rng)
             if task.split_of(example.prompt) == split:
-                return task.name, example.prompt if part == "prompt" else example.answer
+                return task.name, part, example.prompt if part == "prompt" else example.answer
         raise ConfigError(f"Task {task.name!r} drew no {split} prompt in 10,000 tries; widen the task.")
 
-    def text(self, rng: random.Random, split: str) -> tuple[str, str, str]:
-        """(the sentence as spoken, as written, "en")."""
-        _, written = self.sentence(rng, split)
-        return spoken_form(written), written, "en"
+    def text(self, rng: random.Random, split: str) -> Said:
+        """A sentence of `split`: as spoken, as written, "en", and its kind (e.g. `sorting reply`)."""
+        task, part, written = self.sentence(rng, split)
+        return Said(spoken_form(written), written, "en", f"{task} {part}")

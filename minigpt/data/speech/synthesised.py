@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from minigpt.data.speech.corpus import Utterance, render
 from minigpt.data.speech.example import SpeechExample, check_split
@@ -40,6 +41,16 @@ TRAIN_VOICES = (
     "max",
 )
 HELD_OUT_VOICES = ("m4", "m7", "f3", "f5", "Denis", "john")
+
+
+class Said(NamedTuple):
+    """What one example says: the words espeak reads, the transcript, the language tag, and the kind of text
+    (`digits`, `number`, `arithmetic prompt`, …: what `evaluate.py eval=speech` groups WER by)."""
+
+    spoken: str
+    transcript: str
+    language: str
+    kind: str
 
 
 class SynthesisedSource:
@@ -79,28 +90,33 @@ class SynthesisedSource:
         self.rate, self.pitch = (int(rate[0]), int(rate[1])), (int(pitch[0]), int(pitch[1]))
         self.seed, self.cache_dir = seed, cache_dir
 
-    def text(self, rng: random.Random, split: str) -> tuple[str, str, str]:
-        """(what espeak reads, the transcript, the language tag) of one example of `split`, drawn from `rng`."""
+    def text(self, rng: random.Random, split: str) -> Said:
+        """What one example of `split` says, drawn from `rng`."""
         raise NotImplementedError
 
     def utterance(self, split: str, index: int) -> tuple[Utterance, str, str, bool, bool]:
         """(recipe, transcript, language tag, held-out voice?, held-out noise?) of example `index` of `split`."""
+        recipe, said, held_voice, held_noise = self.draw(split, index)
+        return recipe, said.transcript, said.language, held_voice, held_noise
+
+    def draw(self, split: str, index: int) -> tuple[Utterance, Said, bool, bool]:
+        """(recipe, what it says, held-out voice?, held-out noise?) of example `index` of `split`."""
         rng = random.Random(f"{self.seed}/{split}/{index}")
-        spoken, text, language = self.text(rng, split)  # first, so the digits' recipes stay what they were
+        said = self.text(rng, split)  # first, so the digits' recipes stay what they were
         held_voice = split != "train" and rng.random() < 0.5
         held_noise = split != "train" and rng.random() < 0.5
         voice = rng.choice(self.held_out_voices if held_voice else self.voices)
         snr = self.held_out_snr if held_noise else rng.choice(self.snrs)
         recipe = Utterance(
-            text=spoken,
-            language=ESPEAK_LANGUAGE.get(language, language),
+            text=said.spoken,
+            language=ESPEAK_LANGUAGE.get(said.language, said.language),
             voice=voice,
             rate=rng.randint(*self.rate),
             pitch=rng.randint(*self.pitch),
             snr_db=snr,
             seed=rng.randrange(2**31) + SPLIT_SEEDS[split],
         )
-        return recipe, text, language, held_voice, held_noise
+        return recipe, said, held_voice, held_noise
 
     def examples(self, split: str, n: int | None) -> list[SpeechExample]:
         """`n` examples of `split` (a generator: `n` is required)."""
@@ -109,8 +125,9 @@ class SynthesisedSource:
             raise ConfigError("data.num_train is null, but synthesised speech is generated: give a number (e.g. 4000).")
         out = []
         for i in range(n):
-            recipe, text, language, held_voice, held_noise = self.utterance(split, i)
+            recipe, said, held_voice, held_noise = self.draw(split, i)
             audio = render(recipe, self.cache_dir)
-            voice = recipe.voice or "default"
-            out.append(SpeechExample(audio, text, language, voice, recipe.snr_db, held_voice, held_noise))
+            voice, snr = recipe.voice or "default", recipe.snr_db
+            text, language, kind = said.transcript, said.language, said.kind
+            out.append(SpeechExample(audio, text, language, voice, snr, held_voice, held_noise, kind))
         return out
