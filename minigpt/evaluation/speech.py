@@ -1,5 +1,5 @@
-"""Transcribing clips with a speech run, and `evaluate.py eval=speech`: WER/CER per language, voice and noise
-level on held-out clips, for each trained decoder (CTC greedy, LM greedy), and a spectrogram PNG.
+"""Transcribing clips with a speech run, and `evaluate.py eval=speech`: WER/CER per language, kind of text, voice
+and noise level on held-out clips, for each trained decoder (CTC greedy, LM greedy), and a spectrogram PNG.
 
 Decoding: CTC takes the best path of the CTC head (`ctc_greedy`); the LM continues the prompt
 `<|user|> <|audio|>×N <|end|> <|assistant|>` greedily until `<|end|>`. All prompts have the same length, so a
@@ -130,6 +130,7 @@ def transcribe_clip(
 GROUPS = {
     "all": lambda ex: "all",
     "language": lambda ex: ex.language,
+    "kind": lambda ex: ex.kind,
     "voice": lambda ex: "held-out" if ex.held_out_voice else "seen",
     "noise": lambda ex: "held-out" if ex.held_out_noise else "seen",
     "voice×noise": lambda ex: (
@@ -175,7 +176,8 @@ def evaluate_speech_run(
     folder: Path, data: DictConfig | None, n: int, out_dir: Path, decoder: str | None = None
 ) -> dict[str, Any]:
     """`evaluate.py eval=speech`: WER/CER on the test split of the run's data (`data`, else English spoken digits)
-    by each decoder, grouped by language, voice and noise (`speech_scores`), and `speech_spectrograms.png`."""
+    by each decoder, grouped by language, kind of text, voice and noise (`speech_scores`), and
+    `speech_spectrograms.png`."""
     from hydra.utils import instantiate
 
     model, tokenizer = load_speech_language_model(folder, field="run")

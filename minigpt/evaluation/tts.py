@@ -29,7 +29,7 @@ from rich.console import Console
 from minigpt.audio.features import log_mel
 from minigpt.audio.vocoder import features_to_wave
 from minigpt.data.speech.corpus import clean_clip
-from minigpt.data.speech.digits import SpokenDigits
+from minigpt.data.speech.synthesised import SynthesisedSource
 from minigpt.data.speech.tts import TTSDataModule
 from minigpt.evaluation.dtw import dtw_mean_distance
 from minigpt.evaluation.spectrogram import plot_spectrograms
@@ -62,7 +62,7 @@ def asr_transcriber(asr: str) -> Transcriber:
 def other_voice(datamodule: TTSDataModule) -> str:
     """A voice of the corpus that is not the TTS speaker (the second training voice)."""
     source = next(iter(datamodule.sources.values()))
-    assert isinstance(source, SpokenDigits)  # `TTSDataModule.recipes` refuses any other source
+    assert isinstance(source, SynthesisedSource)  # `TTSDataModule.recipes` refuses any other source
     return source.voices[1] if len(source.voices) > 1 else source.held_out_voices[0]
 
 

@@ -1,5 +1,8 @@
-"""`benchmarks/rlhf.py --quick` on a tiny model writes a table row for every method and the gold-against-KL plot."""
+"""`benchmarks/rlhf.py --quick` on a tiny model writes a table row for every method and the gold-against-KL plot,
+with each row's bookkeeping right: reward calls, models held, the SFT model's KL to itself, best-of-N's KL."""
 
+import importlib.util
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -7,15 +10,20 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from preference_fixtures import reward_model_folder
 
 from minigpt.model.config import ModelConfig
 from minigpt.model.folder import save_model_folder
 from minigpt.model.transformer import Transformer
+from minigpt.pipeline.upstream import compose_train
 from minigpt.tasks import get_task
 from minigpt.tokenizer.char import CharTokenizer
 from minigpt.tokenizer.chat import add_chat_tokens
 
 ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("rlhf_benchmark", ROOT / "benchmarks" / "rlhf.py")
+rlhf = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(rlhf)
 
 
 def tiny_arithmetic_model(path: Path) -> Path:
@@ -29,23 +37,81 @@ def tiny_arithmetic_model(path: Path) -> Path:
     return save_model_folder(path, Transformer(config), tokenizer)
 
 
+def expected_reward_calls(config: dict, name: str) -> int:
+    """Replies the reward scores in a --quick run, from the composed config: one per prompt per PPO iteration
+    (2 (actor, critic) × epochs × minibatches optimiser steps), G per prompt per GRPO iteration (passes ×
+    minibatches optimiser steps)."""
+    cfg = compose_train(rlhf.train_overrides(config, rlhf.settings(config, True, config["methods"][name]), True))
+    if name == "ppo":
+        iterations = cfg.trainer.max_steps // (2 * cfg.stage.ppo_epochs * cfg.stage.num_minibatches)
+        return iterations * cfg.data.batch_size
+    iterations = cfg.trainer.max_steps // (cfg.stage.num_iterations * cfg.stage.num_minibatches)
+    return iterations * cfg.data.batch_size * cfg.stage.num_generations
+
+
 @pytest.mark.slow
 def test_quick_benchmark_writes_every_methods_row(tmp_path):
     sft = tiny_arithmetic_model(tmp_path / "sft")
     out = tmp_path / "bench.md"
     command = [sys.executable, str(ROOT / "benchmarks" / "rlhf.py"), "--quick", "--sft", str(sft),
                "--workdir", str(tmp_path / "work"), "--out", str(out)]  # fmt: skip
-    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    methods = list(yaml.safe_load((ROOT / "benchmarks" / "rlhf.yaml").read_text())["methods"])
-    rows = [line for line in out.read_text().splitlines() if line.startswith("| ")][1:]
+    config = yaml.safe_load((ROOT / "benchmarks" / "rlhf.yaml").read_text())
+    methods = list(config["methods"])
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ")]
+    assert "sampled reward" not in rows.pop(0)  # no reward model: no reward column
     assert [row.split(" | ")[0].strip("| ") for row in rows] == methods
     cells = {row.split(" | ")[0].strip("| "): row.split(" | ") for row in rows}
     for name in ("sft", "ppo", "grpo", "dr_grpo", "rloo"):  # these always train and measure
         assert "—" not in cells[name][1:8] and "crashed" not in cells[name][-1], cells[name]
+    # Each method ran in its own forked process, which kept its log and its row.
+    assert all((tmp_path / "work" / name / "log.txt").exists() for name in methods)
+    row = {name: yaml.safe_load((tmp_path / "work" / name / "row.json").read_text()) for name in methods}
+    # The SFT model against itself: KL 0, no reward call. Best-of-n: the analytic KL, n calls per test prompt.
+    assert abs(row["sft"]["KL to SFT (nats/reply)"]) < 1e-4 and row["sft"]["reward calls"] == 0
+    n, prompts = config["methods"]["best_of_n"]["quick"]["n"], config["eval"]["quick"]["sampled_prompts"]
+    assert row["best_of_n"]["KL to SFT (nats/reply)"] == pytest.approx(math.log(n) - (n - 1) / n)
+    assert row["best_of_n"]["reward calls"] == n * prompts
+    # Counted reward calls follow from the budgets; models held: policy + reference (+ PPO's critic), none
+    # for Dr. GRPO's reference (β = 0 builds none).
+    for name, models in (("ppo", 3), ("grpo", 2), ("dr_grpo", 1), ("rloo", 2)):
+        assert row[name]["reward calls"] == expected_reward_calls(config, name), name
+        assert row[name]["models held"] == models, name
     # A random model answers no sum: the preference methods find no pairs and ReST keeps no reply — said so.
     for name in ("dpo", "ipo"):
         assert "no pairs" in cells[name][-1] or cells[name][2] != "—", cells[name]
     for name in ("rest", "rest_em"):
         assert "kept no reply" in cells[name][-1] or cells[name][2] != "—", cells[name]
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_quick_benchmark_with_a_reward_model(tmp_path):
+    """`--reward-model`: the reward model labels the pairs, picks best-of-n's reply and rewards the RL methods;
+    gold only judges, and every row shows the reward model's score of its sampled replies."""
+    sft = tiny_arithmetic_model(tmp_path / "sft")
+    rm = reward_model_folder(tmp_path / "rm", sft)
+    out = tmp_path / "bench.md"
+    command = [sys.executable, str(ROOT / "benchmarks" / "rlhf.py"), "--quick", "--sft", str(sft),
+               "--reward-model", str(rm), "--methods", "sft,best_of_n,dpo,grpo",
+               "--workdir", str(tmp_path / "work"), "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = yaml.safe_load((ROOT / "benchmarks" / "rlhf.yaml").read_text())
+    row = {
+        name: yaml.safe_load((tmp_path / "work" / name / "row.json").read_text())
+        for name in ("sft", "best_of_n", "dpo", "grpo")
+    }
+    assert all(isinstance(r.get("sampled reward"), float) for r in row.values()), row
+    assert "sampled reward" in out.read_text().splitlines()[4]  # the table's header has the column
+    # A random model never answers right, yet its replies get different rewards: DPO finds pairs and trains
+    # (the gold scorer alone gives none, test above) on every prompt, n × k replies scored.
+    pairs = config["methods"]["dpo"]["pairs"]["quick"]
+    assert len((tmp_path / "work" / "dpo" / "pairs.jsonl").read_text().splitlines()) == pairs["n"]
+    assert row["dpo"]["reward calls"] == pairs["n"] * pairs["k"] and "note" not in row["dpo"], row["dpo"]
+    # GRPO's reward calls went to the reward model, which it holds beside the policy and the reference.
+    assert row["grpo"]["reward calls"] == expected_reward_calls(config, "grpo")
+    assert row["grpo"]["models held"] == 3
+    # Best-of-n keeps the reward model's favourite of n replies: on average above one sample's reward.
+    assert row["best_of_n"]["sampled reward"] > row["sft"]["sampled reward"]

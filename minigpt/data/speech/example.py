@@ -18,7 +18,8 @@ class SpeechExample:
 
     `language` is the tag per sample (`en`, `zh`, …); `voice` and `snr_db` (None = clean) describe the
     speaker and the noise; `held_out_voice` / `held_out_noise` say whether training ever saw that voice /
-    that noise level (a user's folder: unknown, False).
+    that noise level (a user's folder: unknown, False); `kind` is the kind of text (`digits`, `number`,
+    `arithmetic prompt`, …).
     """
 
     audio: np.ndarray
@@ -28,6 +29,7 @@ class SpeechExample:
     snr_db: float | None = None
     held_out_voice: bool = False
     held_out_noise: bool = False
+    kind: str = "unknown"
 
     @property
     def messages(self) -> list[dict[str, str]]:

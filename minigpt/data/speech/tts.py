@@ -3,7 +3,7 @@
 It is `SpeechDataModule` with the same options and the same sources (`data=speech/digits` serves both stages:
 the data config's `_target_` follows `stage.speech_data`), and only what a row is differs:
 
-* the texts are the transcripts of the source's own split recipes (`SpokenDigits.utterance(split, i)`), so train
+* the texts are the transcripts of the source's own split recipes (`SynthesisedSource.utterance(split, i)`), so train
   and validation hold different strings, as for recognition;
 * every text is spoken by ONE speaker — the source's first training voice at the middle of its rate and pitch
   ranges, without noise. A model without a speaker input that learns from several voices with an L1 loss
@@ -29,8 +29,8 @@ from minigpt.audio.features import MelConfig, log_mel
 from minigpt.data.assets import cache_root
 from minigpt.data.speech.corpus import Utterance, clean_clip
 from minigpt.data.speech.datamodule import SpeechDataModule
-from minigpt.data.speech.digits import SpokenDigits
 from minigpt.data.speech.espeak import espeak
+from minigpt.data.speech.synthesised import SynthesisedSource
 from minigpt.data.speech.tts_rows import TTSRow, char_durations, collate_tts
 from minigpt.utils.errors import ConfigError
 from minigpt.utils.io import atomic_write_text
@@ -87,14 +87,14 @@ class TTSDataModule(SpeechDataModule):
         n = self.num_train if split == "train" else self.num_val
         out = []
         for name, source in self.sources.items():
-            if not isinstance(source, SpokenDigits):
+            if not isinstance(source, SynthesisedSource):
                 raise ConfigError(
                     f"data.sources.{name} holds recordings, not recipes; stage=tts learns from synthesised "
-                    "speech: use data=speech/digits."
+                    "speech: use data=speech/digits (or speech/numbers, speech/sentences)."
                 )
             if n is None:
                 raise ConfigError("data.num_train is null; give a number of utterances (e.g. data.num_train=2000).")
-            if len(source.languages) > 1 and source.transcript == "digits":
+            if len(getattr(source, "languages", ())) > 1 and getattr(source, "transcript", None) == "digits":
                 raise ConfigError(
                     f"data.languages={source.languages} with digit transcripts: the same text would have to be "
                     "spoken in several languages; stage=tts takes one language (data.languages=[en])."
