@@ -8,15 +8,15 @@ Bai et al. (2022, §3.1) have the model itself write the critique and the revisi
 follow the paper's instructions in words, so here the judge-driven loop of `stage=cai_sl` writes the
 demonstrations, and two short tasks are learned from every accepted step of `steps.jsonl`:
 
-    user: "critique: <prompt> | <reply>"  →  assistant: "<principle>"   (which principle the reply breaks)
-    user: "revise: <prompt> | <reply>"    →  assistant: "<revision>"    (the accepted revision)
+    user: "critique: <prompt> ; <reply>"  →  assistant: "<principle>"   (which principle the reply breaks)
+    user: "revise: <prompt> ; <reply>"    →  assistant: "<revision>"    (the accepted revision)
 
 The prompt is part of the input because most verdicts depend on it: "17" is a false claim after "confirm
 12 plus 5 is 20" only because of the prompt's numbers, and its revision is their true sum (a task that
 showed the reply alone would ask for a sum of numbers it never sees).
 
 Split by prompt (a held-out prompt's steps never train). Once fine-tuned, the model revises itself:
-`self_revise` answers "revise: <prompt> | <reply>" greedily, and the held-out scores are the share of
+`self_revise` answers "revise: <prompt> ; <reply>" greedily, and the held-out scores are the share of
 critiques that name the judge's principle (beside `critique_majority`, the share a constant answer — the
 commonest principle of the held-out steps — would get) and the share of self-revisions the constitution
 scores lower than the reply.
@@ -43,7 +43,7 @@ from minigpt.utils.errors import ConfigError
 from minigpt.utils.io import atomic_write_text
 
 CRITIQUE, REVISE = "critique: ", "revise: "
-SEPARATOR = " | "  # between the prompt and the reply in the tasks' input
+SEPARATOR = " ; "  # between the prompt and the reply (a character even a Shakespeare char tokenizer has)
 
 
 def shown(step: dict[str, Any]) -> str:
@@ -86,7 +86,7 @@ def demonstrations(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def self_revise(
     model: Transformer, tokenizer: Tokenizer, steps: Sequence[dict[str, Any]], max_new_tokens: int = 32
 ) -> list[str]:
-    """The model's own revisions: its greedy answers to "revise: <prompt> | <reply>" for each step."""
+    """The model's own revisions: its greedy answers to "revise: <prompt> ; <reply>" for each step."""
     return complete(*with_chat_tokens(model, tokenizer), [REVISE + shown(s) for s in steps], max_new_tokens)
 
 

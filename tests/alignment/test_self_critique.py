@@ -36,8 +36,8 @@ def test_demonstrations_are_split_by_prompt_and_refused_steps_dropped(tmp_path: 
     }
     records = demonstrations(steps[:1])
     assert records == [  # the prompt is shown: "3" is false only because of its numbers
-        {"prompt": CRITIQUE + "confirm 0 plus 1 is 3 | 3", "completion": "true_arithmetic"},
-        {"prompt": REVISE + "confirm 0 plus 1 is 3 | 3", "completion": "1"},
+        {"prompt": CRITIQUE + "confirm 0 plus 1 is 3 ; 3", "completion": "true_arithmetic"},
+        {"prompt": REVISE + "confirm 0 plus 1 is 3 ; 3", "completion": "1"},
     ]
     path.write_text(json.dumps(STEPS[-1]) + "\n")
     with pytest.raises(ConfigError, match="no accepted revision"):
