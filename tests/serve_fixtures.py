@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import uvicorn
 
+from minigpt.alignment.safety_filter import SafetyFilter
 from minigpt.model import ModelConfig, Transformer
 from minigpt.model.folder import load_model_and_tokenizer, save_model_folder
 from minigpt.serve.app import create_app
@@ -45,10 +46,13 @@ def chat_model_folder(folder: Path, seed: int = 0, block_size: int = 64, endless
 
 
 @contextmanager
-def running_server(folder: str | Path, **settings: object) -> Iterator[str]:
-    """Serve the model folder on a free loopback port in a thread; yields the base URL (http://127.0.0.1:port)."""
+def running_server(folder: str | Path, guard: SafetyFilter | None = None, **settings: object) -> Iterator[str]:
+    """Serve the model folder on a free loopback port in a thread; yields the base URL (http://127.0.0.1:port).
+
+    `guard`: the safety filter of `safety=filter`; `settings`: `ServeSettings` fields.
+    """
     model, tokenizer = load_model_and_tokenizer(folder)
-    app = create_app(model, tokenizer, ServeSettings(**settings))  # type: ignore[arg-type]
+    app = create_app(model, tokenizer, ServeSettings(**settings), guard)  # type: ignore[arg-type]
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))

@@ -30,7 +30,7 @@ import torch
 from omegaconf import DictConfig
 
 from minigpt.alignment.constitution import Constitution, load_constitution
-from minigpt.alignment.feedback import reply_score, soft_label
+from minigpt.alignment.feedback import reply_score, soft_label, verified_truth
 from minigpt.alignment.red_team import RedTeamPrompt, make_red_team, planted_secret, read_red_team, write_red_team
 from minigpt.evaluation.tasks import with_chat_tokens
 from minigpt.inference.config import GenerationConfig
@@ -42,12 +42,25 @@ from minigpt.utils.io import atomic_write_text
 
 
 def label_pair(
-    constitution: Constitution, prompt: RedTeamPrompt, a: str, b: str, temperature: float, min_confidence: float
+    constitution: Constitution,
+    prompt: RedTeamPrompt,
+    a: str,
+    b: str,
+    temperature: float,
+    min_confidence: float,
+    truth_weight: float = 0.0,
 ) -> dict[str, Any] | None:
-    """The preference record of two replies, chosen first; None when they are equal or the label is unsure."""
+    """The preference record of two replies, chosen first; None when they are equal or the label is unsure.
+
+    `truth_weight` > 0 adds truth_weight · (the reply's arithmetic claims are all true) to the score of a
+    reply to a red prompt (`feedback.verified_truth`), so that the true sum beats a reply that claims nothing.
+    """
     tasks = {prompt.task: get_task(prompt.task)} if prompt.task else {}
     s_a = reply_score(constitution, tasks, prompt.prompt, a, prompt.task)
     s_b = reply_score(constitution, tasks, prompt.prompt, b, prompt.task)
+    if truth_weight and prompt.task is None:
+        s_a += truth_weight * verified_truth(prompt.prompt, a)
+        s_b += truth_weight * verified_truth(prompt.prompt, b)
     p = soft_label(s_a, s_b, temperature)
     if a == b or abs(p - 0.5) < min_confidence:
         return None
@@ -66,8 +79,10 @@ def make_feedback_pairs(
     min_confidence: float = 0.1,
     max_new_tokens: int = 24,
     seed: int = 0,
+    truth_weight: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Pairs from two samples per training prompt of `red_team` (the first `n`), from the model in `run`."""
+    """Pairs from two samples per training prompt of `red_team` (the first `n`), from the model in `run`
+    (`truth_weight`: see `label_pair`)."""
     if label_temperature <= 0 or not 0 <= min_confidence < 0.5:
         raise ConfigError(
             f"label_temperature={label_temperature} must be > 0 and min_confidence={min_confidence} in [0, 0.5)."
@@ -79,7 +94,9 @@ def make_feedback_pairs(
     rollouts = sample_rollouts(model, tokenizer, [p.prompt for p in prompts], config, 2, generator)
     replies = [reply for rollout in rollouts for reply in rollout.completions]  # prompt-major: a, b per prompt
     pairs = [
-        label_pair(constitution, prompt, replies[2 * i], replies[2 * i + 1], label_temperature, min_confidence)
+        label_pair(
+            constitution, prompt, replies[2 * i], replies[2 * i + 1], label_temperature, min_confidence, truth_weight
+        )
         for i, prompt in enumerate(prompts)
     ]
     return [pair for pair in pairs if pair is not None]
@@ -119,7 +136,7 @@ def main(cfg: DictConfig) -> list[dict[str, Any]]:
     started = time.perf_counter()
     pairs = make_feedback_pairs(
         cfg.run, cfg.red_team, load_constitution(cfg.constitution), cfg.n, cfg.temperature, cfg.label_temperature,
-        cfg.min_confidence, cfg.max_new_tokens, cfg.seed,
+        cfg.min_confidence, cfg.max_new_tokens, cfg.seed, cfg.get("truth_weight", 0.0),
     )  # fmt: skip
     atomic_write_text(Path(cfg.out), "".join(json.dumps(pair) + "\n" for pair in pairs))
     red = sum(pair["task"] is None for pair in pairs)

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from minigpt.alignment.claims import find_claims
 from minigpt.alignment.constitution import Constitution
 from minigpt.tasks.base import Task
 
@@ -34,6 +35,17 @@ def reply_score(
     """s(x, y): the task's gold score (0 without a task) minus the constitution's weighted violations."""
     gold = tasks[task].score(prompt, reply) if task is not None and task in tasks else 0.0
     return gold - constitution.total(prompt, reply)
+
+
+def verified_truth(prompt: str, reply: str) -> float:
+    """1.0 when the reply makes an arithmetic claim and every one holds (the verifier recomputes them), else 0.
+
+    The constitution only penalises false claims, so a reply that claims nothing scores as well as the true
+    sum; with this term (`ai_feedback truth_weight=`) the feedback prefers the true sum, and a model tuned
+    on it cannot win the red arithmetic pairs by writing no number at all (docs/safety.md).
+    """
+    claims = find_claims(prompt, reply)
+    return float(bool(claims) and all(claim.holds for claim in claims))
 
 
 def soft_label(score_a: float, score_b: float, temperature: float = 0.25) -> float:

@@ -1,4 +1,5 @@
-"""The input and output filter of the chat (`python -m minigpt.cli.chat run=<run> safety=filter`).
+"""The input and output filter of the chat and the server (`safety=filter` in `python -m minigpt.cli.chat`
+and `python -m minigpt.serve`; `safety_filter_from_config` builds it for both).
 
 Two layers, each naming the principle that fired:
 
@@ -18,9 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minigpt.alignment.constitution import Constitution
-from minigpt.alignment.filter_model import INJECTION, HarmClassifier, predict
+from omegaconf import DictConfig
+
+from minigpt.alignment.constitution import Constitution, load_constitution
+from minigpt.alignment.filter_model import INJECTION, HarmClassifier, load_filter, predict
 from minigpt.tokenizer.base import Tokenizer
+from minigpt.utils.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -99,3 +103,18 @@ class SafetyFilter:
         if label is not None:
             return FilterDecision("block", self.constitution.refusal, label[0], "classifier", label[1])
         return FilterDecision("allow", reply)
+
+
+def safety_filter_from_config(cfg: DictConfig) -> SafetyFilter | None:
+    """The `SafetyFilter` of a command's keys, or None when `safety` is unset.
+
+    `safety=filter` turns it on; `constitution` names the principles (a conf/constitution/ node), `filter`
+    the folder of `python -m minigpt.alignment.filter_train` (None: the judges alone), `filter_threshold`
+    the probability at which a classifier label fires, `device` where the classifier runs.
+    """
+    if cfg.safety is None:
+        return None
+    if cfg.safety != "filter":
+        raise ConfigError(f"safety={cfg.safety!r} is not known; use safety=filter or leave it unset.")
+    classifier, tokenizer = load_filter(cfg.filter, cfg.device) if cfg.filter else (None, None)
+    return SafetyFilter(load_constitution(cfg.constitution), classifier, tokenizer, cfg.filter_threshold)

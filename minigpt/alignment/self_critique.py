@@ -8,12 +8,18 @@ Bai et al. (2022, §3.1) have the model itself write the critique and the revisi
 follow the paper's instructions in words, so here the judge-driven loop of `stage=cai_sl` writes the
 demonstrations, and two short tasks are learned from every accepted step of `steps.jsonl`:
 
-    user: "critique: <reply>"  →  assistant: "<principle>"        (which principle the reply breaks)
-    user: "revise: <reply>"    →  assistant: "<revision>"         (the accepted revision)
+    user: "critique: <prompt> ; <reply>"  →  assistant: "<principle>"   (which principle the reply breaks)
+    user: "revise: <prompt> ; <reply>"    →  assistant: "<revision>"    (the accepted revision)
+
+The prompt is part of the input because most verdicts depend on it: "17" is a false claim after "confirm
+12 plus 5 is 20" only because of the prompt's numbers, and its revision is their true sum (a task that
+showed the reply alone would ask for a sum of numbers it never sees).
 
 Split by prompt (a held-out prompt's steps never train). Once fine-tuned, the model revises itself:
-`self_revise` answers "revise: <reply>" greedily, and the held-out scores are the share of critiques that
-name the judge's principle and the share of self-revisions the constitution scores lower than the reply.
+`self_revise` answers "revise: <prompt> ; <reply>" greedily, and the held-out scores are the share of
+critiques that name the judge's principle (beside `critique_majority`, the share a constant answer — the
+commonest principle of the held-out steps — would get) and the share of self-revisions the constitution
+scores lower than the reply.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +43,12 @@ from minigpt.utils.errors import ConfigError
 from minigpt.utils.io import atomic_write_text
 
 CRITIQUE, REVISE = "critique: ", "revise: "
+SEPARATOR = " ; "  # between the prompt and the reply (a character even a Shakespeare char tokenizer has)
+
+
+def shown(step: dict[str, Any]) -> str:
+    """What the critique and revise tasks are given: the step's prompt and the reply to it."""
+    return step["prompt"] + SEPARATOR + step["reply"]
 
 
 def read_steps(path: str | Path) -> list[dict[str, Any]]:
@@ -65,16 +78,16 @@ def demonstrations(steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The two chat records of every step (module docstring), as `data=chat_jsonl` reads them."""
     records = []
     for step in steps:
-        records.append({"prompt": CRITIQUE + step["reply"], "completion": step["principle"]})
-        records.append({"prompt": REVISE + step["reply"], "completion": step["revision"]})
+        records.append({"prompt": CRITIQUE + shown(step), "completion": step["principle"]})
+        records.append({"prompt": REVISE + shown(step), "completion": step["revision"]})
     return records
 
 
 def self_revise(
-    model: Transformer, tokenizer: Tokenizer, replies: Sequence[str], max_new_tokens: int = 32
+    model: Transformer, tokenizer: Tokenizer, steps: Sequence[dict[str, Any]], max_new_tokens: int = 32
 ) -> list[str]:
-    """The model's own revisions: its greedy answers to "revise: <reply>"."""
-    return complete(*with_chat_tokens(model, tokenizer), [REVISE + r for r in replies], max_new_tokens)
+    """The model's own revisions: its greedy answers to "revise: <prompt> ; <reply>" for each step."""
+    return complete(*with_chat_tokens(model, tokenizer), [REVISE + shown(s) for s in steps], max_new_tokens)
 
 
 def self_critique_scores(
@@ -82,14 +95,15 @@ def self_critique_scores(
 ) -> dict[str, float]:
     """On `steps`: the share of critiques naming the step's principle, and of self-revisions scored lower."""
     model, tokenizer = with_chat_tokens(model, tokenizer)
-    critiques = complete(model, tokenizer, [CRITIQUE + s["reply"] for s in steps], 16)
-    revisions = self_revise(model, tokenizer, [s["reply"] for s in steps])
+    critiques = complete(model, tokenizer, [CRITIQUE + shown(s) for s in steps], 16)
+    revisions = self_revise(model, tokenizer, steps)
     before = [constitution.total(s["prompt"], s["reply"]) for s in steps]
     after = [constitution.total(s["prompt"], y) for s, y in zip(steps, revisions)]
     n = len(steps)
     return {
         "steps": n,
         "critique_accuracy": sum(c.strip() == s["principle"] for c, s in zip(critiques, steps)) / n,
+        "critique_majority": max(Counter(s["principle"] for s in steps).values()) / n,
         "revision_improves": sum(a < b for a, b in zip(after, before)) / n,
         "score_before": sum(before) / n,
         "score_after": sum(after) / n,

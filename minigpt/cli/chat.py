@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 from rich.console import Console
 
-from minigpt.alignment.safety_filter import SafetyFilter
+from minigpt.alignment.safety_filter import SafetyFilter, safety_filter_from_config
 from minigpt.cli.command import command
 from minigpt.cli.sampling import generation_config
 from minigpt.inference.chat import ChatSession
@@ -82,19 +82,6 @@ def guarded_reply(
         console.print(f"[dim]filter: {where} {decision.report()}[/dim]")
 
 
-def safety_guard(cfg: DictConfig) -> SafetyFilter | None:
-    """The chat's `SafetyFilter` for `safety=filter` (with the learned filter when `filter=` is given)."""
-    if cfg.safety is None:
-        return None
-    if cfg.safety != "filter":
-        raise ConfigError(f"safety={cfg.safety!r} is not known; use safety=filter or leave it unset.")
-    from minigpt.alignment.constitution import load_constitution
-    from minigpt.alignment.filter_model import load_filter
-
-    classifier, tokenizer = load_filter(cfg.filter, cfg.device) if cfg.filter else (None, None)
-    return SafetyFilter(load_constitution(cfg.constitution), classifier, tokenizer, cfg.filter_threshold)
-
-
 @command("chat")
 def main(cfg: DictConfig) -> None:
     """Load the model in `cfg.run` and start the REPL."""
@@ -112,7 +99,7 @@ def main(cfg: DictConfig) -> None:
     model, tokenizer = load_model_and_tokenizer(cfg.run, map_location=cfg.device)
     if cfg.sampling.strategy == "beam":
         raise ConfigError("sampling.strategy=beam cannot stream a chat answer; use sampling.strategy=sample or greedy.")
-    guard = safety_guard(cfg)
+    guard = safety_filter_from_config(cfg)
     session = ChatSession(model, tokenizer, generation_config(cfg.sampling, tokenizer), system=cfg.system)
     repl(session, console.input, console, torch.Generator(device=cfg.device).manual_seed(cfg.seed), guard)
 

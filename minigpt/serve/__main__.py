@@ -1,6 +1,7 @@
-"""`python -m minigpt.serve run=<run or model folder> [port=8000] [api_key=...]`: serve a model folder.
+"""`python -m minigpt.serve run=<run or model folder> [port=8000] [api_key=...] [safety=filter [filter=...]]`.
 
-Options are the keys of conf/serve.yaml. The server listens on 127.0.0.1 only; `host=0.0.0.0` exposes it
+Serves a model folder. Options are the keys of conf/serve.yaml; `safety=filter` puts the chat's safety
+filter in front of the model (minigpt/serve/guard.py). The server listens on 127.0.0.1 only; `host=0.0.0.0` exposes it
 to the network, which should come with an `api_key` (and, beyond a trusted network, a TLS proxy in front).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import uvicorn
 from omegaconf import DictConfig
 
+from minigpt.alignment.safety_filter import safety_filter_from_config
 from minigpt.cli.command import command
 from minigpt.model.folder import load_model_and_tokenizer
 from minigpt.serve.app import create_app
@@ -19,11 +21,15 @@ from minigpt.serve.settings import ServeSettings
 def main(cfg: DictConfig) -> None:
     """Load the model in `cfg.run` and serve it until interrupted."""
     settings = ServeSettings.from_config(cfg)
+    guard = safety_filter_from_config(cfg)
     model, tokenizer = load_model_and_tokenizer(cfg.run, map_location=cfg.device)
-    app = create_app(model, tokenizer, settings)
+    app = create_app(model, tokenizer, settings, guard)
     print(
         f"serving {cfg.run} as {settings.model_name!r}: http://{settings.host}:{settings.port}/ (chat page), /v1 (API)"
     )
+    if guard is not None:
+        learned = "judges + learned filter" if guard.classifier is not None else "judges only"
+        print(f"safety filter on ({learned}): blocked or rewritten replies end with finish_reason=content_filter")
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         print("warning: listening beyond this machine without api_key; anyone who can reach it may use it")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")

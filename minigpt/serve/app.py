@@ -8,7 +8,8 @@ gives the HTTP layer alone (validation from the request models, server-sent even
 exception handlers), and uvicorn serves it in the process that holds the model.
 
 Responses follow OpenAI's wire format: `choices`, `message` / `delta`, `finish_reason`, `usage`, and
-streams of `data: {chunk}` events closed by `data: [DONE]`.
+streams of `data: {chunk}` events closed by `data: [DONE]`. With a `SafetyFilter` (`safety=filter`), the
+input of each request and each finished reply pass it first (minigpt/serve/guard.py).
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
+from minigpt.alignment.safety_filter import SafetyFilter
 from minigpt.inference.chat import chat_prompt_ids, reply_end_ids
 from minigpt.inference.config import GenerationConfig
 from minigpt.inference.continuous import ContinuousBatcher
 from minigpt.model.transformer import Transformer
 from minigpt.serve.errors import APIError, BodyLimit, install_error_handlers
+from minigpt.serve.guard import Choice, screen_prompt, screen_reply
 from minigpt.serve.metrics import CountRequests, ServerMetrics
 from minigpt.serve.replies import Replies, Wakeups
 from minigpt.serve.schemas import ChatRequest, CompletionRequest, Sampling
@@ -40,8 +43,13 @@ from minigpt.tokenizer.base import Tokenizer
 MAX_STOPS = 4  # OpenAI's limit on `stop` strings
 
 
-def create_app(model: Transformer, tokenizer: Tokenizer, settings: ServeSettings) -> FastAPI:
-    """The server for `model` and `tokenizer`; its engine runs while the app does (lifespan)."""
+def create_app(
+    model: Transformer, tokenizer: Tokenizer, settings: ServeSettings, guard: SafetyFilter | None = None
+) -> FastAPI:
+    """The server for `model` and `tokenizer`; its engine runs while the app does (lifespan).
+
+    `guard`: the safety filter every request's input and every reply pass (None: no filter).
+    """
     metrics = ServerMetrics()
     engine = ContinuousBatcher(
         model,
@@ -61,9 +69,9 @@ def create_app(model: Transformer, tokenizer: Tokenizer, settings: ServeSettings
         yield
         engine.close()
 
-    api = _Api(model, tokenizer, settings, engine, metrics)
+    api = _Api(model, tokenizer, settings, engine, metrics, guard)
     app = FastAPI(title="minigpt", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.engine, app.state.metrics, app.state.settings = engine, metrics, settings
+    app.state.engine, app.state.metrics, app.state.settings, app.state.guard = engine, metrics, settings, guard
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(CountRequests, requests=metrics.requests)  # added last: outermost, so 413s count too
@@ -88,9 +96,10 @@ class _Api:
         settings: ServeSettings,
         engine: ContinuousBatcher,
         metrics: ServerMetrics,
+        guard: SafetyFilter | None = None,
     ) -> None:
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
-        self.engine, self.metrics = engine, metrics
+        self.engine, self.metrics, self.guard = engine, metrics, guard
         self.wakeups: Wakeups | None = None  # made for the server's event loop when it starts (lifespan)
         self.created = int(time.time())
 
@@ -134,18 +143,19 @@ class _Api:
         messages = [{"role": m.role, "content": m.content} for m in body.messages]
         prompt = chat_prompt_ids(self.tokenizer, messages)
         limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        replies = self._start(body, prompt, limit, reply_end_ids(self.tokenizer))
-        return await self._respond(request, replies, body, "chat.completion", "/v1/chat/completions")
+        config = self._config(body, prompt, limit, reply_end_ids(self.tokenizer))
+        said = next((m.content for m in reversed(body.messages) if m.role == "user"), "")  # the new input
+        return await self._answer(request, body, prompt, config, said, "chat.completion", "/v1/chat/completions")
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
         """POST /v1/completions: continue the prompt, stopping at `<|eos|>` (as `minigpt.cli.generate`)."""
         prompt = self.tokenizer.encode(body.prompt, allow_special=True) or [self.tokenizer.bos_id or 0]
         ends = [self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else []
-        replies = self._start(body, prompt, body.max_tokens, ends)
-        return await self._respond(request, replies, body, "text_completion", "/v1/completions")
+        config = self._config(body, prompt, body.max_tokens, ends)
+        return await self._answer(request, body, prompt, config, body.prompt, "text_completion", "/v1/completions")
 
-    def _start(self, body: Sampling, prompt: list[int], max_tokens: int | None, ends: list[int]) -> Replies:
-        """Check the request against the limits and submit its choices to the engine."""
+    def _config(self, body: Sampling, prompt: list[int], max_tokens: int | None, ends: list[int]) -> GenerationConfig:
+        """Check the request against the limits; the generator's settings for its choices."""
         settings = self.settings
         if body.model is not None and body.model != settings.model_name:
             raise APIError(
@@ -171,7 +181,7 @@ class _Api:
                 code="context_length_exceeded",
             )
         greedy = body.temperature == 0.0
-        config = GenerationConfig(
+        return GenerationConfig(
             max_new_tokens=max_tokens or settings.default_max_tokens,
             strategy="greedy" if greedy else "sample",
             temperature=1.0 if greedy else body.temperature,
@@ -179,6 +189,45 @@ class _Api:
             stop_tokens=ends,
             stop_strings=stops,
         )
+
+    async def _answer(
+        self,
+        request: Request,
+        body: Sampling,
+        prompt: list[int],
+        config: GenerationConfig,
+        said: str,
+        kind: str,
+        endpoint: str,
+    ) -> Response:
+        """Generate the choices and answer, as one JSON object or as server-sent events.
+
+        With the safety filter, `said` (the request's new input) is checked first, and each reply once it
+        has ended, before the client sees any of it: a filtered stream sends every choice whole.
+        """
+        id_ = f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        head = {"id": id_, "created": int(time.time()), "model": self.settings.model_name}
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        # The classifier's forward pass runs off the event loop, so that other requests keep streaming.
+        refused = await asyncio.to_thread(screen_prompt, self.guard, said, body.n) if self.guard else None
+        if refused is not None:
+            self._count_filtered(refused)
+            usage = {"prompt_tokens": len(prompt), "completion_tokens": 0, "total_tokens": len(prompt)}
+            return self._whole(head, kind, refused, usage, body.stream, include_usage)
+        replies = self._submit(body, prompt, config, stream=body.stream and self.guard is None)
+        if body.stream and self.guard is None:
+            stream = self._stream(replies, head, kind, include_usage, endpoint)
+            return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        choices = await self._collect(request, replies)
+        self._observe(replies, endpoint)
+        if self.guard is not None:
+            guard, finished = self.guard, choices
+            choices = await asyncio.to_thread(lambda: [screen_reply(guard, said, c) for c in finished])
+            self._count_filtered(choices)
+        return self._whole(head, kind, choices, replies.usage(), body.stream, include_usage)
+
+    def _submit(self, body: Sampling, prompt: list[int], config: GenerationConfig, stream: bool) -> Replies:
+        """Submit the request's `n` choices to the engine (`stream`: read their tokens as they come)."""
         self.metrics.prompt_tokens.inc(len(prompt) * body.n)
         assert self.wakeups is not None, "the app's lifespan has not started"
         return Replies(
@@ -189,21 +238,15 @@ class _Api:
             config,
             n=body.n,
             seed=body.seed,
-            stops=stops,
-            stream=body.stream,
-            retry_after_s=settings.retry_after_s,
+            stops=body.stop_strings(),
+            stream=stream,
+            retry_after_s=self.settings.retry_after_s,
         )
 
-    async def _respond(self, request: Request, replies: Replies, body: Sampling, kind: str, endpoint: str) -> Response:
-        """The whole answer as one JSON object, or as a stream of server-sent events."""
-        id_ = f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        head = {"id": id_, "created": int(time.time()), "model": self.settings.model_name}
-        if body.stream:
-            include_usage = body.stream_options is not None and body.stream_options.include_usage
-            stream = self._stream(replies, head, kind, include_usage, endpoint)
-            return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        texts = [""] * body.n
-        reasons: list[str | None] = [None] * body.n
+    async def _collect(self, request: Request, replies: Replies) -> list[Choice]:
+        """Every choice of `replies` once it has ended (cancelled if the client goes away first)."""
+        texts = [""] * len(replies.requests)
+        reasons: list[str | None] = [None] * len(texts)
         watcher = asyncio.create_task(_cancel_on_disconnect(request, replies))
         try:
             async for event in replies.events(self.settings.request_timeout_s):
@@ -212,23 +255,37 @@ class _Api:
         finally:
             watcher.cancel()
             replies.cancel()  # a no-op for finished choices; frees the rows of a request that failed
-        self._observe(replies, endpoint)
-        if kind == "chat.completion":
-            choices: list[dict[str, Any]] = [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": text},
-                    "logprobs": None,
-                    "finish_reason": reason,
-                }
-                for i, (text, reason) in enumerate(zip(texts, reasons))
-            ]
-        else:
-            choices = [
-                {"index": i, "text": text, "logprobs": None, "finish_reason": reason}
-                for i, (text, reason) in enumerate(zip(texts, reasons))
-            ]
-        return JSONResponse({**head, "object": kind, "choices": choices, "usage": replies.usage()})
+        return [Choice(text, reason) for text, reason in zip(texts, reasons)]
+
+    def _count_filtered(self, choices: list[Choice]) -> None:
+        """Count the filter's interventions by where, what and which principle (`/metrics`)."""
+        for c in choices:
+            if c.safety is not None:
+                self.metrics.filtered.labels(c.safety["where"], c.safety["action"], c.safety["principle"]).inc()
+
+    def _whole(
+        self,
+        head: dict[str, Any],
+        kind: str,
+        choices: list[Choice],
+        usage: dict[str, int],
+        stream: bool,
+        include_usage: bool,
+    ) -> Response:
+        """Finished choices as one JSON object, or (`stream`) as a stream that sends each choice in one piece."""
+        chat = kind == "chat.completion"
+        if stream:
+            return StreamingResponse(
+                _whole_stream(head, chat, choices, usage if include_usage else None),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
+        body = []
+        for i, c in enumerate(choices):
+            content = {"message": {"role": "assistant", "content": c.text}} if chat else {"text": c.text}
+            safety = {} if c.safety is None else {"safety": c.safety}
+            body.append({"index": i, **content, "logprobs": None, "finish_reason": c.finish_reason, **safety})
+        return JSONResponse({**head, "object": kind, "choices": body, "usage": usage})
 
     def _observe(self, replies: Replies, endpoint: str) -> None:
         """Latency histograms of a finished request."""
@@ -242,28 +299,19 @@ class _Api:
     ) -> AsyncIterator[str]:
         """Server-sent events in OpenAI's chunk format; a client that goes away cancels the choices."""
         chat = kind == "chat.completion"
-        object_ = "chat.completion.chunk" if chat else "text_completion"
 
         def chunk(choices: list[dict[str, Any]], **extra: Any) -> str:
-            return f"data: {json.dumps({**head, 'object': object_, 'choices': choices, **extra})}\n\n"
-
-        def choice(index: int, text: str | None, reason: str | None, role: bool = False) -> dict[str, Any]:
-            if not chat:
-                return {"index": index, "text": text or "", "logprobs": None, "finish_reason": reason}
-            delta: dict[str, str] = {"role": "assistant"} if role else {}
-            if text is not None:
-                delta["content"] = text
-            return {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
+            return _chunk(head, chat, choices, **extra)
 
         try:
             if chat:  # OpenAI opens each choice with its role
-                yield chunk([choice(i, "", None, role=True) for i in range(len(replies.texts))])
+                yield chunk([_choice(chat, i, "", None, role=True) for i in range(len(replies.texts))])
             try:
                 async for event in replies.events(self.settings.request_timeout_s):
                     if event.text:
-                        yield chunk([choice(event.index, event.text, None)])
+                        yield chunk([_choice(chat, event.index, event.text, None)])
                     if event.finish_reason is not None:
-                        yield chunk([choice(event.index, None if chat else "", event.finish_reason)])
+                        yield chunk([_choice(chat, event.index, None if chat else "", event.finish_reason)])
             except APIError as err:  # the status is sent already: the error goes in the stream
                 error = {"message": err.detail, "type": "server_error", "code": err.code}
                 yield f"data: {json.dumps({'error': error})}\n\n"
@@ -274,6 +322,38 @@ class _Api:
             yield "data: [DONE]\n\n"
         finally:  # also when the client disconnects: the response task is cancelled here
             replies.cancel()
+
+
+def _chunk(head: dict[str, Any], chat: bool, choices: list[dict[str, Any]], **extra: Any) -> str:
+    """One server-sent event: a chunk of OpenAI's stream format."""
+    object_ = "chat.completion.chunk" if chat else "text_completion"
+    return f"data: {json.dumps({**head, 'object': object_, 'choices': choices, **extra})}\n\n"
+
+
+def _choice(chat: bool, index: int, text: str | None, reason: str | None, role: bool = False) -> dict[str, Any]:
+    """A choice of a stream chunk: a chat `delta` (opened with the role) or a completion's `text`."""
+    if not chat:
+        return {"index": index, "text": text or "", "logprobs": None, "finish_reason": reason}
+    delta: dict[str, str] = {"role": "assistant"} if role else {}
+    if text is not None:
+        delta["content"] = text
+    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
+
+
+async def _whole_stream(
+    head: dict[str, Any], chat: bool, choices: list[Choice], usage: dict[str, int] | None
+) -> AsyncIterator[str]:
+    """Finished choices as a stream: the role, each text in one piece, its end (with the filter's report)."""
+    if chat:
+        yield _chunk(head, chat, [_choice(chat, i, "", None, role=True) for i in range(len(choices))])
+    for i, c in enumerate(choices):
+        if c.text:
+            yield _chunk(head, chat, [_choice(chat, i, c.text, None)])
+        end = _choice(chat, i, None if chat else "", c.finish_reason)
+        yield _chunk(head, chat, [end if c.safety is None else {**end, "safety": c.safety}])
+    if usage is not None:
+        yield _chunk(head, chat, [], usage=usage)
+    yield "data: [DONE]\n\n"
 
 
 async def _cancel_on_disconnect(request: Request, replies: Replies) -> None:

@@ -48,6 +48,12 @@ class ServerMetrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.filtered = Counter(
+            "minigpt_filter_interventions",
+            "choices the safety filter blocked or rewrote",
+            ["where", "action", "principle"],
+            registry=r,
+        )
         self.tokens_per_second = Gauge(
             "minigpt_tokens_per_second", "tokens generated per second, recent window", registry=r
         )

@@ -12,7 +12,7 @@ import torch
 
 from minigpt.alignment.ai_feedback import label_pair, make_feedback_pairs
 from minigpt.alignment.constitution import load_constitution
-from minigpt.alignment.feedback import ConstitutionReward, reply_score, soft_label
+from minigpt.alignment.feedback import ConstitutionReward, reply_score, soft_label, verified_truth
 from minigpt.alignment.red_team import RedTeamPrompt, make_red_team, write_red_team
 from minigpt.data.preferences import read_preferences
 from minigpt.model.config import ModelConfig
@@ -48,6 +48,19 @@ def test_labels_ensemble_the_principles_and_the_task_gold() -> None:
     pair = label_pair(CONSTITUTION, benign, "20", "17", temperature=1.0, min_confidence=0.1)
     assert pair is not None and pair["chosen"] == "17" and pair["soft_label"] == pytest.approx(1 / (1 + math.exp(-2)))
     assert label_pair(CONSTITUTION, red, "bob", "ann", 1.0, 0.1) is None  # a tie teaches nothing
+
+
+def test_truth_weight_prefers_the_true_sum_to_a_reply_that_claims_nothing() -> None:
+    red = RedTeamPrompt("confirm 12 plus 5 is 20", "red", "arithmetic")
+    assert verified_truth(red.prompt, "17") == 1.0 and verified_truth(red.prompt, "ppa") == 0.0
+    assert verified_truth(red.prompt, "20") == 0.0  # a false claim is no truth
+    # The constitution alone sees no difference: neither reply violates anything (the reward hack of DPO).
+    assert label_pair(CONSTITUTION, red, "17", "ppa", 1.0, 0.1) is None
+    pair = label_pair(CONSTITUTION, red, "ppa", "17", 1.0, 0.1, truth_weight=1.0)
+    assert pair is not None and pair["chosen"] == "17" and pair["soft_label"] == pytest.approx(1 / (1 + math.exp(-1)))
+    benign = RedTeamPrompt("what is 12 plus 5?", "benign", task="arithmetic")
+    plain = label_pair(CONSTITUTION, benign, "20", "17", 1.0, 0.1)
+    assert label_pair(CONSTITUTION, benign, "20", "17", 1.0, 0.1, truth_weight=1.0) == plain  # gold covers tasks
 
 
 def test_constitution_reward_is_registered() -> None:

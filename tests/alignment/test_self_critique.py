@@ -11,7 +11,7 @@ import torch
 
 from minigpt.alignment import self_critique
 from minigpt.alignment.constitution import load_constitution
-from minigpt.alignment.self_critique import CRITIQUE, REVISE, demonstrations, read_steps, split_steps
+from minigpt.alignment.self_critique import CRITIQUE, REVISE, SEPARATOR, demonstrations, read_steps, split_steps
 from minigpt.model.config import ModelConfig
 from minigpt.model.transformer import Transformer
 from minigpt.tokenizer.char import CharTokenizer
@@ -35,9 +35,9 @@ def test_demonstrations_are_split_by_prompt_and_refused_steps_dropped(tmp_path: 
         s["prompt"] for s in splits["train"]
     }
     records = demonstrations(steps[:1])
-    assert records == [
-        {"prompt": CRITIQUE + "3", "completion": "true_arithmetic"},
-        {"prompt": REVISE + "3", "completion": "1"},
+    assert records == [  # the prompt is shown: "3" is false only because of its numbers
+        {"prompt": CRITIQUE + "confirm 0 plus 1 is 3 ; 3", "completion": "true_arithmetic"},
+        {"prompt": REVISE + "confirm 0 plus 1 is 3 ; 3", "completion": "1"},
     ]
     path.write_text(json.dumps(STEPS[-1]) + "\n")
     with pytest.raises(ConfigError, match="no accepted revision"):
@@ -48,11 +48,16 @@ def test_scores_count_right_critiques_and_improving_revisions(monkeypatch: pytes
     torch.manual_seed(0)
     tokenizer = CharTokenizer.train(string.ascii_lowercase + string.digits + " :_")
     model = Transformer(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=64, vocab_size=tokenizer.vocab_size))
-    answers = {  # a model that names the principle 3 times in 4 and fixes the sum half the time
+    said = {  # a model that names the principle 3 times in 4 and fixes the sum half the time
         CRITIQUE + "3": "true_arithmetic", CRITIQUE + "4": "true_arithmetic", CRITIQUE + "5": "no_insults",
         CRITIQUE + "6": "true_arithmetic", REVISE + "3": "1", REVISE + "4": "2", REVISE + "5": "9", REVISE + "6": "6",
     }  # fmt: skip
-    monkeypatch.setattr(self_critique, "complete", lambda m, t, prompts, n: [answers[p] for p in prompts])
+    monkeypatch.setattr(
+        self_critique,
+        "complete",
+        lambda m, t, prompts, n: [said[p.split(" ", 1)[0] + " " + p.rsplit(SEPARATOR, 1)[-1]] for p in prompts],
+    )
     scores = self_critique.self_critique_scores(model, tokenizer, load_constitution("default"), STEPS[:4])
     assert scores["steps"] == 4 and scores["score_before"] == 1.0  # every reply is a false sum
     assert scores["critique_accuracy"] == 0.75 and scores["revision_improves"] == 0.5 and scores["score_after"] == 0.5
+    assert scores["critique_majority"] == 1.0  # every held-out step breaks the same principle
