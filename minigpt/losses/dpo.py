@@ -21,6 +21,13 @@ eq. 5), so β·h is the implicit reward margin; the variants differ in what they
 * `hinge` — SLiC-HF (Zhao et al. 2023, the rank-calibration hinge of §2): L = max(0, 1 − β·h).
 * `robust` — robust DPO (Chowdhury et al. 2024, §3, the debiased loss): an unbiased loss under labels flipped with
   known rate ε: L = [(1−ε)·(−log σ(β·h)) − ε·(−log σ(−β·h))] / (1 − 2ε).
+
+Any variant can add RPO's NLL term (Pang et al. 2024, "Iterative Reasoning Preference Optimization",
+arXiv:2404.19733, eq. 1): L_RPO = L_DPO + α · (−log π(y_w|x)) / |y_w|, the chosen reply's negative
+log-likelihood per token. DPO's loss depends only on the *difference* h, so it can lower log π(y_w|x)
+as long as log π(y_l|x) falls faster ("likelihood displacement"; Pal et al. 2024, arXiv:2402.13228, §3):
+on near-identical pairs (`81` vs `82`) the shared tokens' probability drains away with both. The NLL term
+is plain SFT on the chosen replies and pulls their likelihood back up; α = 0 is the variant alone.
 """
 
 from __future__ import annotations
@@ -37,11 +44,13 @@ LOSS_TYPES: tuple[str, ...] = ("sigmoid", "ipo", "hinge", "robust")
 
 @dataclass
 class DPOOutput:
-    """Per-pair loss (B,) and the implicit rewards β·(log π − log π_ref) of chosen and rejected (B,)."""
+    """Per-pair loss (B,), the implicit rewards β·(log π − log π_ref) of chosen and rejected (B,), and
+    the chosen replies' per-token NLL −log π(y_w|x)/|y_w| (B,; detached, logged whether or not it is trained)."""
 
     losses: Tensor
     chosen_rewards: Tensor
     rejected_rewards: Tensor
+    chosen_nll: Tensor
 
     @property
     def loss(self) -> Tensor:
@@ -57,6 +66,8 @@ def dpo_loss(
     beta: float = 0.1,
     loss_type: DPOLossType = "sigmoid",
     label_smoothing: float = 0.0,
+    nll_weight: float = 0.0,
+    chosen_lengths: Tensor | None = None,
 ) -> DPOOutput:
     """The DPO-family loss of a batch of pairs (see the module docstring for each formula).
 
@@ -66,6 +77,8 @@ def dpo_loss(
         beta: β, the strength of the implicit KL constraint to the reference (IPO's τ).
         loss_type: `sigmoid`, `ipo`, `hinge` or `robust`.
         label_smoothing: ε, the assumed rate of flipped labels (`sigmoid`: cDPO; `robust`: < 0.5).
+        nll_weight: α of RPO's term α·(−log π(y_w|x))/|y_w| (Pang et al. 2024, eq. 1); 0 = the variant alone.
+        chosen_lengths: (B,) |y_w|, the chosen replies' token counts (default: 1, i.e. summed NLL).
     """
     chosen_ratio = policy_chosen - reference_chosen
     rejected_ratio = policy_rejected - reference_rejected
@@ -83,4 +96,10 @@ def dpo_loss(
         losses = (-(1 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h)) / (1 - 2 * eps)
     else:
         raise ValueError(f"Unknown DPO loss {loss_type!r}; use one of {list(LOSS_TYPES)}.")
-    return DPOOutput(losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach())
+    if nll_weight < 0:
+        raise ValueError(f"nll_weight must be ≥ 0, got {nll_weight}.")
+    lengths = chosen_lengths.clamp(min=1).to(policy_chosen) if chosen_lengths is not None else 1.0
+    nll = -policy_chosen / lengths  # RPO's per-token NLL of the chosen reply (Pang et al. 2024, eq. 1)
+    if nll_weight > 0:
+        losses = losses + nll_weight * nll
+    return DPOOutput(losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach(), nll.detach())

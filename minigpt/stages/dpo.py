@@ -12,11 +12,14 @@ The reference:
 * `precompute_ref=true`: its log-probs of every pair are computed once before training, so each step
   runs one model instead of two (the reference stays for the KL measured at validation).
 
-Logged: loss, implicit rewards β·log(π/π_ref) of chosen and rejected, their margin, and accuracy (the
-fraction of pairs whose chosen reward is higher), on training batches and held-out pairs; at each
-validation, the gold score of replies *sampled* at temperature 1 on the tasks' validation prompts
-(`val/gold/<task>`) and their KL to the reference (`val/kl/<task>`). The same numbers for the starting
-model are logged once at the start of training (`val/gold_init/<task>`).
+`nll_weight` α > 0 adds RPO's α·NLL(chosen)/|chosen| (Pang et al. 2024) to any loss, from the chosen
+log-probs the loss already has (no extra forward pass).
+
+Logged: loss, the chosen replies' per-token NLL, implicit rewards β·log(π/π_ref) of chosen and rejected,
+their margin, and accuracy (the fraction of pairs whose chosen reward is higher), on training batches and
+held-out pairs; at each validation, the gold score of replies *sampled* at temperature 1 on the tasks'
+validation prompts (`val/gold/<task>`) and their KL to the reference (`val/kl/<task>`). The same numbers
+for the starting model are logged once at the start of training (`val/gold_init/<task>`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from minigpt.stages.chat_model import ChatModel
 from minigpt.stages.task_scoring import log_task_scores, sampled_task_scores
 from minigpt.utils.errors import ConfigError
 
-_METRICS = ("loss", "chosen_reward", "rejected_reward", "margin", "accuracy")
+_METRICS = ("loss", "chosen_reward", "rejected_reward", "margin", "accuracy", "chosen_nll")
 
 
 def completion_logprobs(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Any]]:
@@ -57,6 +60,7 @@ class DPOStage(Stage):
         loss: `sigmoid`, `ipo`, `hinge` or `robust`.
         beta: β (IPO's τ): how far the policy may move from the reference; smaller = further.
         label_smoothing: ε, the assumed rate of flipped labels (`sigmoid` → cDPO, `robust`).
+        nll_weight: α of RPO's NLL term on the chosen replies (Pang et al. 2024): keeps them likely.
         precompute_ref: compute the reference's log-probs of all pairs once, before training.
         num_samples: replies sampled per validation prompt for the gold score and KL.
         max_new_tokens: the longest sampled reply.
@@ -70,6 +74,7 @@ class DPOStage(Stage):
         loss: DPOLossType = "sigmoid",
         beta: float = 0.1,
         label_smoothing: float = 0.0,
+        nll_weight: float = 0.0,
         precompute_ref: bool = False,
         num_samples: int = 4,
         max_new_tokens: int = 32,
@@ -89,7 +94,10 @@ class DPOStage(Stage):
             raise ConfigError(f"stage.beta={beta} must be positive (e.g. stage.beta=0.1).")
         if not 0 <= label_smoothing < 0.5:
             raise ConfigError(f"stage.label_smoothing={label_smoothing} must be in [0, 0.5) (e.g. 0.1).")
+        if nll_weight < 0:
+            raise ConfigError(f"stage.nll_weight={nll_weight} must be ≥ 0 (0 = plain DPO; RPO uses 1.0).")
         self.loss_type, self.beta, self.label_smoothing = loss, beta, label_smoothing
+        self.nll_weight = nll_weight
         self.precompute_ref, self.num_samples, self.max_new_tokens = precompute_ref, num_samples, max_new_tokens
         # Full fine-tuning keeps a frozen copy; with LoRA the reference is the policy, adapters off.
         self.reference = self.chat.frozen_reference(self.model)
@@ -144,7 +152,10 @@ class DPOStage(Stage):
         policy, aux = completion_logprobs(self.model, batch)
         reference = self.reference_logprobs(batch, split)
         (pc, pr), (rc, rr) = policy.chunk(2), reference.chunk(2)
-        return dpo_loss(pc, pr, rc, rr, self.beta, self.loss_type, self.label_smoothing), aux
+        # |y_w|: the chosen rows' scored tokens (the targets `completion_targets` keeps), for RPO's per-token NLL.
+        chosen_lengths = batch["completion_mask"][:, 1:].sum(dim=-1).chunk(2)[0]
+        out = dpo_loss(pc, pr, rc, rr, self.beta, self.loss_type, self.label_smoothing, self.nll_weight, chosen_lengths)
+        return out, aux
 
     @staticmethod
     def _metrics(out: DPOOutput) -> dict[str, Tensor]:
@@ -155,6 +166,7 @@ class DPOStage(Stage):
             "rejected_reward": out.rejected_rewards.mean(),
             "margin": margin.mean(),
             "accuracy": (margin > 0).float().mean(),
+            "chosen_nll": out.chosen_nll.mean(),
         }
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:

@@ -67,3 +67,34 @@ def test_ipo_on_summed_logprobs_is_trls_length_averaged_ipo_with_tau_beta_over_l
     torch.testing.assert_close(trl.losses, torch.tensor([0.5625, 0.765625]))
     torch.testing.assert_close(ours, torch.tensor([9.0, 12.25]))
     torch.testing.assert_close(ours, length**2 * trl.losses)
+
+
+def test_rpo_adds_alpha_times_per_token_nll_of_chosen():
+    # Pang et al. 2024, eq. 1: L = L_DPO + α·(−log π(y_w|x))/|y_w|. With |y_w| = [2, 4] and α = 1:
+    # NLL/|y_w| = [1.0/2, 2.0/4] = [0.5, 0.5]; L_DPO = [softplus(-0.5), softplus(-0.25)] = [0.474077, 0.575939].
+    lengths = torch.tensor([2, 4])
+    out = dpo_loss(POLICY_W, POLICY_L, REF_W, REF_L, beta=0.5, nll_weight=1.0, chosen_lengths=lengths)
+    torch.testing.assert_close(out.chosen_nll, torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(out.losses, torch.tensor([0.974077, 1.075939]), atol=1e-6, rtol=0)
+    plain = dpo_loss(POLICY_W, POLICY_L, REF_W, REF_L, beta=0.5, chosen_lengths=lengths)  # α = 0: DPO alone
+    assert float(plain.loss) == pytest.approx(0.5250082, abs=1e-6)
+    torch.testing.assert_close(plain.chosen_nll, out.chosen_nll)  # logged either way
+
+
+def test_rpo_term_pulls_the_chosen_likelihood_up_where_dpo_alone_lets_it_fall():
+    # Likelihood displacement: DPO's gradient on log π(y_w) is −β·σ(−βh), which vanishes as h grows; the NLL
+    # term adds a constant −α/|y_w| per pair, so descent keeps raising the chosen reply's log-prob.
+    policy_w = torch.tensor([-1.0, -2.0], requires_grad=True)
+    policy_l = torch.tensor([-30.0, -30.0])  # rejected already far below: h ≈ 29, DPO's push ≈ 0
+    lengths = torch.tensor([2, 4])
+    dpo_loss(policy_w, policy_l, REF_W, REF_L, beta=0.5).loss.backward()
+    dpo_grad = policy_w.grad.clone()
+    policy_w.grad = None
+    dpo_loss(policy_w, policy_l, REF_W, REF_L, beta=0.5, nll_weight=1.0, chosen_lengths=lengths).loss.backward()
+    assert dpo_grad.abs().max() < 1e-5
+    torch.testing.assert_close(policy_w.grad - dpo_grad, torch.tensor([-0.5 / 2, -0.5 / 4]))  # mean over B = 2
+
+
+def test_negative_nll_weight_is_refused():
+    with pytest.raises(ValueError, match="nll_weight"):
+        dpo_loss(POLICY_W, POLICY_L, REF_W, REF_L, nll_weight=-1.0)
