@@ -136,3 +136,23 @@ def test_reward_quantiles_are_thresholds_on_the_reward_models_scale(tmp_path):
     assert q[0] == pytest.approx(scores.min().item()) and q[3] == pytest.approx(scores.max().item())
     assert q[0] < q[1] < q[2] < q[3]
     assert (scores > q[2]).float().mean().item() == pytest.approx(0.25, abs=1 / 64 + 1e-6)
+
+
+@pytest.mark.parametrize("config_name", ["rlhf.yaml", "rlhf_sentiment.yaml"])
+def test_every_methods_config_fits_its_task(config_name):
+    """Each trained method of a task's config composes to prompts of that task and replies of the config's length,
+    and asks for no more evaluation prompts than the task has (ReST's validation once asked 200 of 112)."""
+    config = yaml.safe_load((ROOT / "benchmarks" / config_name).read_text())
+    task = get_task(config["task"])
+    task.examples("test", max(config["eval"]["greedy_prompts"], config["eval"]["sampled_prompts"]))
+    for name, method in config["methods"].items():
+        if "overrides" not in method:
+            continue
+        cfg = compose_train(rlhf.train_overrides(config, rlhf.settings(config, False, method), False))
+        assert cfg.stage.max_new_tokens == config["max_new_tokens"], name
+        if "pairs" in method:
+            task.examples("train", method["pairs"]["n"])  # distinct training prompts for the pairs
+            continue
+        assert list(cfg.data.tasks) == [config["task"]], name
+        if cfg.stage.get("eval_prompts"):
+            task.examples("val", cfg.stage.eval_prompts)
