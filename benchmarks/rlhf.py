@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=2 python benchmarks/rlhf.py --sft /path/to/sft/model [--quick] [--methods grpo,rest_em]
         [--config benchmarks/rlhf.yaml] [--workdir /tmp/rlhf] [--out docs/rlhf_benchmark.md] [--seed 1]
-    python benchmarks/rlhf.py --config benchmarks/rlhf_sentiment.yaml --sft <sft> --reward-model <rm> \
+    python benchmarks/rlhf.py --config benchmarks/rlhf_sentiment.yaml --sft <sft> --reward-model <rm>
         --reward-quantiles 0.5,0.9   # ReST thresholds: quantiles of the reward model on SFT samples
 
 Methods (settings in benchmarks/rlhf.yaml, one entry each): the SFT model itself; best-of-N sampling; DPO
