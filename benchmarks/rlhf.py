@@ -2,6 +2,8 @@
 
     OMP_NUM_THREADS=2 python benchmarks/rlhf.py --sft /path/to/sft/model [--quick] [--methods grpo,rest_em]
         [--config benchmarks/rlhf.yaml] [--workdir /tmp/rlhf] [--out docs/rlhf_benchmark.md] [--seed 1]
+    python benchmarks/rlhf.py --config benchmarks/rlhf_sentiment.yaml --sft <sft> --reward-model <rm>
+        --reward-quantiles 0.5,0.9   # ReST thresholds: quantiles of the reward model on SFT samples
 
 Methods (settings in benchmarks/rlhf.yaml, one entry each): the SFT model itself; best-of-N sampling; DPO
 and IPO on pairs of the SFT model's own samples labelled by the gold scorer; PPO; GRPO; Dr. GRPO; RLOO;
@@ -176,6 +178,27 @@ def best_of_n(
     row = {"sampled gold": sum(gold) / len(gold), "KL to SFT (nats/reply)": math.log(n) - (n - 1) / n,
            "reward calls": n * len(prompts), "models held": 1 if reward is task else 2}  # fmt: skip
     return row | ({} if reward is task else {"sampled reward": sum(rewards) / len(rewards)})
+
+
+def reward_quantiles(
+    sft: str, reward_model: str, prompts: list[str], n: int, max_new_tokens: int, seed: int, qs: list[float]
+) -> list[float]:
+    """Quantiles `qs` of the reward model's scores of `n` replies per prompt sampled from the SFT model at
+    temperature 1: thresholds on the reward model's own scale (ReST's τ), set from training prompts only."""
+    import torch
+
+    from minigpt.inference.config import GenerationConfig
+    from minigpt.model.folder import load_model_folder
+    from minigpt.model.heads import load_reward_model
+    from minigpt.rl.rollout import sample_rollouts
+
+    model, tokenizer = load_model_folder(sft)
+    scorer = load_reward_model(reward_model)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=1.0)
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.cat([scorer(r.prompts, r.completions).float().flatten()
+                        for r in sample_rollouts(model, tokenizer, prompts, config, n, generator)])  # fmt: skip
+    return torch.quantile(scores, torch.tensor(qs)).tolist()
 
 
 def evaluate(
@@ -354,8 +377,27 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None, help=seed_help)
     reward_help = "a stage=reward model folder as every method's reward (the config's reward_model); gold only judges"
     parser.add_argument("--reward-model", default=None, help=reward_help)
+    quantile_help = "print these quantiles (e.g. 0.5,0.75,0.9) of the reward model's scores of the SFT model's samples "
+    quantile_help += "on training prompts (--quantile-prompts × 4 replies) and exit: ReST thresholds on its scale"
+    parser.add_argument("--reward-quantiles", default=None, help=quantile_help)
+    parser.add_argument("--quantile-prompts", type=int, default=256)
     args = parser.parse_args()
     import yaml
+
+    if args.reward_quantiles:
+        sys.path.insert(0, str(ROOT))
+        from minigpt.tasks import get_task
+
+        config = yaml.safe_load(Path(args.config).read_text())
+        if not (args.reward_model or config.get("reward_model")):
+            sys.exit("error: --reward-quantiles needs --reward-model (or reward_model in the config).")
+        task = get_task(config["task"])
+        prompts = [ex.prompt for ex in task.examples("train", args.quantile_prompts)]
+        qs = [float(q) for q in args.reward_quantiles.split(",")]
+        values = reward_quantiles(args.sft, args.reward_model or config["reward_model"], prompts, 4,
+                                  int(config["max_new_tokens"]), args.seed or 0, qs)  # fmt: skip
+        print(json.dumps(dict(zip(args.reward_quantiles.split(","), [round(v, 4) for v in values]))))
+        return
 
     methods = list(yaml.safe_load(Path(args.config).read_text())["methods"])
     chosen = args.methods.split(",") if args.methods else methods

@@ -115,3 +115,44 @@ def test_quick_benchmark_with_a_reward_model(tmp_path):
     assert row["grpo"]["models held"] == 3
     # Best-of-n keeps the reward model's favourite of n replies: on average above one sample's reward.
     assert row["best_of_n"]["sampled reward"] > row["sft"]["sampled reward"]
+
+
+def test_reward_quantiles_are_thresholds_on_the_reward_models_scale(tmp_path):
+    """`--reward-quantiles` (ReST's thresholds for a reward model): the quantiles of the reward model's scores
+    of the SFT model's samples, so the 0.75 one keeps a quarter of those replies and the levels rise."""
+    from minigpt.inference.config import GenerationConfig
+    from minigpt.model.folder import load_model_folder
+    from minigpt.model.heads import load_reward_model
+    from minigpt.rl.rollout import sample_rollouts
+
+    sft = tiny_arithmetic_model(tmp_path / "sft")
+    rm = reward_model_folder(tmp_path / "rm", sft)
+    prompts = [ex.prompt for ex in get_task("arithmetic").examples("train", 16)]
+    q = rlhf.reward_quantiles(str(sft), str(rm), prompts, 4, 6, 0, [0.0, 0.5, 0.75, 1.0])
+    model, tokenizer = load_model_folder(sft)
+    config = GenerationConfig(max_new_tokens=6, temperature=1.0)
+    rollouts = sample_rollouts(model, tokenizer, prompts, config, 4, torch.Generator().manual_seed(0))
+    scores = torch.cat([load_reward_model(rm)(r.prompts, r.completions) for r in rollouts])
+    assert q[0] == pytest.approx(scores.min().item()) and q[3] == pytest.approx(scores.max().item())
+    assert q[0] < q[1] < q[2] < q[3]
+    assert (scores > q[2]).float().mean().item() == pytest.approx(0.25, abs=1 / 64 + 1e-6)
+
+
+@pytest.mark.parametrize("config_name", ["rlhf.yaml", "rlhf_sentiment.yaml"])
+def test_every_methods_config_fits_its_task(config_name):
+    """Each trained method of a task's config composes to prompts of that task and replies of the config's length,
+    and asks for no more evaluation prompts than the task has (ReST's validation once asked 200 of 112)."""
+    config = yaml.safe_load((ROOT / "benchmarks" / config_name).read_text())
+    task = get_task(config["task"])
+    task.examples("test", max(config["eval"]["greedy_prompts"], config["eval"]["sampled_prompts"]))
+    for name, method in config["methods"].items():
+        if "overrides" not in method:
+            continue
+        cfg = compose_train(rlhf.train_overrides(config, rlhf.settings(config, False, method), False))
+        assert cfg.stage.max_new_tokens == config["max_new_tokens"], name
+        if "pairs" in method:
+            task.examples("train", method["pairs"]["n"])  # distinct training prompts for the pairs
+            continue
+        assert list(cfg.data.tasks) == [config["task"]], name
+        if cfg.stage.get("eval_prompts"):
+            task.examples("val", cfg.stage.eval_prompts)
