@@ -87,6 +87,7 @@ def start_server(run: str, max_batch: int, max_queue: int, threads: int) -> tupl
 async def load(url: str, clients: int, requests: int, max_tokens: int, endpoint: str) -> dict[str, float]:
     """`clients` concurrent clients send `requests` requests in all; tokens/s, latencies, failures."""
     latencies: list[float] = []
+    timings: list[dict[str, float]] = []  # per request: the server's Server-Timing parts and the client's latency
     tokens = failed = 0
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(requests):
@@ -108,7 +109,9 @@ async def load(url: str, clients: int, requests: int, max_tokens: int, endpoint:
                     failed += 1
                     continue
                 usage = (await response.json())["usage"]
+                header = response.headers.get("Server-Timing", "")
             latencies.append(time.perf_counter() - start)
+            timings.append({**server_timing(header), "latency": latencies[-1] * 1000})
             tokens += usage["completion_tokens"]
 
     # aiohttp rather than httpx: the clients share the server's 2 cores, and httpx's async client spends
@@ -124,10 +127,40 @@ async def load(url: str, clients: int, requests: int, max_tokens: int, endpoint:
     return {
         "tokens_per_s": tokens / wall,
         "p50": statistics.median(ordered),
-        "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
+        "p95": percentile(ordered, 0.95),
         "failed": failed,
         "tokens": tokens,
+        "timings": timings,  # type: ignore[dict-item]
     }
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """The `q` quantile of sorted values, by the nearest rank (with 8 values the p95 is the largest)."""
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """`first;dur=1.2, decode;dur=30.5, ...` -> {"first": 1.2, "decode": 30.5, ...} (milliseconds)."""
+    parts = {}
+    for item in filter(None, (part.strip() for part in header.split(","))):
+        name, _, duration = item.partition(";dur=")
+        parts[name] = float(duration)
+    return parts
+
+
+def print_split(results: dict[tuple[str, int], dict]) -> None:
+    """Where the time of the median and of the p95 request went (`--timing`), continuous mode."""
+    print("\n| clients | request | latency (ms) | first token | decode | wake | outside the engine's handler |")
+    print("|---|---|---|---|---|---|---|")
+    for (mode, clients), r in results.items():
+        if mode != "continuous":
+            continue
+        ordered = sorted(r["timings"], key=lambda t: t["latency"])
+        for name, q in (("p50", 0.5), ("p95", 0.95)):
+            t = ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+            outside = t["latency"] - t.get("total", 0.0)
+            cells = " | ".join(f"{t.get(k, float('nan')):.1f}" for k in ("first", "decode", "wake"))
+            print(f"| {clients} | {name} | {t['latency']:.1f} | {cells} | {outside:.1f} |")
 
 
 def main() -> None:
@@ -138,6 +171,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, nargs="+", default=[8, 32, 64], help="requests per client count")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--timing",
+        action="store_true",
+        help="also print where the p50 and p95 requests' time went (the server's Server-Timing header)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="compute threads of each server")
     parser.add_argument(
         "--endpoint",
@@ -187,6 +225,8 @@ def main() -> None:
         same = "yes" if fast["tokens"] == slow["tokens"] else f"no ({fast['tokens']:.0f} vs {slow['tokens']:.0f})"
         ratio = fast["tokens_per_s"] / slow["tokens_per_s"]
         print(f"| {clients} | **{ratio:.2f}×** | {fast['p95'] / single:.2f}× | {same} |")
+    if args.timing:
+        print_split(results)
 
 
 if __name__ == "__main__":

@@ -224,7 +224,9 @@ class _Api:
             guard, finished = self.guard, choices
             choices = await asyncio.to_thread(lambda: [screen_reply(guard, said, c) for c in finished])
             self._count_filtered(choices)
-        return self._whole(head, kind, choices, replies.usage(), body.stream, include_usage)
+        response = self._whole(head, kind, choices, replies.usage(), body.stream, include_usage)
+        response.headers["Server-Timing"] = replies.server_timing()  # where the time went (benchmarks/serve.py)
+        return response
 
     def _submit(self, body: Sampling, prompt: list[int], config: GenerationConfig, stream: bool) -> Replies:
         """Submit the request's `n` choices to the engine (`stream`: read their tokens as they come)."""

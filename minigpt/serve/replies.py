@@ -95,6 +95,7 @@ class Replies:
         self.ready = asyncio.Event()
         self.started = time.perf_counter()
         self.first_token_at: float | None = None  # set on the engine's thread
+        self.finished_at: float | None = None  # engine's thread: when its last choice ended
         self.prompt_tokens = len(prompt)
         self.texts = [ReplyText(tokenizer, stops) for _ in range(n)]
         self.requests: list[Request] = []
@@ -124,7 +125,21 @@ class Replies:
 
     def _on_finish(self, reason: str) -> None:
         """(Engine thread) A choice has ended."""
+        self.finished_at = time.perf_counter()
         self.wakeups.notify(self)
+
+    def server_timing(self) -> str:
+        """A `Server-Timing` header (W3C Server Timing) for a finished request, in milliseconds: `first`
+        (submitted to first token: the queue wait and the step it joined in), `decode` (first token to the
+        last choice's end), `wake` (that end to now: the event loop's wake-up of this handler) and `total`.
+
+        A client that subtracts `total` from its own latency gets what HTTP and its own side added.
+        """
+        now = time.perf_counter()
+        first = self.first_token_at if self.first_token_at is not None else now
+        end = self.finished_at if self.finished_at is not None else now
+        parts = {"first": first - self.started, "decode": end - first, "wake": now - end, "total": now - self.started}
+        return ", ".join(f"{name};dur={seconds * 1000:.2f}" for name, seconds in parts.items())
 
     @property
     def completion_tokens(self) -> int:
