@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -111,7 +112,8 @@ async def load(url: str, clients: int, requests: int, max_tokens: int, endpoint:
                 usage = (await response.json())["usage"]
                 header = response.headers.get("Server-Timing", "")
             latencies.append(time.perf_counter() - start)
-            timings.append({**server_timing(header), "latency": latencies[-1] * 1000})
+            sent = (start - began) * 1000  # when it was sent, from the setting's start
+            timings.append({**server_timing(header), "latency": latencies[-1] * 1000, "sent": sent, "index": i})
             tokens += usage["completion_tokens"]
 
     # aiohttp rather than httpx: the clients share the server's 2 cores, and httpx's async client spends
@@ -120,7 +122,7 @@ async def load(url: str, clients: int, requests: int, max_tokens: int, endpoint:
     timeout = aiohttp.ClientTimeout(total=600)
     connector = aiohttp.TCPConnector(limit=clients + 4)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
-        start = time.perf_counter()
+        start = began = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         wall = time.perf_counter() - start
     ordered = sorted(latencies)
@@ -176,6 +178,7 @@ def main() -> None:
         action="store_true",
         help="also print where the p50 and p95 requests' time went (the server's Server-Timing header)",
     )
+    parser.add_argument("--timing-json", help="write every request's timing (ms) of the best rounds to this file")
     parser.add_argument("--threads", type=int, default=1, help="compute threads of each server")
     parser.add_argument(
         "--endpoint",
@@ -227,6 +230,9 @@ def main() -> None:
         print(f"| {clients} | **{ratio:.2f}×** | {fast['p95'] / single:.2f}× | {same} |")
     if args.timing:
         print_split(results)
+    if args.timing_json:
+        rows = {f"{mode} {clients}": r["timings"] for (mode, clients), r in results.items()}
+        Path(args.timing_json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
