@@ -1,7 +1,7 @@
 """Serving throughput and latency: continuous batching against one request at a time, same server code.
 
-    python benchmarks/serve.py --run <sft run>/model [--clients 1 8 32] [--requests 8 32 64]
-        [--max-tokens 64] [--rounds 3] [--endpoint completions|chat] [--threads 1]
+    python benchmarks/serve.py --run <sft run>/model [--clients 1 8 32] [--requests 40 160 320]
+        [--max-tokens 64] [--rounds 3] [--endpoint completions|chat] [--threads 1] [--timing] [--timing-json F]
 
 Each mode's server runs as `python -m minigpt.serve` in a process of its own on a free loopback port:
 `continuous` with `max_batch` = the most clients, `one-at-a-time` with `max_batch=1` (the same engine;
@@ -170,7 +170,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a model folder, e.g. the README SFT run's <run>/model")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--requests", type=int, nargs="+", default=[8, 32, 64], help="requests per client count")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        nargs="+",
+        default=[40, 160, 320],
+        help="requests per client count (40 at 1 client: the p95 of 8 requests would be their maximum)",
+    )
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(

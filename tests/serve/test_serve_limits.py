@@ -116,3 +116,18 @@ def test_client_leaving_a_plain_request_frees_its_row(served: str) -> None:
     wait_for_idle(served, timeout=3.0)
     metrics = httpx.get(f"{served}/metrics").text
     assert 'minigpt_requests_total{endpoint="/v1/chat/completions",status="499"}' in metrics
+
+
+def test_server_timing_header_splits_the_latency(served: str) -> None:
+    """A plain answer says where its time went (W3C Server-Timing, ms): the parts add up to its total,
+    which is within what the client measured."""
+    start = time.perf_counter()
+    response = httpx.post(f"{served}{CHAT}", json={**HELLO, "max_tokens": 8})
+    client_ms = (time.perf_counter() - start) * 1000
+    parts = {}
+    for item in response.headers["server-timing"].split(","):
+        name, _, duration = item.strip().partition(";dur=")
+        parts[name] = float(duration)
+    assert set(parts) == {"first", "decode", "wake", "total"} and min(parts.values()) >= 0
+    assert parts["first"] + parts["decode"] + parts["wake"] == pytest.approx(parts["total"], abs=0.03)
+    assert 0 < parts["total"] <= client_ms
