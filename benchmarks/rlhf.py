@@ -241,7 +241,7 @@ def run_method(name: str, args: argparse.Namespace) -> None:
     task = get_task(config["task"])
     max_new_tokens = int(config["max_new_tokens"])
     row: dict[str, Any] = {"method": name}
-    reward_model = args.reward_model or config.get("reward_model")
+    reward_model = args.reward_model  # main() filled it from the config when the command line did not
     reward = RewardModelTask(task, reward_model) if reward_model else None
     counter = Counter()
     counter.install()
@@ -384,22 +384,23 @@ def main() -> None:
     args = parser.parse_args()
     import yaml
 
+    config = yaml.safe_load(Path(args.config).read_text())
+    args.reward_model = args.reward_model or config.get("reward_model")  # the one place the two sources meet
     if args.reward_quantiles:
         sys.path.insert(0, str(ROOT))
         from minigpt.tasks import get_task
 
-        config = yaml.safe_load(Path(args.config).read_text())
-        if not (args.reward_model or config.get("reward_model")):
+        if not args.reward_model:
             sys.exit("error: --reward-quantiles needs --reward-model (or reward_model in the config).")
         task = get_task(config["task"])
         prompts = [ex.prompt for ex in task.examples("train", args.quantile_prompts)]
         qs = [float(q) for q in args.reward_quantiles.split(",")]
-        values = reward_quantiles(args.sft, args.reward_model or config["reward_model"], prompts, 4,
+        values = reward_quantiles(args.sft, args.reward_model, prompts, 4,
                                   int(config["max_new_tokens"]), args.seed or 0, qs)  # fmt: skip
         print(json.dumps(dict(zip(args.reward_quantiles.split(","), [round(v, 4) for v in values]))))
         return
 
-    methods = list(yaml.safe_load(Path(args.config).read_text())["methods"])
+    methods = list(config["methods"])
     chosen = args.methods.split(",") if args.methods else methods
     unknown = sorted(set(chosen) - set(methods))
     if unknown:

@@ -217,7 +217,7 @@ class _Api:
         replies = self._submit(body, prompt, config, stream=body.stream and self.guard is None)
         if body.stream and self.guard is None:
             stream = self._stream(replies, head, kind, include_usage, endpoint)
-            return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return _event_stream(stream)
         choices = await self._collect(request, replies)
         self._observe(replies, endpoint)
         if self.guard is not None:
@@ -277,11 +277,7 @@ class _Api:
         """Finished choices as one JSON object, or (`stream`) as a stream that sends each choice in one piece."""
         chat = kind == "chat.completion"
         if stream:
-            return StreamingResponse(
-                _whole_stream(head, chat, choices, usage if include_usage else None),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
-            )
+            return _event_stream(_whole_stream(head, chat, choices, usage if include_usage else None))
         body = []
         for i, c in enumerate(choices):
             content = {"message": {"role": "assistant", "content": c.text}} if chat else {"text": c.text}
@@ -324,6 +320,11 @@ class _Api:
             yield "data: [DONE]\n\n"
         finally:  # also when the client disconnects: the response task is cancelled here
             replies.cancel()
+
+
+def _event_stream(events: AsyncIterator[str]) -> StreamingResponse:
+    """Server-sent events, never cached on the way."""
+    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 def _chunk(head: dict[str, Any], chat: bool, choices: list[dict[str, Any]], **extra: Any) -> str:

@@ -13,14 +13,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from minigpt.data.speech.synthesised import (  # noqa: F401  (re-exported: the voices' historical home)
-    ESPEAK_LANGUAGE,
-    HELD_OUT_VOICES,
-    SPLIT_SEEDS,
-    TRAIN_VOICES,
-    Said,
-    SynthesisedSource,
-)
+from minigpt.data.speech.synthesised import Said, SynthesisedSource
 from minigpt.utils.errors import ConfigError
 
 # The digits 0–9 as spoken words; espeak reads each language's words with that language's voice.

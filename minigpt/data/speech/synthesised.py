@@ -12,6 +12,7 @@ condition (seen/held-out voice × seen/held-out noise). Kinds: `SpokenDigits` ("
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -53,7 +54,7 @@ class Said(NamedTuple):
     kind: str
 
 
-class SynthesisedSource:
+class SynthesisedSource(ABC):
     """Base of the synthesised `SpeechSource`s: subclasses implement `text(rng, split)`.
 
     Args:
@@ -90,9 +91,9 @@ class SynthesisedSource:
         self.rate, self.pitch = (int(rate[0]), int(rate[1])), (int(pitch[0]), int(pitch[1]))
         self.seed, self.cache_dir = seed, cache_dir
 
+    @abstractmethod
     def text(self, rng: random.Random, split: str) -> Said:
         """What one example of `split` says, drawn from `rng`."""
-        raise NotImplementedError
 
     def utterance(self, split: str, index: int) -> tuple[Utterance, str, str, bool, bool]:
         """(recipe, transcript, language tag, held-out voice?, held-out noise?) of example `index` of `split`."""
