@@ -1,17 +1,19 @@
 """Step time of `stage=multimodal` stage 2 against text-only SFT of the same LM on the same number of tokens.
 
-    python benchmarks/vision.py --init-from <sft model> --steps 30
+    python benchmarks/vision.py --init-from <sft model> --steps 30 [--image-size 48]
 
 Both loops train every weight with AdamW on batches of `--batch` digit conversations (`data=vision/digits`,
 16 image tokens each). The text-only loop feeds the same token ids with the `<|image|>` placeholders
 replaced by ordinary text tokens, so both see exactly the same sequence lengths; the multimodal loop also
-runs the encoder and projector and splices. Prints the median step times and their ratio per encoder,
-dense and Mixture-of-Transformers (`vision.mot=true`).
+runs the encoder and projector and splices. The two loops take turns step by step (text, image, text, …),
+so that a slower or faster stretch of a shared machine falls on both alike. Prints the median step times
+and their ratio per encoder, dense and Mixture-of-Transformers (`vision.mot=true`).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -26,15 +28,18 @@ from minigpt.stages.chat_model import ChatModel
 from minigpt.tokenizer.chat import add_image_token
 
 
-def median_step(step: Callable[[], torch.Tensor], steps: int, skip: int = 3) -> float:
-    """Median wall time of `step` (seconds), after `skip` warm-up steps."""
-    times = []
+def paired_medians(
+    a: Callable[[], torch.Tensor], b: Callable[[], torch.Tensor], steps: int, skip: int = 3
+) -> tuple[float, float]:
+    """Median wall times (seconds) of `a` and `b` run in turns, after `skip` warm-up turns."""
+    times: tuple[list[float], list[float]] = ([], [])
     for i in range(steps + skip):
-        start = time.perf_counter()
-        step()
-        if i >= skip:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for step, record in ((a, times[0]), (b, times[1])):
+            start = time.perf_counter()
+            step()
+            if i >= skip:
+                record.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def training_step(
@@ -61,6 +66,7 @@ def main() -> None:
     parser.add_argument("--init-from", required=True, help="a chat model folder (the LM)")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=24, help="24 or 48 (vision.image_size)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -70,19 +76,24 @@ def main() -> None:
         assert tokenizer is not None
         image_id = add_image_token(tokenizer)
         ChatModel.prepare(lm, tokenizer, None, "benchmark")
-        dm = VisionChatDataModule({"digits": Digits()}, image_size=24, image_tokens=16, seq_len=lm.config.block_size)
+        size = args.image_size
+        dm = VisionChatDataModule({"digits": Digits()}, image_size=size, image_tokens=16, seq_len=lm.config.block_size)
         dm.attach_tokenizer(tokenizer)
         dm.batch_size = args.batch
         batch = next(iter(dm.train_dataloader()))
         ids, targets, images = batch["input_ids"], batch["targets"], batch["images"]
         text_ids = torch.where(ids == image_id, torch.randint(0, tokenizer.n_base, ids.shape), ids)
-        text = median_step(training_step(lm, (text_ids,), targets), args.steps)
-        config = VisionConfig(kind=kind, mot=mot)
+        config = VisionConfig(kind=kind, mot=mot, image_size=size, patch_size=size // 4)
+        text_lm = copy.deepcopy(
+            lm
+        )  # the vision model's LM is untied in place with MoT: the text loop keeps a dense one
         vlm = VisionLanguageModel(lm, VisionTower(config, lm.config.n_embd), image_id)
-        vision = median_step(training_step(vlm, (ids, images), targets), args.steps)
+        text, vision = paired_medians(
+            training_step(text_lm, (text_ids,), targets), training_step(vlm, (ids, images), targets), args.steps
+        )
         tokens = ids.numel()
         print(
-            f"| {kind}{' + MoT' if mot else ''} | {tuple(ids.shape)} "
+            f"| {kind}{' + MoT' if mot else ''} | {size} px | {tuple(ids.shape)} "
             f"| {1e3 * text:.1f} ms ({tokens / text:,.0f} tok/s) "
             f"| {1e3 * vision:.1f} ms ({tokens / vision:,.0f} tok/s) | **{vision / text:.2f}×** |"
         )

@@ -82,11 +82,19 @@ def greedy_answer(
     model: VisionLanguageModel, tokenizer: Tokenizer, example: VisionExample, max_new_tokens: int = 24
 ) -> str:
     """The model's greedy reply to `example.prompt` with its images."""
+    return tokenizer.decode(greedy_reply_ids(model, tokenizer, example, max_new_tokens)[1], skip_special=True)
+
+
+def greedy_reply_ids(
+    model: VisionLanguageModel, tokenizer: Tokenizer, example: VisionExample, max_new_tokens: int = 24
+) -> tuple[list[int], list[int]]:
+    """(prompt ids, greedy reply ids) of `example.prompt` with its images; the reply stops before `<|end|>`,
+    after `max_new_tokens`, or where the context is full (the server reads its finish reason from these)."""
     ids, _ = encode_vision_example(tokenizer, example, model.tower.config.placeholders, add_generation_prompt=True)
     images = torch.from_numpy(np.stack(example.images)) if example.images else None
     with eval_mode(model):
         reply = model.greedy(ids, images, tokenizer.special_id(END_OF_TURN), max_new_tokens)
-    return tokenizer.decode(reply, skip_special=True)
+    return ids, reply
 
 
 def vision_scores(

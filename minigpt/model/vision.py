@@ -61,9 +61,10 @@ class VisionConfig:
     ViT: patches of `patch_size` (so `num_tokens` = (image_size / patch_size)²), `n_layer` blocks of width
     `n_embd` with `n_head` heads. CNN: `n_embd` output channels pooled to a √num_tokens grid.
     The projector is Linear(n_embd → hidden) · GELU · Linear(hidden → LM width), hidden = `projector_hidden`
-    or the LM's width. `mot` unties the LM's norms and MLPs by modality (`minigpt.model.mot`). `fusion`:
-    `prefix` puts the N vectors at N placeholders (LLaVA); `xattn` keeps one tag token per image and adds
-    gated cross-attention layers before the LM's blocks (Flamingo, `minigpt.model.xattn`).
+    or the LM's width. `mot` unties the LM's norms, MLPs and attention projections by modality
+    (`minigpt.model.mot`). `fusion`: `prefix` puts the N vectors at N placeholders (LLaVA); `xattn` keeps
+    one tag token per image and adds gated cross-attention layers before the LM's blocks (Flamingo,
+    `minigpt.model.xattn`).
     """
 
     kind: EncoderKind = "vit"
@@ -188,8 +189,8 @@ class VisionLanguageModel(SplicedLM):
     """The LM and the vision tower, composed: `forward(input_ids, images)` → the LM's (logits, aux).
 
     Args:
-        lm: the shared `Transformer`; with `tower.config.mot`, its norms and MLPs are untied by modality
-            (`apply_mot`, in place), routed by the `<|image|>` positions of each call.
+        lm: the shared `Transformer`; with `tower.config.mot`, its norms, MLPs and attention projections
+            are untied by modality (`apply_mot`, in place), routed by the `<|image|>` positions of each call.
         tower: encoder + projector.
         image_id: the id of `<|image|>` in the LM's tokenizer.
     """

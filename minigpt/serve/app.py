@@ -34,6 +34,7 @@ from minigpt.inference.continuous import ContinuousBatcher
 from minigpt.model.transformer import Transformer
 from minigpt.serve.errors import APIError, BodyLimit, install_error_handlers
 from minigpt.serve.guard import Choice, screen_prompt, screen_reply
+from minigpt.serve.images import ImageChat, has_images, message_text
 from minigpt.serve.metrics import CountRequests, ServerMetrics
 from minigpt.serve.replies import Replies, Wakeups
 from minigpt.serve.schemas import ChatRequest, CompletionRequest, Sampling
@@ -44,11 +45,17 @@ MAX_STOPS = 4  # OpenAI's limit on `stop` strings
 
 
 def create_app(
-    model: Transformer, tokenizer: Tokenizer, settings: ServeSettings, guard: SafetyFilter | None = None
+    model: Transformer,
+    tokenizer: Tokenizer,
+    settings: ServeSettings,
+    guard: SafetyFilter | None = None,
+    images: ImageChat | None = None,
 ) -> FastAPI:
     """The server for `model` and `tokenizer`; its engine runs while the app does (lifespan).
 
     `guard`: the safety filter every request's input and every reply pass (None: no filter).
+    `images`: the vision-language model of a multimodal folder, which answers the chat requests that show
+    images (`minigpt.serve.images`); None: image parts are refused.
     """
     metrics = ServerMetrics()
     engine = ContinuousBatcher(
@@ -69,7 +76,7 @@ def create_app(
         yield
         engine.close()
 
-    api = _Api(model, tokenizer, settings, engine, metrics, guard)
+    api = _Api(model, tokenizer, settings, engine, metrics, guard, images)
     app = FastAPI(title="minigpt", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.engine, app.state.metrics, app.state.settings, app.state.guard = engine, metrics, settings, guard
     install_error_handlers(app)
@@ -97,9 +104,10 @@ class _Api:
         engine: ContinuousBatcher,
         metrics: ServerMetrics,
         guard: SafetyFilter | None = None,
+        images: ImageChat | None = None,
     ) -> None:
         self.model, self.tokenizer, self.settings = model, tokenizer, settings
-        self.engine, self.metrics, self.guard = engine, metrics, guard
+        self.engine, self.metrics, self.guard, self.images = engine, metrics, guard, images
         self.wakeups: Wakeups | None = None  # made for the server's event loop when it starts (lifespan)
         self.created = int(time.time())
 
@@ -140,12 +148,53 @@ class _Api:
 
     async def chat(self, body: ChatRequest, request: Request) -> Response:
         """POST /v1/chat/completions: answer the conversation with the chat template of the model folder."""
-        messages = [{"role": m.role, "content": m.content} for m in body.messages]
+        if self.images is not None and self.images.wanted(body.messages):
+            return await self._image_chat(body)
+        if has_images(body.messages):
+            raise APIError(
+                400,
+                f"The model {self.settings.model_name!r} reads text only; serve the model folder of a "
+                "stage=multimodal run to send images.",
+                param="messages",
+                code="image_input_not_supported",
+            )
+        messages = [{"role": m.role, "content": message_text(m)} for m in body.messages]
         prompt = chat_prompt_ids(self.tokenizer, messages)
         limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         config = self._config(body, prompt, limit, reply_end_ids(self.tokenizer))
-        said = next((m.content for m in reversed(body.messages) if m.role == "user"), "")  # the new input
+        said = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")  # the new input
         return await self._answer(request, body, prompt, config, said, "chat.completion", "/v1/chat/completions")
+
+    async def _image_chat(self, body: ChatRequest) -> Response:
+        """A conversation with images: one greedy reply, answered whole (or as a stream of one piece),
+        through the same limits and safety filter as text (`minigpt.serve.images`)."""
+        assert self.images is not None
+        started, endpoint = time.perf_counter(), "/v1/chat/completions"
+        self.images.check_sampling(body)
+        example = self.images.example(body.messages)
+        prompt = self.images.prompt_ids(example)
+        limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        config = self._config(body, prompt, limit, [])  # the model, stop strings, max_tokens and prompt limits
+        said = next((m["content"] for m in reversed(example.prompt) if m["role"] == "user"), "")
+        head = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "created": int(time.time()),
+            "model": self.settings.model_name,
+        }
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        self.metrics.prompt_tokens.inc(len(prompt))
+        refused = await asyncio.to_thread(screen_prompt, self.guard, said, 1) if self.guard else None
+        if refused is not None:
+            self._count_filtered(refused)
+            usage = {"prompt_tokens": len(prompt), "completion_tokens": 0, "total_tokens": len(prompt)}
+            return self._whole(head, "chat.completion", refused, usage, body.stream, include_usage)
+        # The forward passes run off the event loop, so that text requests keep streaming meanwhile.
+        choice, usage = await asyncio.to_thread(self.images.answer, example, config.max_new_tokens, body.stop_strings())
+        if self.guard is not None:
+            choice = await asyncio.to_thread(screen_reply, self.guard, said, choice)
+            self._count_filtered([choice])
+        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        return self._whole(head, "chat.completion", [choice], usage, body.stream, include_usage)
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
         """POST /v1/completions: continue the prompt, stopping at `<|eos|>` (as `minigpt.cli.generate`)."""

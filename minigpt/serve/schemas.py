@@ -6,7 +6,7 @@ an unknown field is refused by name, as OpenAI's API does, instead of being sile
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,11 +45,35 @@ class Sampling(_Strict):
         return [stop for stop in stops if stop]
 
 
+class TextPart(_Strict):
+    """A text part of a message's content: `{"type": "text", "text": "..."}`."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(_Strict):
+    """`image_url`: a `data:image/png;base64,...` URL (`detail` is accepted and has no effect here)."""
+
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(_Strict):
+    """An image part of a user message (multimodal model folders, `minigpt.serve.images`)."""
+
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
 class ChatMessage(_Strict):
-    """One message of a conversation."""
+    """One message of a conversation: its content a string, or OpenAI's list of text and image parts."""
 
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: str | list[ContentPart]
     name: str | None = None
 
 

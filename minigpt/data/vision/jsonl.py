@@ -13,7 +13,7 @@ could blur away what the question is about). `kind` (optional) groups the accura
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -26,29 +26,40 @@ def read_image(path: Path, image_size: int) -> np.ndarray:
     """(3, image_size, image_size) float32 in [0, 1]; `ValueError` with the reason if it cannot be used."""
     if not path.is_file():
         raise ValueError(f"image {str(path)!r} does not exist")
-    if path.suffix.lower() == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise ValueError(f"image {str(path)!r} is not a readable .npy array ({err})") from None
-        if array.ndim == 2:
-            array = np.repeat(array[None], 3, axis=0)
-        elif array.ndim == 3 and array.shape[-1] in (1, 3):  # (H, W, ch) → (ch, H, W)
-            array = np.repeat(array.transpose(2, 0, 1), 3 // array.shape[-1], axis=0)
-        array = array.astype(np.float32)
-        if array.size and array.max() > 1.0:  # 0-255 integers
-            array = array / 255.0
-    else:
-        from PIL import Image, UnidentifiedImageError  # Pillow comes with matplotlib
+    if path.suffix.lower() != ".npy":
+        return decode_image(path, repr(str(path)), image_size)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"image {str(path)!r} is not a readable .npy array ({err})") from None
+    if array.ndim == 2:
+        array = np.repeat(array[None], 3, axis=0)
+    elif array.ndim == 3 and array.shape[-1] in (1, 3):  # (H, W, ch) → (ch, H, W)
+        array = np.repeat(array.transpose(2, 0, 1), 3 // array.shape[-1], axis=0)
+    array = array.astype(np.float32)
+    if array.size and array.max() > 1.0:  # 0-255 integers
+        array = array / 255.0
+    return _checked_size(array, repr(str(path)), image_size)
 
-        try:
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
-        except (OSError, UnidentifiedImageError) as err:
-            raise ValueError(f"image {str(path)!r} is not a readable image ({err})") from None
+
+def decode_image(file: Path | BinaryIO, name: str, image_size: int) -> np.ndarray:
+    """A PNG/JPEG/… file or byte stream (Pillow) as (3, image_size, image_size) float32 in [0, 1], converted
+    to RGB; `ValueError` naming `name` if it is not an image or has another size. The server's images
+    (`minigpt.serve.images`) come this way from their data URLs."""
+    from PIL import Image, UnidentifiedImageError  # Pillow comes with matplotlib
+
+    try:
+        with Image.open(file) as image:
+            array = np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
+    except (OSError, UnidentifiedImageError) as err:
+        raise ValueError(f"image {name} is not a readable image ({err})") from None
+    return _checked_size(array, name, image_size)
+
+
+def _checked_size(array: np.ndarray, name: str, image_size: int) -> np.ndarray:
     if array.shape != (3, image_size, image_size):
         raise ValueError(
-            f"image {str(path)!r} has shape {array.shape}, the encoder takes {image_size}×{image_size} "
+            f"image {name} has shape {array.shape}, the encoder takes {image_size}×{image_size} "
             f"(greyscale or RGB); resize it to {image_size}×{image_size} first"
         )
     return array
