@@ -49,10 +49,9 @@ class SlotCache:
         self._span = 0  # slots the decoding rows attend over: the longest row's, plus its new one
         self._mask: Tensor | None = None
         self._row_ids = torch.arange(max_rows, device=weight.device)
-        # The prefill rows' tokens of the current step: each one's row, its row among the prefill rows, its
-        # slot (= its position), and the mask of their padded attention (None when all have one length).
+        # The prefill rows' tokens of the current step: each one's row, its row among the prefill rows and
+        # its slot (= its position).
         self.prefill_slots = self._prefill_rows = self._prefill_batch = self._row_ids[:0]
-        self._prefill_mask: Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -85,12 +84,6 @@ class SlotCache:
             self._prefill_batch = torch.repeat_interleave(self._row_ids[: len(prefills)], counts)
             self._prefill_rows = self._prefill_batch + rows
             self.prefill_slots = torch.arange(len(starts), device=device) - starts
-            longest = max(self.prefills)
-            self._prefill_mask = None
-            if min(self.prefills) < longest:  # rows padded to the longest: causal, and only their own slots
-                slots = torch.arange(longest, device=device)
-                causal = slots[None, :] <= slots[:, None]  # (T, T): query t attends slots 0 … t
-                self._prefill_mask = causal & (slots < counts[:, None, None, None])  # (P, 1, T, T)
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
         """Store the step's keys/values (N, n_kv_head, 1, hd) and attend each query (N, n_head, 1, hd).
@@ -116,19 +109,21 @@ class SlotCache:
         """Store the prefill rows' keys/values and attend their queries causally, all rows in one call.
 
         The packed tokens (N, heads, 1, hd) are scattered to their (row, slot) in the cache, and the queries
-        to a padded batch (P, n_head, T, hd), T the longest row: one attention call and three index ops per
-        layer, however many rows join or shift in the step. (One call per row instead cost ~40 µs of
-        per-call overhead each, which a step of 8 joining rows paid 8 × n_layer times.)
+        to a batch (P, n_head, T, hd) padded to the longest row's T: one attention call and a few index ops
+        per layer, however many rows join or shift in the step (a call per row cost ~40 µs of overhead
+        each, which a step of 8 joining rows paid 8 × n_layer times). The causal mask is all the padding
+        needs: a row's real query t < n attends slots 0 … t, all its own; the padded queries (t ≥ n)
+        see stale slots, and their outputs are dropped.
         """
         rows, batch, slots = self._prefill_rows, self._prefill_batch, self.prefill_slots
         first, count, longest = self.rows, len(self.prefills), max(self.prefills)
         self.k[layer][rows, :, slots] = k[:, :, 0]
         self.v[layer][rows, :, slots] = v[:, :, 0]
-        keys = self.k[layer][first : first + count, :, :longest]  # a row's stale slots beyond its n are masked
+        keys = self.k[layer][first : first + count, :, :longest]
         values = self.v[layer][first : first + count, :, :longest]
         padded = q.new_zeros(count, q.shape[1], longest, q.shape[3])
         padded[batch, :, slots] = q[:, :, 0]
-        out = causal_attention(padded, keys, values, self._prefill_mask)  # S = T: causal unless padded
+        out = causal_attention(padded, keys, values, None)  # S = T: causal
         return out[batch, :, slots].unsqueeze(2)  # back to the packed (N, n_head, 1, hd)
 
     def end_step(self) -> None:

@@ -19,6 +19,8 @@ def test_prefill_rows_of_different_lengths_match_their_own_causal_attention(tiny
     def packed(tokens: int, n: int) -> torch.Tensor:  # the model's packed layout: one token per row
         return torch.randn(tokens, n, 1, hd)
 
+    for buffer in (*cache.k, *cache.v):  # a cache in use: every slot holds some earlier request's keys
+        buffer.normal_(0, 100)
     # Step 1: three rows join with 5, 2 and 7 tokens (padded to 7 in one call).
     cache.begin_step(0, [5, 2, 7])
     q, k, v = packed(14, heads), packed(14, kv_heads), packed(14, kv_heads)
@@ -33,8 +35,8 @@ def test_prefill_rows_of_different_lengths_match_their_own_causal_attention(tiny
         start += n
     assert cache.lengths[:3].tolist() == [5, 2, 7]
 
-    # Step 2: the three rows decode one token each beside a fourth row joining with 3 tokens; the stale
-    # slots of row 1 (2 filled, padded to 7 in step 1) stay masked.
+    # Step 2: the three rows decode one token each beside a fourth row joining with 3 tokens; row 1's slots
+    # beyond its 2 filled ones hold stale keys, which it must not see.
     cache.begin_step(3, [3])
     q, k, v = packed(6, heads), packed(6, kv_heads), packed(6, kv_heads)
     out = cache.attend(0, q, k, v, None)
