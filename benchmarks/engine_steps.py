@@ -1,7 +1,7 @@
 """The continuous-batching engine alone (no HTTP): what a decoding step costs with 1 row and with 8.
 
     python benchmarks/engine_steps.py --run <sft run>/model [--rows 1 8] [--waves 8] [--rounds 3]
-        [--max-tokens 64]
+        [--max-tokens 64] [--profile]
 
 Why: with closed-loop clients (each sends its next request when its answer comes, as in
 `benchmarks/serve.py`), the mean latency at 8 clients over the one at 1 client is, by Little's law,
@@ -12,6 +12,9 @@ shift) are submitted together and stepped until all end, `--waves` times; each s
 thread CPU time are recorded and split by kind: steps that only decode (one token per row) and steps
 that also prefill (requests joining, rows shifting their context). The settings alternate within each
 round, and each is scored by its best round (load from other jobs only adds time).
+
+`--profile` then splits a decoding-only step (torch.profiler, 30 steps per row count, its overhead
+included) into the linear layers, attention and the rest, to show where the cost of more rows goes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import statistics
 import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from minigpt.inference.config import GenerationConfig
 from minigpt.inference.continuous import ContinuousBatcher, Request
@@ -60,6 +64,22 @@ def measure(engine: ContinuousBatcher, prompts: list[list[int]], waves: int, max
     }
 
 
+def profile_decoding(engine: ContinuousBatcher, prompts: list[list[int]], steps: int = 30) -> dict[str, float]:
+    """Per decoding-only step (µs, profiled): the whole step, its linear layers and its attention calls."""
+    config = GenerationConfig(max_new_tokens=steps + 8, strategy="greedy", stop_tokens=[])
+    for prompt in prompts:
+        engine.submit(Request(list(prompt), config))
+    for _ in range(4):  # the joining step, then a few steps to warm up
+        engine.step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            with record_function("step"):
+                engine.step()
+    totals = {event.key: event.cpu_time_total for event in prof.key_averages()}
+    parts = {"step": "step", "linear": "aten::linear", "attention": "aten::scaled_dot_product_attention"}
+    return {name: totals.get(key, 0.0) / steps for name, key in parts.items()}
+
+
 def main() -> None:
     """Measure every row count in every round; print the best round of each and the ratios to 1 row."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,6 +88,7 @@ def main() -> None:
     parser.add_argument("--waves", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--profile", action="store_true", help="also split a decoding step by operation")
     args = parser.parse_args()
     model, tokenizer = load_model_and_tokenizer(args.run, map_location="cpu")
     prompts = [tokenizer.encode(p, allow_special=True) for p in PROMPTS]
@@ -94,6 +115,15 @@ def main() -> None:
         r = best[rows]
         wave, cpu, step = (r[k] / one[k] for k in ("wave", "wave_cpu", "decode_median"))
         print(f"\n{rows} rows / {args.rows[0]}: wave {wave:.2f}×, CPU {cpu:.2f}×, decode-only step {step:.2f}×")
+
+    if args.profile:
+        print("\n| rows | decoding step, profiled (µs) | linear layers | attention | the rest |")
+        print("|---|---|---|---|---|")
+        for rows in args.rows:
+            engine = ContinuousBatcher(model, tokenizer, max_batch=max(args.rows))
+            r = profile_decoding(engine, [prompts[i % len(prompts)] for i in range(rows)])
+            rest = r["step"] - r["linear"] - r["attention"]
+            print(f"| {rows} | {r['step']:.0f} | {r['linear']:.0f} | {r['attention']:.0f} | {rest:.0f} |")
 
 
 if __name__ == "__main__":
