@@ -236,20 +236,20 @@ class ContinuousBatcher:
         rows = len(self.running)
         if not rows:
             return 0
-        self.cache.begin_step(decoding, [len(window) for window in windows])
         idx, positions, last = self.pending[:decoding], self.next_pos[:decoding], None
         if windows:  # the prefill rows' tokens follow the decoding rows' one token each
             device = self.pending.device
             flat = [token for window in windows for token in window]
             idx = torch.cat([idx, torch.tensor(flat, device=device)])
-            positions = torch.cat([positions, self.cache.prefill_slots])  # a prefill row starts at slot 0
-            lengths = torch.tensor([len(window) for window in windows], device=device)
-            last = torch.cat([torch.arange(decoding, device=device), lengths.cumsum(0) + decoding - 1])
+            positions = torch.cat([positions, torch.tensor([i for w in windows for i in range(len(w))], device=device)])
+            ends = torch.tensor([len(window) for window in windows], device=device).cumsum(0) + decoding - 1
+            last = torch.cat([torch.arange(decoding, device=device), ends])  # each row's last token
+        self.cache.begin_step(decoding, [len(window) for window in windows])
         hidden, _ = self.model.hidden_states(idx[:, None], positions=positions[:, None], kv_cache=self.cache)
         self.cache.end_step()
         self.next_pos[:decoding] += 1
-        if windows:
-            self.next_pos[decoding:rows] = lengths
+        for row, window in enumerate(windows, start=decoding):
+            self.next_pos[row] = len(window)
         hidden = hidden[:, -1] if last is None else hidden[last, -1]
         produced = self._advance(self.model.lm_head(hidden))
         self._release_finished()

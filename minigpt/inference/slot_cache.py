@@ -49,9 +49,6 @@ class SlotCache:
         self._span = 0  # slots the decoding rows attend over: the longest row's, plus its new one
         self._mask: Tensor | None = None
         self._row_ids = torch.arange(max_rows, device=weight.device)
-        # The prefill rows' tokens of the current step: each one's row, its row among the prefill rows and
-        # its slot (= its position).
-        self.prefill_slots = self._prefill_rows = self._prefill_batch = self._row_ids[:0]
 
     @property
     def length(self) -> int:
@@ -77,13 +74,6 @@ class SlotCache:
             slots = torch.arange(self._span, device=lengths.device)
             # (rows, 1, 1, span): row b may attend its filled slots and the one its new token is written to.
             self._mask = (slots <= lengths.unsqueeze(1))[:, None, None, :]
-        if prefills:
-            device = self.lengths.device
-            counts = torch.tensor(self.prefills, device=device)
-            starts = torch.repeat_interleave(counts.cumsum(0) - counts, counts)  # each token's row's first token
-            self._prefill_batch = torch.repeat_interleave(self._row_ids[: len(prefills)], counts)
-            self._prefill_rows = self._prefill_batch + rows
-            self.prefill_slots = torch.arange(len(starts), device=device) - starts
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
         """Store the step's keys/values (N, n_kv_head, 1, hd) and attend each query (N, n_head, 1, hd).
@@ -92,7 +82,7 @@ class SlotCache:
         decoding row's query attends over its row's slots; a prefill row's queries attend causally over
         the row's own new tokens.
         """
-        rows, outputs = self.rows, []
+        rows, outputs, start = self.rows, [], self.rows
         if rows:
             ids, lengths = self._row_ids[:rows], self.lengths[:rows]
             # Advanced indices on dims 0 and 2 pick (rows, n_kv_head, hd): one write per row at its own slot.
@@ -101,35 +91,18 @@ class SlotCache:
             keys = self.k[layer][:rows, :, : self._span]
             values = self.v[layer][:rows, :, : self._span]
             outputs.append(causal_attention(q[:rows], keys, values, self._mask))
-        if self.prefills:
-            outputs.append(self._attend_prefills(layer, q[rows:], k[rows:], v[rows:]))
+        for row, n in enumerate(self.prefills, start=rows):
+            # The row's n tokens, (n, heads, 1, hd) in the packed step, are one sequence (1, heads, n, hd).
+            new_k, new_v = k[start : start + n].transpose(0, 2), v[start : start + n].transpose(0, 2)
+            self.k[layer][row, :, :n] = new_k[0]
+            self.v[layer][row, :, :n] = new_v[0]
+            queries = q[start : start + n].transpose(0, 2)
+            outputs.append(causal_attention(queries, new_k, new_v, None).transpose(0, 2))  # S = T: causal
+            start += n
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-
-    def _attend_prefills(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Store the prefill rows' keys/values and attend their queries causally, all rows in one call.
-
-        The packed tokens (N, heads, 1, hd) are scattered to their (row, slot) in the cache, and the queries
-        to a batch (P, n_head, T, hd) padded to the longest row's T: one attention call and a few index ops
-        per layer, however many rows join or shift in the step (a call per row cost ~40 µs of overhead
-        each, which a step of 8 joining rows paid 8 × n_layer times). The causal mask is all the padding
-        needs: a row's real query t < n attends slots 0 … t, all its own; the padded queries (t ≥ n)
-        see stale slots, and their outputs are dropped.
-        """
-        rows, batch, slots = self._prefill_rows, self._prefill_batch, self.prefill_slots
-        first, count, longest = self.rows, len(self.prefills), max(self.prefills)
-        self.k[layer][rows, :, slots] = k[:, :, 0]
-        self.v[layer][rows, :, slots] = v[:, :, 0]
-        keys = self.k[layer][first : first + count, :, :longest]
-        values = self.v[layer][first : first + count, :, :longest]
-        padded = q.new_zeros(count, q.shape[1], longest, q.shape[3])
-        padded[batch, :, slots] = q[:, :, 0]
-        out = causal_attention(padded, keys, values, None)  # S = T: causal
-        return out[batch, :, slots].unsqueeze(2)  # back to the packed (N, n_head, 1, hd)
 
     def end_step(self) -> None:
         """Each decoding row holds one slot more, each prefill row its tokens."""
         self.lengths[: self.rows] += 1
-        if self.prefills:
-            self.lengths[self.rows : self.rows + len(self.prefills)] = torch.tensor(
-                self.prefills, device=self.lengths.device
-            )
+        for row, n in enumerate(self.prefills, start=self.rows):
+            self.lengths[row] = n

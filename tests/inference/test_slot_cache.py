@@ -1,4 +1,4 @@
-"""`SlotCache`: a step's prefill rows of different lengths attend in one padded call, as each would alone."""
+"""`SlotCache`: prefill rows of different lengths, beside decoding rows, attend as each would alone."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_prefill_rows_of_different_lengths_match_their_own_causal_attention(tiny
 
     for buffer in (*cache.k, *cache.v):  # a cache in use: every slot holds some earlier request's keys
         buffer.normal_(0, 100)
-    # Step 1: three rows join with 5, 2 and 7 tokens (padded to 7 in one call).
+    # Step 1: three rows join with 5, 2 and 7 tokens.
     cache.begin_step(0, [5, 2, 7])
     q, k, v = packed(14, heads), packed(14, kv_heads), packed(14, kv_heads)
     out = cache.attend(0, q, k, v, None)
