@@ -14,7 +14,8 @@ that also prefill (requests joining, rows shifting their context). The settings 
 round, and each is scored by its best round (load from other jobs only adds time).
 
 `--profile` then splits a decoding-only step (torch.profiler, 30 steps per row count, its overhead
-included) into the linear layers, attention and the rest, to show where the cost of more rows goes.
+included) into the linear layers, attention and the rest, to show where the cost of more rows goes, and
+times each linear layer of one block (and the head) alone at each row count (the median of 2,000 calls).
 """
 
 from __future__ import annotations
@@ -80,6 +81,26 @@ def profile_decoding(engine: ContinuousBatcher, prompts: list[list[int]], steps:
     return {name: totals.get(key, 0.0) / steps for name, key in parts.items()}
 
 
+def linear_costs(model: torch.nn.Module, rows: list[int], calls: int = 2000) -> dict[str, list[float]]:
+    """µs per call of block 0's linear layers and the head, for an input of each row count (median)."""
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    costs: dict[str, list[float]] = {}
+    for name, layer in layers.items():
+        if not name.startswith(("blocks.0.", "lm_head")):
+            continue
+        costs[f"{name} {layer.in_features}→{layer.out_features}"] = row_costs = []
+        for n in rows:
+            x = torch.randn(n, layer.in_features)
+            times = []
+            with torch.inference_mode():
+                for _ in range(calls):
+                    start = time.perf_counter()
+                    layer(x)
+                    times.append(time.perf_counter() - start)
+            row_costs.append(statistics.median(times) * 1e6)
+    return costs
+
+
 def main() -> None:
     """Measure every row count in every round; print the best round of each and the ratios to 1 row."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -124,6 +145,10 @@ def main() -> None:
             r = profile_decoding(engine, [prompts[i % len(prompts)] for i in range(rows)])
             rest = r["step"] - r["linear"] - r["attention"]
             print(f"| {rows} | {r['step']:.0f} | {r['linear']:.0f} | {r['attention']:.0f} | {rest:.0f} |")
+        print("\n| linear layer (µs per call) | " + " | ".join(f"{n} row(s)" for n in args.rows) + " |")
+        print("|---|" + "---|" * len(args.rows))
+        for name, costs in linear_costs(model, args.rows).items():
+            print(f"| {name} | " + " | ".join(f"{c:.1f}" for c in costs) + " |")
 
 
 if __name__ == "__main__":
