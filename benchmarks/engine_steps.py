@@ -25,15 +25,12 @@ import statistics
 import time
 
 import torch
+from serve import PROMPTS  # benchmarks/serve.py, beside this script: the shared SFT model's task prompts
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from minigpt.inference.config import GenerationConfig
 from minigpt.inference.continuous import ContinuousBatcher, Request
 from minigpt.model.folder import load_model_and_tokenizer
-
-# The prompts of benchmarks/serve.py (the shared SFT model's tasks).
-PROMPTS = ["what is 12 plus 7?", "reverse: garden", "sort: 5 3 9 1", "what is 41 plus 23?"]
-PROMPTS += ["reverse: stone bridge", "sort: 8 2 6", "what is 3 plus 5?", "reverse: lamp"]
 
 
 def measure(engine: ContinuousBatcher, prompts: list[list[int]], waves: int, max_tokens: int) -> dict[str, float]:
