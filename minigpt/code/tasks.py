@@ -6,23 +6,39 @@ A prompt is a function's header and docstring, HumanEval style; the answer is it
         \"\"\"Return x plus 7.\"\"\"
     →       return x + 7
 
-Each problem comes from a template (add, times, first, repeat …) and a constant k in 1..99. The splits
-never share a template: the validation and test splits' templates (`VAL_TEMPLATES`, `TEST_TEMPLATES`) are
-never trained on, so a model that scores on them has learned to read a docstring, not to recall a body it
-has seen. What makes that a fair test rather than an impossible one, decided before any measurement:
+Each problem comes from a template and a constant k in 1..99. The templates are the cells of a small
+docstring grammar (39 of them, `_grammar`):
 
-- **Every operation a held-out template needs is taught by a training template; only the combination and
-  the wording are new** (`operations` reads them from the reference bodies' syntax trees and a test checks
-  the cover). A held-out template is a training operation on the other kind of sequence (the first k
-  *characters of the string s*, where training shows the first k *items of the list xs*) or a training
-  aggregate combined with another training operator (the sum of xs *minus* k, where training shows the sum
-  of xs *plus* k and x minus k).
+    x <plus|minus|times> k                                          x + k, x - k, x * k
+    the <sum|maximum|minimum|length> of xs <plus|minus|times> k     sum(xs) - k, max(xs) * k, len(xs) + k ...
+    the length of <s|t> <plus|minus|times> k                        len(s) + k ...
+    the <first|last> k <items|characters> of the <list xs|string s|tuple t>      xs[:k], s[-k:] ...
+    the <list xs|string s|tuple t> without its <first|last> k <items|characters>  xs[k:], s[:-k] ...
+    the <list xs|string s|tuple t> repeated k times                 xs * k, s * k, t * k
+    how many times k occurs in the list xs; the items of xs <greater|less> than k
+
+The splits never share a template: the validation and test splits' templates (`VAL_TEMPLATES`,
+`TEST_TEMPLATES`) are never trained on, so a model that scores on them has learned to read a docstring, not
+to recall a body it has seen. What makes that a fair test rather than an impossible one, decided before any
+measurement:
+
+- **A held-out template is a cell whose row and column are both trained** (`last_chars`: "last" is
+  trained on lists and tuples, "characters of the string s" with "first"; `sum_minus`: "sum" with plus and
+  times, "minus" with x and three other aggregates), and every operation its body needs is taught
+  (`operations` reads them from the reference bodies' syntax trees and a test checks the cover).
+- **No docstring prefix determines the body.** With ten hand-picked templates (until session 13) each
+  operation word occurred in one or two of them, and a model trained on them answered a held-out docstring
+  with the body of the training docstring it most resembled (docs/code.md, "Training results"): "the sum of
+  xs minus k" got `sum(xs) + k`, the only sum it had seen. In the grammar every docstring word of a held-out
+  template occurs in at least two training templates (a test checks it), so a body can only be right if
+  each word is read: the systematic-generalisation setting of SCAN (Lake & Baroni 2018).
 - **The function's name does not reveal its template**: it is drawn from `NEUTRAL_NAMES` by a hash of the
   docstring, so every template uses every name and the model has to read the docstring (a model trained
   with names like `pad_94` learnt a table from names to bodies; docs/code.md, "Training results").
 - **The hidden tests separate the plausible bodies**: integer inputs take both signs (`x % 39` and
   `x + 39` agree on −39…−1) and slicing templates see sequences both longer and shorter than k
-  (`s[:50]` and `s` agree on every string of 50 characters or fewer).
+  (`s[:50]` and `s` agree on every string of 50 characters or fewer); the filters and the count see items
+  around k, k itself included (with items 0..9 and k up to 99, `return []` passed "greater than k").
 
 The tests are hidden from the model and derived from the prompt alone (the docstring gives the template and
 k, the header the function's name; inputs are drawn from a seed hashed from the prompt), so the gold scorer
@@ -44,7 +60,7 @@ from typing import Any
 from minigpt.code.execution import Limits, Sandbox
 from minigpt.code.judge import judge
 from minigpt.code.problems import CodeProblem
-from minigpt.tasks.base import Example, Task
+from minigpt.tasks.base import SPLITS, Example, Task
 from minigpt.utils.errors import ConfigError
 
 # A problem's input drawer gets the rng, k and the test's index i, so that the tests of one problem can
@@ -75,6 +91,25 @@ def _word(rng: random.Random, k: int, i: int) -> str:
 
 def _long_word(rng: random.Random, k: int, i: int) -> str:
     return "".join(rng.choice("abcdefgh") for _ in range(_length(rng, k, i)))
+
+
+def _items(rng: random.Random, k: int, i: int) -> list[int]:
+    """A non-empty list (for the maximum and minimum)."""
+    return [rng.randint(0, 9) for _ in range(rng.randint(1, 8))]
+
+
+def _tuple(rng: random.Random, k: int, i: int) -> tuple[int, ...]:
+    return tuple(_list(rng, k, i))
+
+
+def _long_tuple(rng: random.Random, k: int, i: int) -> tuple[int, ...]:
+    return tuple(_long_list(rng, k, i))
+
+
+def _near_k(rng: random.Random, k: int, i: int) -> list[int]:
+    """Items around k, k itself included: with items 0..9 and k up to 99, `[x for x in xs if x > k]` and
+    `xs.count(k)` would be [] and 0 on almost every test, which `return []` and `return 0` pass."""
+    return [k] + [rng.randint(max(0, k - 3), k + 3) for _ in range(rng.randint(0, 7))]
 
 
 NEUTRAL_NAMES = ("f", "g", "h", "func", "compute", "solve", "answer", "result")
@@ -113,30 +148,55 @@ class Template:
         return re.compile(re.escape(f'"""{before}') + r"(\d+)" + re.escape(f'{after}"""'))
 
 
-TEMPLATES = {
-    t.name: t
-    for t in (
-        # Training templates.
-        Template("add", "x", "Return x plus {k}.", "x + {k}", _ints),
-        Template("times", "x", "Return x times {k}.", "x * {k}", _ints),
-        Template("minus", "x", "Return x minus {k}.", "x - {k}", _ints),
-        Template("first", "xs", "Return the first {k} items of the list xs.", "xs[:{k}]", _long_list),
-        Template("last", "xs", "Return the last {k} items of the list xs.", "xs[-{k}:]", _long_list),
-        Template("repeat", "s", "Return the string s repeated {k} times.", "s * {k}", _word),
-        Template("drop", "s", "Return the string s without its first {k} characters.", "s[{k}:]", _long_word),
-        Template("count", "xs", "Return how many times {k} occurs in the list xs.", "xs.count({k})", _list),
-        Template("above", "xs", "Return the items of xs greater than {k}.", "[x for x in xs if x > {k}]", _list),
-        Template("sum_plus", "xs", "Return the sum of xs plus {k}.", "sum(xs) + {k}", _list),
-        # Held-out: a training operation on the other sequence type, or a training aggregate with another
-        # training operator (module docstring).
-        Template("first_chars", "s", "Return the first {k} characters of the string s.", "s[:{k}]", _long_word),
-        Template("sum_times", "xs", "Return the sum of xs times {k}.", "sum(xs) * {k}", _list),
-        Template("last_chars", "s", "Return the last {k} characters of the string s.", "s[-{k}:]", _long_word),
-        Template("repeat_list", "xs", "Return the list xs repeated {k} times.", "xs * {k}", _list),
-        Template("sum_minus", "xs", "Return the sum of xs minus {k}.", "sum(xs) - {k}", _list),
-    )
-}
-VAL_TEMPLATES = frozenset({"first_chars", "sum_times"})
+def _grammar() -> list[Template]:
+    """The templates: every cell of a small docstring grammar (module docstring). Each operation word and
+    each argument occurs in several templates, so no prefix of a docstring determines the body."""
+    ops = {"plus": "+", "minus": "-", "times": "*"}
+    found = [
+        Template(f"x_{word}", "x", f"Return x {word} {{k}}.", f"x {sym} {{k}}", _ints) for word, sym in ops.items()
+    ]
+    # Aggregates: "<aggregate> of <arg> <op> k", a list's sum/maximum/minimum/length, a string's or tuple's length.
+    aggregates = [("sum", "sum", "xs", _list), ("max", "maximum", "xs", _items), ("min", "minimum", "xs", _items)]
+    aggregates += [(f"len_{arg}", "length", arg, draw) for arg, draw in (("xs", _list), ("s", _word), ("t", _tuple))]
+    for name, word, arg, draw in aggregates:
+        call = "len" if word == "length" else name
+        for op, sym in ops.items():
+            doc = f"Return the {word} of {arg} {op} {{k}}."
+            found.append(Template(f"{name}_{op}", arg, doc, f"{call}({arg}) {sym} {{k}}", draw))
+    # Slicing and repetition of the three sequences: "the first/last k <units> of the <kind> <arg>", "the <kind>
+    # <arg> without its first/last k <units>", "the <kind> <arg> repeated k times".
+    slices = {"first": "[:{k}]", "last": "[-{k}:]", "drop_first": "[{k}:]", "drop_last": "[:-{k}]"}
+    for kind, arg, units, suffix, long_draw, draw in SEQUENCES:
+        for name, cut in slices.items():
+            where = name.removeprefix("drop_")
+            if name.startswith("drop_"):
+                doc = f"Return the {kind} {arg} without its {where} {{k}} {units}."
+            else:
+                doc = f"Return the {where} {{k}} {units} of the {kind} {arg}."
+            found.append(Template(f"{name}_{suffix}", arg, doc, arg + cut, long_draw))
+        found.append(
+            Template(f"repeat_{kind}", arg, f"Return the {kind} {arg} repeated {{k}} times.", f"{arg} * {{k}}", draw)
+        )
+    # Filters and counting on a list, with items drawn around k (so that both sides of k and k itself occur).
+    found.append(Template("count", "xs", "Return how many times {k} occurs in the list xs.", "xs.count({k})", _near_k))
+    for name, word, sym in (("above", "greater", ">"), ("below", "less", "<")):
+        doc = f"Return the items of xs {word} than {{k}}."
+        found.append(Template(name, "xs", doc, f"[x for x in xs if x {sym} {{k}}]", _near_k))
+    return found
+
+
+# (kind, argument, units, name suffix, drawer of sequences around length k, drawer of short sequences)
+SEQUENCES = (
+    ("list", "xs", "items", "items", _long_list, _list),
+    ("string", "s", "characters", "chars", _long_word, _word),
+    ("tuple", "t", "items", "tuple", _long_tuple, _tuple),
+)
+TEMPLATES = {t.name: t for t in _grammar()}
+# Held out, each a cell of the grammar whose row and column are both trained (module docstring). The test
+# templates are the ones held out since session 12. The validation templates mirror two of their rows (a
+# slice, an aggregate with an operator) and add a third aggregate; a repetition cell was not held out for
+# validation, since that would have left "repeated" in a single training template.
+VAL_TEMPLATES = frozenset({"drop_last_items", "max_times", "len_s_minus"})
 TEST_TEMPLATES = frozenset({"last_chars", "repeat_list", "sum_minus"})
 _PATTERNS = {name: t.doc_pattern() for name, t in TEMPLATES.items()}
 
@@ -205,7 +265,7 @@ class CodeFunctions(ExecutedTask):
 
     Args:
         seed: seeds example generation.
-        max_k: the constants k run over 1..max_k (99 gives ~900 training prompts).
+        max_k: the constants k run over 1..max_k (99 gives 33 × 99 = 3,267 training prompts).
         num_tests: hidden tests per problem.
     """
 
@@ -226,6 +286,19 @@ class CodeFunctions(ExecutedTask):
     def split_of(self, prompt: str) -> str:
         """By template: validation and test templates never appear in training."""
         return split_of_template(find_template(prompt)[0].name)
+
+    def examples(self, split: str, n: int) -> list[Example]:
+        """`n` distinct examples of `split`, the same every call: the split's templates × k, shuffled by the
+        seed. Enumerated rather than rejection-sampled (`Task.examples`): a held-out split is 3 of 39
+        templates, and random draws would miss some of its 297 prompts."""
+        if split not in SPLITS:
+            raise ConfigError(f"split={split!r} is unknown; use one of {list(SPLITS)}.")
+        names = sorted(name for name in TEMPLATES if split_of_template(name) == split)
+        pool = [
+            Example(TEMPLATES[t].prompt(k), TEMPLATES[t].answer(k)) for t in names for k in range(1, self.max_k + 1)
+        ]
+        random.Random(f"{self.name}/{self.seed}/{split}").shuffle(pool)
+        return pool[:n]
 
     def code_problem(self, prompt: str) -> CodeProblem:
         """The prompt's problem: its hidden tests compare the function with the reference on drawn inputs."""

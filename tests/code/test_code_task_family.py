@@ -39,7 +39,7 @@ def template_names(task: CodeRepair | CodeUnitTests, split: str, n: int) -> set[
 @pytest.mark.parametrize("task_class", [CodeRepair, CodeUnitTests])
 def test_mutant_tasks_split_by_template(task_class: type[CodeRepair]) -> None:
     task = task_class(seed=0)
-    train, val, test = (template_names(task, s, n) for s, n in (("train", 150), ("val", 5), ("test", 30)))
+    train, val, test = (template_names(task, s, n) for s, n in (("train", 150), ("val", 15), ("test", 30)))
     assert test == TEST_TEMPLATES and val == VAL_TEMPLATES and not train & (val | test)
 
 

@@ -57,13 +57,50 @@ def test_the_name_does_not_reveal_the_template_and_the_docstring_finds_it() -> N
 def test_hidden_tests_separate_plausible_wrong_bodies() -> None:
     """Integers of both signs (`x % 39` ≡ `x + 39` on −39…−1), sequences longer than k (`s[:50]` ≡ `s`)."""
     for k in (3, 39, 99):
-        add = hidden_tests(TEMPLATES["add"], k, 4)
+        add = hidden_tests(TEMPLATES["x_plus"], k, 4)
         assert any("(-" in t for t in add) and any("(-" not in t for t in add)
         name = TEMPLATES["last_chars"].function_name(k)
         sliced = [
             eval(t.removeprefix(f"assert {name}").split(" == ")[0]) for t in hidden_tests(TEMPLATES["last_chars"], k, 4)
         ]
         assert any(len(s) > k for s in sliced) and any(len(s) <= k for s in sliced)
+
+
+def fails_somewhere(name: str, k: int, body: str) -> bool:
+    """Whether `body` (in place of the template's) fails one of the template's hidden tests (run here: our
+    own bodies, no model output)."""
+    template = TEMPLATES[name]
+    namespace: dict = {}
+    exec(template.prompt(k) + f"    return {body}\n", namespace)
+    try:
+        for test in hidden_tests(template, k, 4):
+            exec(test, namespace)
+    except AssertionError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("name", "wrong"), [("above", "[]"), ("above", "[x for x in xs if x >= {k}]"), ("count", "0"), ("below", "[]")]
+)
+def test_filters_and_counts_see_items_around_k(name: str, wrong: str) -> None:
+    """With items 0..9 and k up to 99, `return []` passed `above`'s tests; items are now drawn around k."""
+    for k in (3, 50, 99):
+        assert fails_somewhere(name, k, wrong.format(k=k)), (name, k)
+        assert not fails_somewhere(name, k, TEMPLATES[name].body.format(k=k))
+
+
+def test_every_word_and_argument_of_a_held_out_docstring_is_trained_in_several_templates() -> None:
+    """The grammar's point (SCAN, Lake & Baroni 2018): each docstring word a held-out template uses occurs in
+    at least two training templates, so no training docstring alone ties it to a body."""
+    train = [t for t in TEMPLATES.values() if split_of_template(t.name) == "train"]
+    for name in VAL_TEMPLATES | TEST_TEMPLATES:
+        for word in TEMPLATES[name].doc.removesuffix(".").split():
+            assert sum(word in t.doc.removesuffix(".").split() for t in train) >= 2, (name, word)
+        assert sum(t.arg == TEMPLATES[name].arg for t in train) >= 5, name  # the argument, in many bodies
+    # The check can fail: the old grammar's `sum_minus` ("the sum of xs minus k") had "sum" in one template.
+    old_train = ["Return x minus {k}.", "Return the sum of xs plus {k}.", "Return the items of xs greater than {k}."]
+    assert sum("sum" in doc.split() for doc in old_train) < 2
 
 
 def test_reference_bodies_pass_and_wrong_ones_fail(task: CodeFunctions) -> None:
