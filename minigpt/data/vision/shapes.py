@@ -156,17 +156,14 @@ class Shapes:
                 f"data.sources.shapes.held_out_fraction={held_out_fraction} must be in (0, 0.45): val and test "
                 "each take that fraction of the layouts and train needs the rest; 1/6 is the default."
             )
-        self.kinds, self.num_held_out, self.held_out_fraction, self.seed = (
-            list(kinds),
-            num_held_out,
-            held_out_fraction,
-            seed,
-        )
+        self.kinds, self.num_held_out, self.seed = list(kinds), num_held_out, seed
+        self.held_out_fraction = held_out_fraction
 
     @cached_property
     def held_out(self) -> dict[str, frozenset[Layout]]:
         """{"val": layouts, "test": layouts}: per object count, the first `held_out_fraction` of a seeded
-        permutation of its layouts go to val and the next as many to test (at least one each)."""
+        permutation of its layouts go to val and the next as many to test (at least one each). The same
+        fraction of every count keeps each split's share of one-, two- and three-shape scenes."""
         out: dict[str, set[Layout]] = {"val": set(), "test": set()}
         for count in range(1, len(SLOTS) + 1):
             layouts = all_layouts(count)
