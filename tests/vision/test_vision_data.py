@@ -10,7 +10,7 @@ from minigpt.data.vision.datamodule import VisionChatDataModule, encode_vision_e
 from minigpt.data.vision.digits import Digits
 from minigpt.data.vision.example import VisionExample, user_turn
 from minigpt.data.vision.jsonl import ImageChatFile
-from minigpt.data.vision.shapes import COLOURS, Shapes, Thing, draw, layout, questions
+from minigpt.data.vision.shapes import COLOURS, Shapes, Thing, all_layouts, draw, layout, questions
 from minigpt.tokenizer.char import CharTokenizer
 from minigpt.tokenizer.chat import IMAGE_TOKEN
 from minigpt.utils.errors import ConfigError, DataError
@@ -43,9 +43,27 @@ def test_scene_splits_hold_out_layouts_and_repeat_by_seed():
     test = shapes.examples("test", None, 24)
     assert len(test) == 50
     assert all(np.array_equal(a.images[0], b.images[0]) for a, b in zip(test, shapes.examples("test", None, 24)))
-    held = {layout(t) for s in ("val", "test") for t, _ in shapes._scenes(s, 50, 24)}
-    train = shapes._scenes("train", 300, 24, held)
-    assert not held & {layout(t) for t, _ in train}
+    seen = {s: {layout(t) for t, _ in shapes.split_scenes(s, 300, 24)} for s in ("train", "val", "test")}
+    assert not seen["train"] & seen["val"] and not seen["train"] & seen["test"] and not seen["val"] & seen["test"]
+    assert seen["test"] <= shapes.held_out["test"] and seen["val"] <= shapes.held_out["val"]
+    # Per object count, 1/6 of all layouts go to val and 1/6 to test: 6 of 36, 72 of 432, 288 of 1,728.
+    for count, size in ((1, 36), (2, 432), (3, 1728)):
+        assert {len(shapes.held_out[s] & set(all_layouts(count))) for s in ("val", "test")} == {size // 6}
+    with pytest.raises(ConfigError, match="held_out_fraction"):
+        Shapes(held_out_fraction=0.5)
+
+
+def test_every_scene_split_keeps_the_generators_object_counts():
+    # Splitting by per-count layout fractions leaves P(count) alone; holding out the layouts of random
+    # scenes took 33 of the 36 one-shape layouts out of train (5% one-shape train scenes vs 29% in test).
+    shapes = Shapes()
+    share = {}
+    for split in ("train", "val", "test"):
+        counts = np.array([len(t) for t, _ in shapes.split_scenes(split, 400, 24)])
+        share[split] = np.array([(counts == c).mean() for c in (1, 2, 3)])
+        assert share[split][0] > 0.2  # about a third of the scenes show one shape
+    assert np.abs(share["train"] - share["test"]).max() < 0.1
+    assert np.abs(share["train"] - share["val"]).max() < 0.1
 
 
 def tokenizer_with_chat() -> CharTokenizer:

@@ -1,9 +1,16 @@
 """A scene generator: coloured shapes on a black canvas, drawn with numpy, every question with a gold answer.
 
 A scene puts 1-3 objects in distinct slots of a row (left, middle, right), each a filled square, circle or
-triangle in red, green, blue or yellow, at a random height. Scene `i` of a split is drawn from the seed
-(seed, split, i), so splits are disjoint streams; train scenes whose layout (slot, colour, shape of every
-object) occurs among the val or test scenes are skipped, so evaluation is on held-out layouts.
+triangle in red, green, blue or yellow, at a random height. A scene's *layout* is the slot, colour and
+shape of every object (heights aside); there are 36 one-shape, 432 two-shape and 1,728 three-shape layouts.
+
+Splits are by layout, like splitting a text benchmark by template: for each object count, a seeded
+permutation of all its layouts gives a fixed fraction to val, the next as many to test and the rest to
+train; each split draws scenes from the generator (seed (seed, split, i) for scene i) and keeps only those
+whose layout is its own. Evaluation is then on layouts never seen in training, *and* every split keeps the
+generator's distribution of object counts. (Holding out the layouts of 200 random val and 200 random test
+scenes instead took 33 of the 36 one-shape layouts out of training, leaving 5% one-shape training scenes
+against 29% in test, and the model answered "2" to most one-shape test scenes.)
 
 Question types (one per scene, chosen among those that have a unique answer):
 * `count`    "how many shapes?" → "2"
@@ -17,8 +24,10 @@ Question types (one per scene, chosen among those that have a unique answer):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -76,9 +85,22 @@ def random_scene(rng: np.random.Generator, image_size: int) -> list[Thing]:
     ]
 
 
-def layout(things: Sequence[Thing]) -> tuple[tuple[int, str, str], ...]:
+Layout = tuple[tuple[int, str, str], ...]
+
+
+def layout(things: Sequence[Thing]) -> Layout:
     """What a scene shows, ignoring heights: the key that keeps evaluation layouts out of training."""
     return tuple((t.slot, t.colour, t.shape) for t in things)
+
+
+def all_layouts(count: int) -> list[Layout]:
+    """Every layout of `count` objects (objects left to right, as `random_scene` lists them), in a fixed order."""
+    objects = list(itertools.product(COLOURS, SHAPES))
+    return [
+        tuple((slot, colour, shape) for slot, (colour, shape) in zip(slots, objs))
+        for slots in itertools.combinations(range(len(SLOTS)), count)
+        for objs in itertools.product(objects, repeat=count)
+    ]
 
 
 SLOT_CLASSES = 1 + len(COLOURS) * len(SHAPES)  # empty, or one (colour, shape)
@@ -118,24 +140,56 @@ class Shapes:
 
     Args:
         kinds: question types to draw from (each scene asks one of those it has a unique answer for).
-        num_held_out: scenes per val / test split whose layouts are kept out of training.
+        num_held_out: the default number of val / test scenes.
+        held_out_fraction: the fraction of the layouts of each object count that val gets, and test as many
+            (the default 1/6 is exact for all three counts: 6 of 36, 72 of 432, 288 of 1,728).
         seed: the generator's seed (fixed data, independent of the run's seed).
     """
 
-    def __init__(self, kinds: Sequence[str] = KINDS[:4], num_held_out: int = 200, seed: int = 0) -> None:
+    def __init__(
+        self, kinds: Sequence[str] = KINDS[:4], num_held_out: int = 200, held_out_fraction: float = 1 / 6, seed: int = 0
+    ) -> None:
         if not kinds or set(kinds) - set(KINDS):
             raise ConfigError(f"data.sources.shapes.kinds={list(kinds)} must be a non-empty subset of {list(KINDS)}.")
+        if not 0 < held_out_fraction < 0.45:
+            raise ConfigError(
+                f"data.sources.shapes.held_out_fraction={held_out_fraction} must be in (0, 0.45): val and test "
+                "each take that fraction of the layouts and train needs the rest; 1/6 is the default."
+            )
         self.kinds, self.num_held_out, self.seed = list(kinds), num_held_out, seed
+        self.held_out_fraction = held_out_fraction
 
-    def _scenes(self, split: str, n: int, image_size: int, skip: set | None = None) -> list[tuple[list[Thing], str]]:
-        """`n` (scene, kind) pairs of `split`, drawn from seeds (seed, split, i) for i = 0, 1, …"""
+    @cached_property
+    def held_out(self) -> dict[str, frozenset[Layout]]:
+        """{"val": layouts, "test": layouts}: per object count, the first `held_out_fraction` of a seeded
+        permutation of its layouts go to val and the next as many to test (at least one each). The same
+        fraction of every count keeps each split's share of one-, two- and three-shape scenes."""
+        out: dict[str, set[Layout]] = {"val": set(), "test": set()}
+        for count in range(1, len(SLOTS) + 1):
+            layouts = all_layouts(count)
+            order = np.random.default_rng((self.seed, count)).permutation(len(layouts))
+            k = max(1, round(self.held_out_fraction * len(layouts)))
+            out["val"].update(layouts[i] for i in order[:k])
+            out["test"].update(layouts[i] for i in order[k : 2 * k])
+        return {split: frozenset(layouts) for split, layouts in out.items()}
+
+    def owns(self, split: str) -> Callable[[Layout], bool]:
+        """Whether a layout belongs to `split`: val and test own theirs, train every other one."""
+        if split == "train":
+            return lambda lay: lay not in self.held_out["val"] and lay not in self.held_out["test"]
+        return self.held_out[split].__contains__
+
+    def _scenes(self, split: str, n: int, image_size: int) -> list[tuple[list[Thing], str]]:
+        """`n` (scene, kind) pairs of `split`: scenes from seeds (seed, split, i) for i = 0, 1, … whose
+        layout the split owns."""
+        owns = self.owns(split)
         out: list[tuple[list[Thing], str]] = []
         i = 0
         while len(out) < n:
             rng = np.random.default_rng((self.seed, SPLITS.index(split), i))
             i += 1
             things = random_scene(rng, image_size)
-            if skip and layout(things) in skip:
+            if not owns(layout(things)):
                 continue
             asked = [k for k in self.kinds if k in questions(things)]
             if asked:
@@ -143,14 +197,9 @@ class Shapes:
         return out
 
     def split_scenes(self, split: str, n: int | None, image_size: int) -> list[tuple[list[Thing], str]]:
-        """`n` (scene, kind) pairs of `split` (default: `num_held_out`); train skips the held-out layouts."""
+        """`n` (scene, kind) pairs of `split` (default: `num_held_out`), on the split's own layouts."""
         check_split(split)
-        n = self.num_held_out if n is None else n
-        skip = None
-        if split == "train":
-            held = [self._scenes(s, self.num_held_out, image_size) for s in ("val", "test")]
-            skip = {layout(things) for scenes in held for things, _ in scenes}
-        return self._scenes(split, n, image_size, skip)
+        return self._scenes(split, self.num_held_out if n is None else n, image_size)
 
     def examples(self, split: str, n: int | None, image_size: int) -> list[VisionExample]:
         """`n` scenes of `split` (default: `num_held_out`), each with one question."""
