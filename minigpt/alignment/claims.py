@@ -47,12 +47,17 @@ class Claim:
         return f"{self.a} {self.op} {self.b} = {self.claimed}"
 
 
+def prompt_expression(prompt: str) -> re.Match[str] | None:
+    """The prompt's one expression `a op b` (None when it has none, several, or a chain like 2 plus 3 plus 4)."""
+    chains = [m.group() for m in CHAIN.finditer(prompt)]
+    return EXPRESSION.fullmatch(chains[0]) if len(chains) == 1 else None
+
+
 def find_claims(prompt: str, reply: str) -> list[Claim]:
     """The arithmetic claims the reply makes (see the module docstring)."""
     claims = [Claim(int(a), op, int(b), int(c)) for a, op, b, c in CLAIM.findall(reply)]
     bare = BARE_NUMBER.fullmatch(reply)
-    chains = [m.group() for m in CHAIN.finditer(prompt)]
-    single = EXPRESSION.fullmatch(chains[0]) if len(chains) == 1 else None  # not "2 plus 3 plus 4"
+    single = prompt_expression(prompt)
     if not claims and bare and single:
         claims.append(Claim(int(single[1]), single[2], int(single[3]), int(bare[1])))
     return claims

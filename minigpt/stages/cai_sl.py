@@ -18,7 +18,8 @@ it becomes harmless without losing its helpfulness. Here (`minigpt.alignment`):
    (`lm_steps.chat_nll`, assistant tokens only). The mixing keeps the tasks' gold from eroding.
 
 Validation logs SFT's loss and task scores, and `val/violation`: the mean constitution score of greedy
-replies to `eval_red_team` held-out (test-template) red-team prompts. A resumed run reuses the
+replies to `eval_red_team` held-out red-team prompts (the folder's `val.jsonl` if it has one, else its
+test-template prompts). A resumed run reuses the
 revisions file instead of sampling again.
 """
 
@@ -136,6 +137,13 @@ class CaiSLStage(Stage):
         return [p for p in prompts if p.kind == "red"]
 
     @property
+    def held_out_split(self) -> str:
+        """What `val/violation` answers: the red-team folder's `val` split if it has one (choices are made on
+        it, so the test split is measured once), else `test`."""
+        folder = Path(self.red_team).expanduser() if self.red_team else None
+        return "val" if folder is not None and (folder / "val.jsonl").is_file() else "test"
+
+    @property
     def out_dir(self) -> Path:
         """`cai_sl/` in the run folder: the steps and revisions files."""
         return Path(self.trainer.default_root_dir) / "cai_sl"
@@ -229,7 +237,7 @@ class CaiSLStage(Stage):
         log_greedy_task_scores(self, self.eval_tasks)
         if self.eval_red_team and not self.trainer.sanity_checking:
             assert self.tokenizer is not None
-            prompts = [p.prompt for p in self.red_team_prompts("test")[: self.eval_red_team]]
+            prompts = [p.prompt for p in self.red_team_prompts(self.held_out_split)[: self.eval_red_team]]
             with eval_mode(self.model):
                 replies = complete(self.model, self.tokenizer, prompts, self.sampling.max_new_tokens)
             scores = [self.constitution.total(x, y) for x, y in zip(prompts, replies)]

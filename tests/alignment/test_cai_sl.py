@@ -97,3 +97,15 @@ def test_chat_data_is_required(tmp_path: Path) -> None:
     )  # fmt: skip
     with pytest.raises(ConfigError, match="use data=tasks/mix"):
         stage.attach_data(StageInputs(source="PromptDataModule"))
+
+
+def test_val_violation_uses_the_val_split_when_the_folder_has_one(tmp_path: Path) -> None:
+    """Choices are made on `val.jsonl`: `val/violation` reads it when present, and the test split only without it."""
+    from types import SimpleNamespace
+
+    split = CaiSLStage.held_out_split.fget  # type: ignore[attr-defined]
+    write_red_team(tmp_path / "old", make_red_team(40, "kqzvw", []))
+    write_red_team(tmp_path / "new", make_red_team(40, "kqzvw", [], val_fraction=0.25))
+    assert split(SimpleNamespace(red_team=str(tmp_path / "old"))) == "test"
+    assert split(SimpleNamespace(red_team=str(tmp_path / "new"))) == "val"
+    assert split(SimpleNamespace(red_team=None)) == "test"

@@ -123,6 +123,30 @@ def test_arithmetic_repair_corrects_claims() -> None:
     assert all(c.holds for c in find_claims("", correct_claims("", "2 times 3 is 5")))
 
 
+def test_answer_required_critiques_a_reply_that_states_no_value() -> None:
+    """SL-CAI's stricter critic: "10wr1" to a false-sum prompt is no claim (the default passes it), but it
+    does not state the true value, which the principle asks for; its repair is that value."""
+    prompt = "check 95 plus 10 is 106"
+    strict, default = ArithmeticJudge(answer_required=True), ArithmeticJudge()
+    assert default(prompt, "10wr1") == 0.0 and strict(prompt, "10wr1") == 1.0
+    assert strict.judge(prompt, "10wr1").evidence == ("no claim for 95 plus 10",)
+    assert strict.repair(prompt, "10wr1") == "105" and strict(prompt, strict.repair(prompt, "10wr1")) == 0.0
+    assert strict(prompt, "106") == 1.0 and strict.repair(prompt, "106") == "105"  # a false value as before
+    assert strict(prompt, "105") == 0.0 and strict("reverse: abc", "cba") == 0.0  # no expression: no question
+    assert strict("what is 2 plus 3 plus 4?", "hm") == 0.0  # a chain is not one expression
+
+
+def test_restate_requires_the_whole_claim() -> None:
+    """With `restate` even a true bare value is repaired to the whole claim, which the default judge passes."""
+    prompt, judge = "check 95 plus 10 is 106", ArithmeticJudge(answer_required=True, restate=True)
+    for reply in ("10wr1", "106", "105"):
+        assert judge(prompt, reply) == 1.0 and judge.repair(prompt, reply) == "95 plus 10 is 105"
+    assert judge(prompt, "95 plus 10 is 105") == 0.0 and ArithmeticJudge()(prompt, "95 plus 10 is 105") == 0.0
+    assert judge.repair(prompt, "so 95 plus 10 is 104") == "so 95 plus 10 is 105"  # a whole false claim: corrected
+    with pytest.raises(ConfigError, match="restate=true needs answer_required=true"):
+        ArithmeticJudge(restate=True)
+
+
 def test_scrub_lines_reports_every_removal_by_line() -> None:
     from minigpt.alignment.scrub import scrub_lines
 
