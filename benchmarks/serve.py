@@ -198,7 +198,8 @@ def main() -> None:
     args = parser.parse_args()
     modes = {"continuous": max(args.clients), "one-at-a-time": 1}
     servers = {
-        mode: start_server(args.run, max_batch, max(args.clients), args.threads, args.dtype) for mode, max_batch in modes.items()
+        mode: start_server(args.run, max_batch, max(args.clients), args.threads, args.dtype)
+        for mode, max_batch in modes.items()
     }
     loads: list[float] = []
     results: dict[tuple[str, int], dict[str, float]] = {}
@@ -221,7 +222,9 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=60)
     setting = f"/v1/{args.endpoint}, max_tokens {args.max_tokens}, best of {args.rounds} rounds, {args.run}"
-    print(f"load average {min(loads):.1f}–{max(loads):.1f}; {args.threads} thread(s) per server, {args.dtype}; {setting}\n")
+    print(
+        f"load average {min(loads):.1f}–{max(loads):.1f}; {args.threads} thread(s) per server, {args.dtype}; {setting}\n"
+    )
     print("| mode | clients | requests | tokens/s | p50 latency (s) | p95 latency (s) | failed |")
     print("|---|---|---|---|---|---|---|")
     for (mode, clients), r in results.items():

@@ -53,7 +53,9 @@ class ServeSettings:
                 f"default_max_tokens={self.default_max_tokens} is above max_tokens_cap={self.max_tokens_cap}; lower it."
             )
         if self.dtype not in SERVING_DTYPES:
-            raise ConfigError(f"dtype={self.dtype} is not one the server holds weights in; use one of {list(SERVING_DTYPES)}.")
+            raise ConfigError(
+                f"dtype={self.dtype} is not one the server holds weights in; use one of {list(SERVING_DTYPES)}."
+            )
         if self.max_queue < 0 or self.request_timeout_s <= 0:
             raise ConfigError(f"max_queue={self.max_queue} must be ≥ 0 and request_timeout_s > 0.")
 
