@@ -122,7 +122,8 @@ def main() -> None:
             if round_ and (rows not in best or result["wave"] < best[rows]["wave"]):
                 best[rows] = result
     print(
-        f"{torch.get_num_threads()} thread(s), {args.dtype}, best of {args.rounds} rounds of {args.waves} waves, {args.run}\n"
+        f"{torch.get_num_threads()} thread(s), {args.dtype}, "
+        f"best of {args.rounds} rounds of {args.waves} waves, {args.run}\n"
     )
     columns = ["rows", "steps per wave (with prefill)", "wave (ms)", "wave CPU (ms)"]
     columns += ["decode-only step, median (ms)", "prefill step, mean (ms)"]

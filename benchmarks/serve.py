@@ -223,7 +223,8 @@ def main() -> None:
             proc.wait(timeout=60)
     setting = f"/v1/{args.endpoint}, max_tokens {args.max_tokens}, best of {args.rounds} rounds, {args.run}"
     print(
-        f"load average {min(loads):.1f}–{max(loads):.1f}; {args.threads} thread(s) per server, {args.dtype}; {setting}\n"
+        f"load average {min(loads):.1f}–{max(loads):.1f}; "
+        f"{args.threads} thread(s) per server, {args.dtype}; {setting}\n"
     )
     print("| mode | clients | requests | tokens/s | p50 latency (s) | p95 latency (s) | failed |")
     print("|---|---|---|---|---|---|---|")

@@ -10,7 +10,6 @@ from omegaconf import DictConfig
 
 from minigpt.utils.errors import ConfigError
 
-
 # The weight dtypes a server may hold its model in: float32 (exact, the default) and the two 16-bit formats.
 SERVING_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
