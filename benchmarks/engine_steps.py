@@ -1,7 +1,7 @@
 """The continuous-batching engine alone (no HTTP): what a decoding step costs with 1 row and with 8.
 
     python benchmarks/engine_steps.py --run <sft run>/model [--rows 1 8] [--waves 8] [--rounds 3]
-        [--max-tokens 64] [--profile]
+        [--max-tokens 64] [--dtype float32] [--profile]
 
 Why: with closed-loop clients (each sends its next request when its answer comes, as in
 `benchmarks/serve.py`), the mean latency at 8 clients over the one at 1 client is, by Little's law,
@@ -31,6 +31,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from minigpt.inference.config import GenerationConfig
 from minigpt.inference.continuous import ContinuousBatcher, Request
 from minigpt.model.folder import load_model_and_tokenizer
+from minigpt.serve.settings import SERVING_DTYPES
 
 
 def measure(engine: ContinuousBatcher, prompts: list[list[int]], waves: int, max_tokens: int) -> dict[str, float]:
@@ -87,7 +88,7 @@ def linear_costs(model: torch.nn.Module, rows: list[int], calls: int = 2000) -> 
             continue
         costs[f"{name} {layer.in_features}→{layer.out_features}"] = row_costs = []
         for n in rows:
-            x = torch.randn(n, layer.in_features)
+            x = torch.randn(n, layer.in_features, dtype=layer.weight.dtype)
             times = []
             with torch.inference_mode():
                 for _ in range(calls):
@@ -107,8 +108,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--profile", action="store_true", help="also split a decoding step by operation")
+    parser.add_argument("--dtype", choices=list(SERVING_DTYPES), default="float32", help="weights and KV cache")
     args = parser.parse_args()
     model, tokenizer = load_model_and_tokenizer(args.run, map_location="cpu")
+    model = model.to(SERVING_DTYPES[args.dtype])  # as the server holds it (conf/serve.yaml dtype)
     prompts = [tokenizer.encode(p, allow_special=True) for p in PROMPTS]
     best: dict[int, dict[str, float]] = {}
     for round_ in range(args.rounds + 1):  # round 0 warms up
@@ -118,7 +121,10 @@ def main() -> None:
             result = measure(engine, wave, args.waves, args.max_tokens)
             if round_ and (rows not in best or result["wave"] < best[rows]["wave"]):
                 best[rows] = result
-    print(f"{torch.get_num_threads()} thread(s), best of {args.rounds} rounds of {args.waves} waves, {args.run}\n")
+    print(
+        f"{torch.get_num_threads()} thread(s), {args.dtype}, "
+        f"best of {args.rounds} rounds of {args.waves} waves, {args.run}\n"
+    )
     columns = ["rows", "steps per wave (with prefill)", "wave (ms)", "wave CPU (ms)"]
     columns += ["decode-only step, median (ms)", "prefill step, mean (ms)"]
     print("| " + " | ".join(columns) + " |")

@@ -1,7 +1,8 @@
 """Serving throughput and latency: continuous batching against one request at a time, same server code.
 
     python benchmarks/serve.py --run <sft run>/model [--clients 1 8 32] [--requests 40 160 320]
-        [--max-tokens 64] [--rounds 3] [--endpoint completions|chat] [--threads 1] [--timing] [--timing-json F]
+        [--max-tokens 64] [--rounds 3] [--endpoint completions|chat] [--threads 1] [--dtype float32]
+        [--timing] [--timing-json F]
 
 Each mode's server runs as `python -m minigpt.serve` in a process of its own on a free loopback port:
 `continuous` with `max_batch` = the most clients, `one-at-a-time` with `max_batch=1` (the same engine;
@@ -63,11 +64,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(run: str, max_batch: int, max_queue: int, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(run: str, max_batch: int, max_queue: int, threads: int, dtype: str) -> tuple[subprocess.Popen, str]:
     """`python -m minigpt.serve` in a subprocess on `threads` threads; returns it and its base URL once
     /health answers."""
     port = free_port()
-    args = [f"run={run}", f"port={port}", f"max_batch={max_batch}", f"max_queue={max_queue}"]
+    args = [f"run={run}", f"port={port}", f"max_batch={max_batch}", f"max_queue={max_queue}", f"dtype={dtype}"]
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     proc = subprocess.Popen(
@@ -186,6 +187,7 @@ def main() -> None:
     )
     parser.add_argument("--timing-json", help="write every request's timing (ms) of the best rounds to this file")
     parser.add_argument("--threads", type=int, default=1, help="compute threads of each server")
+    parser.add_argument("--dtype", default="float32", help="the servers' weight dtype (conf/serve.yaml dtype)")
     parser.add_argument(
         "--endpoint",
         choices=["completions", "chat"],
@@ -196,7 +198,8 @@ def main() -> None:
     args = parser.parse_args()
     modes = {"continuous": max(args.clients), "one-at-a-time": 1}
     servers = {
-        mode: start_server(args.run, max_batch, max(args.clients), args.threads) for mode, max_batch in modes.items()
+        mode: start_server(args.run, max_batch, max(args.clients), args.threads, args.dtype)
+        for mode, max_batch in modes.items()
     }
     loads: list[float] = []
     results: dict[tuple[str, int], dict[str, float]] = {}
@@ -219,7 +222,10 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=60)
     setting = f"/v1/{args.endpoint}, max_tokens {args.max_tokens}, best of {args.rounds} rounds, {args.run}"
-    print(f"load average {min(loads):.1f}–{max(loads):.1f}; {args.threads} thread(s) per server; {setting}\n")
+    print(
+        f"load average {min(loads):.1f}–{max(loads):.1f}; "
+        f"{args.threads} thread(s) per server, {args.dtype}; {setting}\n"
+    )
     print("| mode | clients | requests | tokens/s | p50 latency (s) | p95 latency (s) | failed |")
     print("|---|---|---|---|---|---|---|")
     for (mode, clients), r in results.items():

@@ -57,6 +57,8 @@ def create_app(
     `images`: the vision-language model of a multimodal folder, which answers the chat requests that show
     images (`minigpt.serve.images`); None: image parts are refused.
     """
+    # The engine's KV cache takes the weights' dtype; logits are cast to float32 before a token is chosen.
+    model = model.to(settings.torch_dtype)
     metrics = ServerMetrics()
     engine = ContinuousBatcher(
         model,
