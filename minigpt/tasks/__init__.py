@@ -4,11 +4,13 @@
 """
 
 from minigpt.tasks.arithmetic import Arithmetic
+from minigpt.tasks.arithmetic_statement import ArithmeticStatement
 from minigpt.tasks.base import Example, Task, get_task, split_of, task_names
 from minigpt.tasks.reversal import Reversal
 from minigpt.tasks.sentiment import Sentiment
 from minigpt.tasks.sorting import Sorting
 
 __all__ = [
-    "Arithmetic", "Example", "Reversal", "Sentiment", "Sorting", "Task", "get_task", "split_of", "task_names",
+    "Arithmetic", "ArithmeticStatement", "Example", "Reversal", "Sentiment", "Sorting", "Task", "get_task",
+    "split_of", "task_names",
 ]  # fmt: skip
