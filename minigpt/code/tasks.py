@@ -126,11 +126,15 @@ def _long_bytes(rng: random.Random, k: int, i: int) -> bytes:
 
 NEUTRAL_NAMES = ("f", "g", "h", "func", "compute", "solve", "answer", "result")
 
-# Argument names a training prompt may use instead of the template's own (first in each pool), drawn per
-# problem (`CodeFunctions(vary_args=True)`): a body that must copy its argument from the signature cannot
-# bind the name to the operation (the grammar split's SFT model answered "the list xs repeated k times"
-# with `x * k`: the repetition right, the argument of "x times k"). The pools are disjoint, so a docstring
-# still names its template; held-out prompts keep the template's own name.
+# Argument names a training prompt may use instead of the template's own, drawn per problem
+# (`CodeFunctions(arg_names=...)`): a body that must copy its argument from the signature cannot bind the
+# name to the operation (the grammar split's SFT model answered "the list xs repeated k times" with
+# `x * k`: the repetition right, the argument of "x times k"). `ARG_NAMES`: a pool per type (the template's
+# own name first), disjoint. `SHARED_NAMES`: one pool for every template whose docstring names its kind
+# anyway (all but "the length of <arg>", whose docstrings differ only in the argument): with per-type pools
+# a model can still bind the name to the operation's family (docs/code.md). Held-out prompts keep the
+# template's own name.
+SHARED_NAMES = ("x", "y", "n", "xs", "ys", "s", "t", "b", "w", "data", "arg", "seq", "val", "obj")
 ARG_NAMES: dict[str, tuple[str, ...]] = {
     "x": ("x", "n", "num", "value", "y"),
     "xs": ("xs", "nums", "values", "lst", "ys"),
@@ -156,12 +160,19 @@ class Template:
         digest = hashlib.sha256(self.doc.format(k=k).encode()).digest()
         return NEUTRAL_NAMES[digest[0] % len(NEUTRAL_NAMES)]
 
+    def pool(self, shared: bool = True) -> tuple[str, ...]:
+        """The argument names a prompt of this template may use: its type's pool, and with `shared` the
+        shared pool too, unless its docstring is "the length of <arg>" (which only the name tells apart)."""
+        if not shared or self.name.startswith("len_"):
+            return ARG_NAMES[self.arg]
+        return ARG_NAMES[self.arg] + tuple(n for n in SHARED_NAMES if n not in ARG_NAMES[self.arg])
+
     def _renamed(self, text: str, arg: str | None) -> str:
-        """`text` with the argument, a whole word, renamed to `arg` (one of `ARG_NAMES[self.arg]`)."""
+        """`text` with the argument, a whole word, renamed to `arg` (one of `self.pool()`)."""
         if arg is None or arg == self.arg:
             return text
-        if arg not in ARG_NAMES[self.arg]:
-            raise ValueError(f"Argument name {arg!r} is not in the pool {ARG_NAMES[self.arg]} of {self.name}.")
+        if arg not in self.pool():
+            raise ValueError(f"Argument name {arg!r} is not in the pool {self.pool()} of {self.name}.")
         return re.sub(rf"\b{self.arg}\b", arg, text)
 
     def prompt(self, k: int, arg: str | None = None) -> str:
@@ -179,9 +190,9 @@ class Template:
 
     def doc_pattern(self) -> re.Pattern[str]:
         """The docstring, quotes included, with k as a captured number and the argument as any name of its
-        pool (the pools are disjoint, so "the length of s" and "the length of xs" stay apart)."""
+        pool (the "length of" templates' pools are disjoint, so "the length of s" and "of xs" stay apart)."""
         before, after = self.doc.split("{k}")
-        names = "|".join(map(re.escape, ARG_NAMES[self.arg]))
+        names = "|".join(map(re.escape, sorted(self.pool(), key=len, reverse=True)))
         escaped = [re.sub(rf"\b{self.arg}\b", f"(?:{names})", re.escape(part)) for part in (before, after)]
         return re.compile(re.escape('"""') + escaped[0] + r"(\d+)" + escaped[1] + re.escape('"""'))
 
@@ -302,6 +313,9 @@ class ExecutedTask(Task):
         return verdict.fraction
 
 
+ARG_NAME_MODES = ("fixed", "type", "shared")
+
+
 class CodeFunctions(ExecutedTask):
     """Write a function's body from its header and docstring; scored by hidden tests run in the sandbox.
 
@@ -309,22 +323,25 @@ class CodeFunctions(ExecutedTask):
         seed: seeds example generation.
         max_k: the constants k run over 1..max_k (99 gives 41 × 99 = 4,059 training prompts).
         num_tests: hidden tests per problem.
-        vary_args: training prompts draw their argument's name from `ARG_NAMES` (held-out prompts keep
-            the template's own name, so validation and test prompts do not depend on it).
+        arg_names: training prompts' argument names: "fixed" (the template's own), "type" (drawn from its
+            type's pool, `ARG_NAMES`) or "shared" (drawn from `Template.pool()`: the shared pool too).
+            Held-out prompts keep the template's own name, so validation and test do not depend on it.
     """
 
     name = "code_functions"
 
-    def __init__(self, seed: int = 0, max_k: int = 99, num_tests: int = 4, vary_args: bool = True) -> None:
+    def __init__(self, seed: int = 0, max_k: int = 99, num_tests: int = 4, arg_names: str = "shared") -> None:
         super().__init__(seed)
         if max_k < 1 or num_tests < 1:
             raise ConfigError(f"task max_k={max_k}, num_tests={num_tests}: both must be at least 1.")
-        self.max_k, self.num_tests, self.vary_args = max_k, num_tests, vary_args
+        if arg_names not in ARG_NAME_MODES:
+            raise ConfigError(f"task arg_names={arg_names!r} is unknown; use one of {list(ARG_NAME_MODES)}.")
+        self.max_k, self.num_tests, self.arg_names = max_k, num_tests, arg_names
 
     def example(self, template: Template, k: int, rng: random.Random) -> Example:
-        """The problem `template`, k; a training one with an argument name drawn by `rng` if `vary_args`."""
-        vary = self.vary_args and split_of_template(template.name) == "train"
-        arg = rng.choice(ARG_NAMES[template.arg]) if vary else None
+        """The problem `template`, k; a training one with an argument name drawn by `rng` (`arg_names`)."""
+        vary = self.arg_names != "fixed" and split_of_template(template.name) == "train"
+        arg = rng.choice(template.pool(shared=self.arg_names == "shared")) if vary else None
         return Example(template.prompt(k, arg), template.answer(k, arg))
 
     def generate(self, rng: random.Random) -> Example:

@@ -18,6 +18,7 @@ from minigpt.code.tasks import (
     operations,
     split_of_template,
 )
+from minigpt.utils.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -105,29 +106,32 @@ def test_every_word_and_argument_of_a_held_out_docstring_is_trained_in_several_t
 
 
 def test_training_prompts_vary_the_argument_name_and_held_out_ones_keep_it(task: CodeFunctions) -> None:
-    """A body must copy its argument from the signature: training names come from a pool, per problem."""
-    args = {}
-    for ex in task.examples("train", 800):
-        template, k = find_template(ex.prompt)
-        arg = ex.prompt.split("(")[1].split(")")[0]
-        assert arg in ARG_NAMES[template.arg] and ex.answer == template.answer(k, arg) and arg in ex.answer
-        args.setdefault(template.arg, set()).add(arg)
-    assert all(names == set(ARG_NAMES[a]) for a, names in args.items())  # every pool name is used
+    """A body must copy its argument from the signature: training names are drawn per problem."""
+    for mode in ("type", "shared"):
+        args: dict[str, set[str]] = {}
+        for ex in CodeFunctions(seed=0, arg_names=mode).examples("train", 4059):
+            template, k = find_template(ex.prompt)
+            arg = ex.prompt.split("(")[1].split(")")[0]
+            assert arg in template.pool(shared=mode == "shared") and ex.answer == template.answer(k, arg)
+            args.setdefault(template.name, set()).add(arg)
+        # Per type, the list templates never see `x`; shared, the int templates see `xs` and the list ones `x`.
+        assert ("xs" in args["x_plus"] and "x" in args["first_items"]) == (mode == "shared")
+        assert "s" not in args["len_xs_plus"] and len(args["len_xs_plus"]) > 2  # "the length of" stays typed
     for split in ("val", "test"):
         for ex in task.examples(split, 50):
             template, _ = find_template(ex.prompt)
             assert f"({template.arg}):" in ex.prompt  # held-out prompts: the template's own name
-    fixed = CodeFunctions(seed=0, vary_args=False).examples("train", 200)
+    fixed = CodeFunctions(seed=0, arg_names="fixed").examples("train", 200)
     assert all(f"({find_template(ex.prompt)[0].arg}):" in ex.prompt for ex in fixed)
 
 
 def test_a_renamed_problem_is_the_same_problem() -> None:
-    """Renaming the argument keeps the template, k, the function's name and the hidden tests; the pools are
-    disjoint, so "the length of s" and "the length of xs" stay apart under any names."""
-    pools = [set(names) for names in ARG_NAMES.values()]
-    assert sum(map(len, pools)) == len(set().union(*pools))
+    """Renaming the argument keeps the template, k, the function's name and the hidden tests; the "length
+    of" templates' pools are disjoint, so "the length of s" and "the length of xs" stay apart."""
+    pools = [set(ARG_NAMES[t.arg]) for t in TEMPLATES.values() if t.name.endswith("_plus") and "len_" in t.name]
+    assert len(pools) == 4 and sum(map(len, pools)) == len(set().union(*pools))
     for template in TEMPLATES.values():
-        for arg in ARG_NAMES[template.arg]:
+        for arg in template.pool():
             prompt = template.prompt(42, arg)
             assert find_template(prompt) == (template, 42) and f"({arg}):" in prompt
             assert template.function_name(42) in prompt.split("(")[0]
@@ -136,7 +140,9 @@ def test_a_renamed_problem_is_the_same_problem() -> None:
             for test in hidden_tests(template, 42, 4):
                 exec(test, namespace)  # the renamed reference passes the template's tests
     with pytest.raises(ValueError, match="pool"):
-        TEMPLATES["x_plus"].prompt(3, "xs")
+        TEMPLATES["len_s_plus"].prompt(3, "xs")
+    with pytest.raises(ConfigError, match="arg_names"):
+        CodeFunctions(arg_names="random")
 
 
 def row(name: str) -> str:
