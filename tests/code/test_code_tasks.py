@@ -35,6 +35,10 @@ def test_splits_never_share_a_template(task: CodeFunctions) -> None:
     val = {template_of(ex.prompt) for ex in task.examples("val", 20)}
     test = {template_of(ex.prompt) for ex in task.examples("test", 40)}
     assert test == TEST_TEMPLATES and val == VAL_TEMPLATES and not train & (val | test)
+    # Under any drawn argument name, no training docstring is a held-out one (with any name of its pool).
+    held_out = [TEMPLATES[name].doc_pattern() for name in VAL_TEMPLATES | TEST_TEMPLATES]
+    for ex in CodeFunctions(seed=0, arg_names="shared").examples("train", 4059):
+        assert not any(pattern.search(ex.prompt) for pattern in held_out), ex.prompt
 
 
 def test_every_held_out_operation_is_taught_by_a_training_template() -> None:
