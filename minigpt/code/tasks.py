@@ -124,6 +124,7 @@ def _long_bytes(rng: random.Random, k: int, i: int) -> bytes:
     return _long_word(rng, k, i).encode()
 
 
+Drawer = Callable[[random.Random, int, int], Any]  # a random input for (rng, k, test index)
 NEUTRAL_NAMES = ("f", "g", "h", "func", "compute", "solve", "answer", "result")
 
 # Argument names a training prompt may use instead of the template's own, drawn per problem
@@ -152,7 +153,7 @@ class Template:
     arg: str
     doc: str  # with {k}
     body: str  # an expression in `arg` and {k}
-    draw: Callable[[random.Random, int, int], Any]  # a random input for (rng, k, test index)
+    draw: Drawer
 
     def function_name(self, k: int) -> str:
         """A name that does not give the template away: chosen by a hash of the docstring (with the
@@ -204,16 +205,20 @@ def _grammar() -> list[Template]:
     found = [
         Template(f"x_{word}", "x", f"Return x {word} {{k}}.", f"x {sym} {{k}}", _ints) for word, sym in ops.items()
     ]
-    # Aggregates: "<aggregate> of <arg> <op> k", a list's sum/maximum/minimum/length, a string's or tuple's length.
-    aggregates = [("sum", "sum", "xs", _list), ("max", "maximum", "xs", _items), ("min", "minimum", "xs", _items)]
-    sized = (("xs", _list), ("s", _word), ("t", _tuple), ("b", _bytes))
+    # Aggregates: "<aggregate> of <arg> <op> k", a list's sum/maximum/minimum/length, a sequence's length.
+    aggregates: list[tuple[str, str, str, Drawer]] = [
+        ("sum", "sum", "xs", _list),
+        ("max", "maximum", "xs", _items),
+        ("min", "minimum", "xs", _items),
+    ]
+    sized: tuple[tuple[str, Drawer], ...] = (("xs", _list), ("s", _word), ("t", _tuple), ("b", _bytes))
     aggregates += [(f"len_{arg}", "length", arg, draw) for arg, draw in sized]
     for name, word, arg, draw in aggregates:
         call = "len" if word == "length" else name
         for op, sym in ops.items():
             doc = f"Return the {word} of {arg} {op} {{k}}."
             found.append(Template(f"{name}_{op}", arg, doc, f"{call}({arg}) {sym} {{k}}", draw))
-    # Slicing and repetition of the three sequences: "the first/last k <units> of the <kind> <arg>", "the <kind>
+    # Slicing and repetition of the four sequences: "the first/last k <units> of the <kind> <arg>", "the <kind>
     # <arg> without its first/last k <units>", "the <kind> <arg> repeated k times".
     slices = {"first": "[:{k}]", "last": "[-{k}:]", "drop_first": "[{k}:]", "drop_last": "[:-{k}]"}
     for kind, arg, units, suffix, long_draw, draw in SEQUENCES:
