@@ -7,14 +7,14 @@ A prompt is a function's header and docstring, HumanEval style; the answer is it
     →       return x + 7
 
 Each problem comes from a template and a constant k in 1..99. The templates are the cells of a small
-docstring grammar (39 of them, `_grammar`):
+docstring grammar (47 of them, `_grammar`):
 
     x <plus|minus|times> k                                          x + k, x - k, x * k
     the <sum|maximum|minimum|length> of xs <plus|minus|times> k     sum(xs) - k, max(xs) * k, len(xs) + k ...
-    the length of <s|t> <plus|minus|times> k                        len(s) + k ...
-    the <first|last> k <items|characters> of the <list xs|string s|tuple t>      xs[:k], s[-k:] ...
-    the <list xs|string s|tuple t> without its <first|last> k <items|characters>  xs[k:], s[:-k] ...
-    the <list xs|string s|tuple t> repeated k times                 xs * k, s * k, t * k
+    the length of <s|t|b> <plus|minus|times> k                      len(s) + k ...
+    the <first|last> k <items|characters|bytes> of the <list xs|string s|tuple t|bytes b>   xs[:k], s[-k:] ...
+    the <list xs|string s|tuple t|bytes b> without its <first|last> k <items|...>          xs[k:], s[:-k] ...
+    the <list xs|string s|tuple t|bytes b> repeated k times         xs * k, s * k, t * k, b * k
     how many times k occurs in the list xs; the items of xs <greater|less> than k
 
 The splits never share a template: the validation and test splits' templates (`VAL_TEMPLATES`,
@@ -35,6 +35,10 @@ measurement:
 - **The function's name does not reveal its template**: it is drawn from `NEUTRAL_NAMES` by a hash of the
   docstring, so every template uses every name and the model has to read the docstring (a model trained
   with names like `pad_94` learnt a table from names to bodies; docs/code.md, "Training results").
+- **The argument's name is not the template's either** (session 14): a training prompt draws it from a
+  pool per type (`ARG_NAMES`: `xs`, `nums`, `values`, … for a list), so a body has to copy it from the
+  signature; held-out prompts keep the template's own name, and the function's name and hidden tests do
+  not depend on it.
 - **The hidden tests separate the plausible bodies**: integer inputs take both signs (`x % 39` and
   `x + 39` agree on −39…−1) and slicing templates see sequences both longer and shorter than k
   (`s[:50]` and `s` agree on every string of 50 characters or fewer); the filters and the count see items
@@ -112,7 +116,33 @@ def _near_k(rng: random.Random, k: int, i: int) -> list[int]:
     return [k] + [rng.randint(max(0, k - 3), k + 3) for _ in range(rng.randint(0, 7))]
 
 
+def _bytes(rng: random.Random, k: int, i: int) -> bytes:
+    return _word(rng, k, i).encode()
+
+
+def _long_bytes(rng: random.Random, k: int, i: int) -> bytes:
+    return _long_word(rng, k, i).encode()
+
+
+Drawer = Callable[[random.Random, int, int], Any]  # a random input for (rng, k, test index)
 NEUTRAL_NAMES = ("f", "g", "h", "func", "compute", "solve", "answer", "result")
+
+# Argument names a training prompt may use instead of the template's own, drawn per problem
+# (`CodeFunctions(arg_names=...)`): a body that must copy its argument from the signature cannot bind the
+# name to the operation (the grammar split's SFT model answered "the list xs repeated k times" with
+# `x * k`: the repetition right, the argument of "x times k"). `ARG_NAMES`: a pool per type (the template's
+# own name first), disjoint. `SHARED_NAMES`: one pool for every template whose docstring names its kind
+# anyway (all but "the length of <arg>", whose docstrings differ only in the argument): with per-type pools
+# a model can still bind the name to the operation's family (docs/code.md). Held-out prompts keep the
+# template's own name.
+SHARED_NAMES = ("x", "y", "n", "xs", "ys", "s", "t", "b", "w", "data", "arg", "seq", "val", "obj")
+ARG_NAMES: dict[str, tuple[str, ...]] = {
+    "x": ("x", "n", "num", "value", "y"),
+    "xs": ("xs", "nums", "values", "lst", "ys"),
+    "s": ("s", "text", "word", "line", "name"),
+    "t": ("t", "tup", "row", "entry", "ts"),
+    "b": ("b", "data", "raw", "buf", "bs"),
+}
 
 
 @dataclass(frozen=True)
@@ -123,29 +153,49 @@ class Template:
     arg: str
     doc: str  # with {k}
     body: str  # an expression in `arg` and {k}
-    draw: Callable[[random.Random, int, int], Any]  # a random input for (rng, k, test index)
+    draw: Drawer
 
     def function_name(self, k: int) -> str:
-        """A name that does not give the template away: chosen by a hash of the docstring."""
+        """A name that does not give the template away: chosen by a hash of the docstring (with the
+        template's own argument name, so renaming the argument keeps the function's name and tests)."""
         digest = hashlib.sha256(self.doc.format(k=k).encode()).digest()
         return NEUTRAL_NAMES[digest[0] % len(NEUTRAL_NAMES)]
 
-    def prompt(self, k: int) -> str:
-        """The header and docstring the model continues."""
-        return f'def {self.function_name(k)}({self.arg}):\n    """{self.doc.format(k=k)}"""\n'
+    def pool(self, shared: bool = True) -> tuple[str, ...]:
+        """The argument names a prompt of this template may use: its type's pool, and with `shared` the
+        shared pool too, unless its docstring is "the length of <arg>" (which only the name tells apart)."""
+        if not shared or self.name.startswith("len_"):
+            return ARG_NAMES[self.arg]
+        return ARG_NAMES[self.arg] + tuple(n for n in SHARED_NAMES if n not in ARG_NAMES[self.arg])
 
-    def answer(self, k: int) -> str:
+    def _renamed(self, text: str, arg: str | None) -> str:
+        """`text` with the argument, a whole word, renamed to `arg` (one of `self.pool()`)."""
+        if arg is None or arg == self.arg:
+            return text
+        if arg not in self.pool():
+            raise ValueError(f"Argument name {arg!r} is not in the pool {self.pool()} of {self.name}.")
+        return re.sub(rf"\b{self.arg}\b", arg, text)
+
+    def prompt(self, k: int, arg: str | None = None) -> str:
+        """The header and docstring the model continues; `arg` renames the argument (default: `self.arg`)."""
+        doc = self._renamed(self.doc.format(k=k), arg)
+        return f'def {self.function_name(k)}({arg or self.arg}):\n    """{doc}"""\n'
+
+    def answer(self, k: int, arg: str | None = None) -> str:
         """The reference body."""
-        return f"    return {self.body.format(k=k)}\n"
+        return f"    return {self._renamed(self.body.format(k=k), arg)}\n"
 
-    def source(self, k: int) -> str:
+    def source(self, k: int, arg: str | None = None) -> str:
         """The whole reference function."""
-        return self.prompt(k) + self.answer(k)
+        return self.prompt(k, arg) + self.answer(k, arg)
 
     def doc_pattern(self) -> re.Pattern[str]:
-        """The docstring, quotes included, with k as a captured number."""
+        """The docstring, quotes included, with k as a captured number and the argument as any name of its
+        pool (the "length of" templates' pools are disjoint, so "the length of s" and "of xs" stay apart)."""
         before, after = self.doc.split("{k}")
-        return re.compile(re.escape(f'"""{before}') + r"(\d+)" + re.escape(f'{after}"""'))
+        names = "|".join(map(re.escape, sorted(self.pool(), key=len, reverse=True)))
+        escaped = [re.sub(rf"\b{self.arg}\b", f"(?:{names})", re.escape(part)) for part in (before, after)]
+        return re.compile(re.escape('"""') + escaped[0] + r"(\d+)" + escaped[1] + re.escape('"""'))
 
 
 def _grammar() -> list[Template]:
@@ -155,15 +205,20 @@ def _grammar() -> list[Template]:
     found = [
         Template(f"x_{word}", "x", f"Return x {word} {{k}}.", f"x {sym} {{k}}", _ints) for word, sym in ops.items()
     ]
-    # Aggregates: "<aggregate> of <arg> <op> k", a list's sum/maximum/minimum/length, a string's or tuple's length.
-    aggregates = [("sum", "sum", "xs", _list), ("max", "maximum", "xs", _items), ("min", "minimum", "xs", _items)]
-    aggregates += [(f"len_{arg}", "length", arg, draw) for arg, draw in (("xs", _list), ("s", _word), ("t", _tuple))]
+    # Aggregates: "<aggregate> of <arg> <op> k", a list's sum/maximum/minimum/length, a sequence's length.
+    aggregates: list[tuple[str, str, str, Drawer]] = [
+        ("sum", "sum", "xs", _list),
+        ("max", "maximum", "xs", _items),
+        ("min", "minimum", "xs", _items),
+    ]
+    sized: tuple[tuple[str, Drawer], ...] = (("xs", _list), ("s", _word), ("t", _tuple), ("b", _bytes))
+    aggregates += [(f"len_{arg}", "length", arg, draw) for arg, draw in sized]
     for name, word, arg, draw in aggregates:
         call = "len" if word == "length" else name
         for op, sym in ops.items():
             doc = f"Return the {word} of {arg} {op} {{k}}."
             found.append(Template(f"{name}_{op}", arg, doc, f"{call}({arg}) {sym} {{k}}", draw))
-    # Slicing and repetition of the three sequences: "the first/last k <units> of the <kind> <arg>", "the <kind>
+    # Slicing and repetition of the four sequences: "the first/last k <units> of the <kind> <arg>", "the <kind>
     # <arg> without its first/last k <units>", "the <kind> <arg> repeated k times".
     slices = {"first": "[:{k}]", "last": "[-{k}:]", "drop_first": "[{k}:]", "drop_last": "[:-{k}]"}
     for kind, arg, units, suffix, long_draw, draw in SEQUENCES:
@@ -190,13 +245,16 @@ SEQUENCES = (
     ("list", "xs", "items", "items", _long_list, _list),
     ("string", "s", "characters", "chars", _long_word, _word),
     ("tuple", "t", "items", "tuple", _long_tuple, _tuple),
+    ("bytes", "b", "bytes", "bytes", _long_bytes, _bytes),
 )
 TEMPLATES = {t.name: t for t in _grammar()}
 # Held out, each a cell of the grammar whose row and column are both trained (module docstring). The test
-# templates are the ones held out since session 12. The validation templates mirror two of their rows (a
-# slice, an aggregate with an operator) and add a third aggregate; a repetition cell was not held out for
-# validation, since that would have left "repeated" in a single training template.
-VAL_TEMPLATES = frozenset({"drop_last_items", "max_times", "len_s_minus"})
+# templates are the ones held out since session 12. The validation templates follow a rule written down
+# (session 14) before any model was measured on them: one cell per row family of the test split, in
+# another column: a slice whose "without its" neighbour is trained (`first_tuple` ~ `last_chars`), a
+# repetition (`repeat_tuple` ~ `repeat_list`; the bytes column keeps "repeated" in two training
+# templates) and an aggregate with an operator (`max_times` ~ `sum_minus`).
+VAL_TEMPLATES = frozenset({"first_tuple", "repeat_tuple", "max_times"})
 TEST_TEMPLATES = frozenset({"last_chars", "repeat_list", "sum_minus"})
 _PATTERNS = {name: t.doc_pattern() for name, t in TEMPLATES.items()}
 
@@ -260,28 +318,41 @@ class ExecutedTask(Task):
         return verdict.fraction
 
 
+ARG_NAME_MODES = ("fixed", "type", "shared")
+
+
 class CodeFunctions(ExecutedTask):
     """Write a function's body from its header and docstring; scored by hidden tests run in the sandbox.
 
     Args:
         seed: seeds example generation.
-        max_k: the constants k run over 1..max_k (99 gives 33 × 99 = 3,267 training prompts).
+        max_k: the constants k run over 1..max_k (99 gives 41 × 99 = 4,059 training prompts).
         num_tests: hidden tests per problem.
+        arg_names: training prompts' argument names: "fixed" (the template's own), "type" (drawn from its
+            type's pool, `ARG_NAMES`) or "shared" (drawn from `Template.pool()`: the shared pool too).
+            Held-out prompts keep the template's own name, so validation and test do not depend on it.
     """
 
     name = "code_functions"
 
-    def __init__(self, seed: int = 0, max_k: int = 99, num_tests: int = 4) -> None:
+    def __init__(self, seed: int = 0, max_k: int = 99, num_tests: int = 4, arg_names: str = "shared") -> None:
         super().__init__(seed)
         if max_k < 1 or num_tests < 1:
             raise ConfigError(f"task max_k={max_k}, num_tests={num_tests}: both must be at least 1.")
-        self.max_k, self.num_tests = max_k, num_tests
+        if arg_names not in ARG_NAME_MODES:
+            raise ConfigError(f"task arg_names={arg_names!r} is unknown; use one of {list(ARG_NAME_MODES)}.")
+        self.max_k, self.num_tests, self.arg_names = max_k, num_tests, arg_names
+
+    def example(self, template: Template, k: int, rng: random.Random) -> Example:
+        """The problem `template`, k; a training one with an argument name drawn by `rng` (`arg_names`)."""
+        vary = self.arg_names != "fixed" and split_of_template(template.name) == "train"
+        arg = rng.choice(template.pool(shared=self.arg_names == "shared")) if vary else None
+        return Example(template.prompt(k, arg), template.answer(k, arg))
 
     def generate(self, rng: random.Random) -> Example:
         """A random template and constant."""
         template = TEMPLATES[rng.choice(sorted(TEMPLATES))]
-        k = rng.randint(1, self.max_k)
-        return Example(template.prompt(k), template.answer(k))
+        return self.example(template, rng.randint(1, self.max_k), rng)
 
     def split_of(self, prompt: str) -> str:
         """By template: validation and test templates never appear in training."""
@@ -294,10 +365,9 @@ class CodeFunctions(ExecutedTask):
         if split not in SPLITS:
             raise ConfigError(f"split={split!r} is unknown; use one of {list(SPLITS)}.")
         names = sorted(name for name in TEMPLATES if split_of_template(name) == split)
-        pool = [
-            Example(TEMPLATES[t].prompt(k), TEMPLATES[t].answer(k)) for t in names for k in range(1, self.max_k + 1)
-        ]
-        random.Random(f"{self.name}/{self.seed}/{split}").shuffle(pool)
+        rng = random.Random(f"{self.name}/{self.seed}/{split}")
+        pool = [self.example(TEMPLATES[t], k, rng) for t in names for k in range(1, self.max_k + 1)]
+        rng.shuffle(pool)
         return pool[:n]
 
     def code_problem(self, prompt: str) -> CodeProblem:

@@ -6,6 +6,7 @@ import pytest
 
 from minigpt.code.reward import CodeTask, ExecutionReward
 from minigpt.code.tasks import (
+    ARG_NAMES,
     NEUTRAL_NAMES,
     TEMPLATES,
     TEST_TEMPLATES,
@@ -17,6 +18,7 @@ from minigpt.code.tasks import (
     operations,
     split_of_template,
 )
+from minigpt.utils.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +35,10 @@ def test_splits_never_share_a_template(task: CodeFunctions) -> None:
     val = {template_of(ex.prompt) for ex in task.examples("val", 20)}
     test = {template_of(ex.prompt) for ex in task.examples("test", 40)}
     assert test == TEST_TEMPLATES and val == VAL_TEMPLATES and not train & (val | test)
+    # Under any drawn argument name, no training docstring is a held-out one (with any name of its pool).
+    held_out = [TEMPLATES[name].doc_pattern() for name in VAL_TEMPLATES | TEST_TEMPLATES]
+    for ex in CodeFunctions(seed=0, arg_names="shared").examples("train", 4059):
+        assert not any(pattern.search(ex.prompt) for pattern in held_out), ex.prompt
 
 
 def test_every_held_out_operation_is_taught_by_a_training_template() -> None:
@@ -101,6 +107,63 @@ def test_every_word_and_argument_of_a_held_out_docstring_is_trained_in_several_t
     # The check can fail: the old grammar's `sum_minus` ("the sum of xs minus k") had "sum" in one template.
     old_train = ["Return x minus {k}.", "Return the sum of xs plus {k}.", "Return the items of xs greater than {k}."]
     assert sum("sum" in doc.split() for doc in old_train) < 2
+
+
+def test_training_prompts_vary_the_argument_name_and_held_out_ones_keep_it(task: CodeFunctions) -> None:
+    """A body must copy its argument from the signature: training names are drawn per problem."""
+    for mode in ("type", "shared"):
+        args: dict[str, set[str]] = {}
+        for ex in CodeFunctions(seed=0, arg_names=mode).examples("train", 4059):
+            template, k = find_template(ex.prompt)
+            arg = ex.prompt.split("(")[1].split(")")[0]
+            assert arg in template.pool(shared=mode == "shared") and ex.answer == template.answer(k, arg)
+            args.setdefault(template.name, set()).add(arg)
+        # Per type, the list templates never see `x`; shared, the int templates see `xs` and the list ones `x`.
+        assert ("xs" in args["x_plus"] and "x" in args["first_items"]) == (mode == "shared")
+        assert "s" not in args["len_xs_plus"] and len(args["len_xs_plus"]) > 2  # "the length of" stays typed
+    for split in ("val", "test"):
+        for ex in task.examples(split, 50):
+            template, _ = find_template(ex.prompt)
+            assert f"({template.arg}):" in ex.prompt  # held-out prompts: the template's own name
+    fixed = CodeFunctions(seed=0, arg_names="fixed").examples("train", 200)
+    assert all(f"({find_template(ex.prompt)[0].arg}):" in ex.prompt for ex in fixed)
+
+
+def test_a_renamed_problem_is_the_same_problem() -> None:
+    """Renaming the argument keeps the template, k, the function's name and the hidden tests; the "length
+    of" templates' pools are disjoint, so "the length of s" and "the length of xs" stay apart."""
+    pools = [set(ARG_NAMES[t.arg]) for t in TEMPLATES.values() if t.name.endswith("_plus") and "len_" in t.name]
+    assert len(pools) == 4 and sum(map(len, pools)) == len(set().union(*pools))
+    for template in TEMPLATES.values():
+        for arg in template.pool():
+            prompt = template.prompt(42, arg)
+            assert find_template(prompt) == (template, 42) and f"({arg}):" in prompt
+            assert template.function_name(42) in prompt.split("(")[0]
+            namespace: dict = {}
+            exec(template.source(42, arg), namespace)
+            for test in hidden_tests(template, 42, 4):
+                exec(test, namespace)  # the renamed reference passes the template's tests
+    with pytest.raises(ValueError, match="pool"):
+        TEMPLATES["len_s_plus"].prompt(3, "xs")
+    with pytest.raises(ConfigError, match="arg_names"):
+        CodeFunctions(arg_names="random")
+
+
+def row(name: str) -> str:
+    """A template's row family: slice, repetition or aggregate (what the validation rule mirrors)."""
+    if name.startswith("repeat_"):
+        return "repetition"
+    body = TEMPLATES[name].body
+    return "slice" if "[" in body and " for " not in body else "aggregate"
+
+
+def test_validation_mirrors_the_test_rows() -> None:
+    """The rule fixed before measuring (session 14): one validation cell per test row family, in another
+    column, so validation warns about the kind of error the test split would show."""
+    assert sorted(map(row, VAL_TEMPLATES)) == sorted(map(row, TEST_TEMPLATES)) == ["aggregate", "repetition", "slice"]
+    for test in TEST_TEMPLATES:
+        (val,) = (v for v in VAL_TEMPLATES if row(v) == row(test))
+        assert val.split("_")[-1] != test.split("_")[-1], (val, test)  # another column: kind, or operator
 
 
 def test_reference_bodies_pass_and_wrong_ones_fail(task: CodeFunctions) -> None:
