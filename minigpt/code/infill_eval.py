@@ -38,16 +38,28 @@ LOSS_ORDERS = ("psm", "spm", "l2r")
 
 
 def infill_examples(
-    documents: Sequence[str], n: int, seed: int = 0, piece_chars: int = 400, min_chars: int = 4
+    documents: Sequence[str],
+    n: int,
+    seed: int = 0,
+    piece_chars: int = 400,
+    min_chars: int = 4,
+    max_chars: int | None = None,
 ) -> list[FIMSplit]:
-    """Up to `n` (prefix, middle line, suffix) cuts, each from a different piece of `documents`."""
+    """Up to `n` (prefix, middle line, suffix) cuts, each from a different piece of `documents`.
+
+    A middle line has `min_chars` to `max_chars` (None: any number of) non-blank characters.
+    """
     rng = random.Random(seed)
     pieces = [piece for doc in documents for piece in chunk_lines(doc, piece_chars)]
     rng.shuffle(pieces)
     examples: list[FIMSplit] = []
     for piece in pieces:
         lines = piece.splitlines(keepends=True)
-        choices = [i for i, line in enumerate(lines) if len(line.strip()) >= min_chars and line.endswith("\n")]
+        choices = [
+            i
+            for i, line in enumerate(lines)
+            if min_chars <= len(line.strip()) <= (max_chars or len(line)) and line.endswith("\n")
+        ]
         if len(lines) < 3 or not choices:
             continue
         i = rng.choice(choices)
@@ -144,9 +156,12 @@ def evaluate_infill(
     min_chars: int = 4,
     orders: Sequence[str] = ORDERS,
     seed: int = 0,
+    max_chars: int | None = None,
 ) -> dict[str, Any]:
     """Infill exact-match in each order on `n` held-out lines of `documents`, with one example shown."""
-    examples = infill_examples(documents, n, seed, piece_chars, min_chars)
+    if max_chars is not None and max_chars < min_chars:
+        raise ConfigError(f"infill.max_chars={max_chars} is below infill.min_chars={min_chars}; raise it or set null.")
+    examples = infill_examples(documents, n, seed, piece_chars, min_chars, max_chars)
     if not examples:
         raise ConfigError("eval=infill found no held-out line to infill; the validation split is too small.")
     results: dict[str, Any] = {"n": len(examples)}

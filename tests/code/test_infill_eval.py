@@ -40,6 +40,13 @@ def test_examples_are_whole_lines_of_one_piece() -> None:
     assert infill_prompt(examples[0], "spm").endswith(FIM_MIDDLE + examples[0].prefix)
 
 
+def test_max_chars_keeps_only_short_middle_lines() -> None:
+    short = infill_examples(DOCS, 100, seed=1, piece_chars=80, min_chars=4, max_chars=10)
+    assert short and all(ex.middle.strip().startswith("y = x *") for ex in short)  # the only lines of 4-10
+    every = infill_examples(DOCS, 100, seed=1, piece_chars=80, min_chars=4)
+    assert any(len(ex.middle.strip()) > 10 for ex in every)  # the limit removed lines that were there
+
+
 def test_exact_match_is_the_share_of_first_lines_equal_to_the_middle(monkeypatch: pytest.MonkeyPatch) -> None:
     tok = tokenizer()
     examples = infill_examples(DOCS, 8, seed=2, piece_chars=80)
