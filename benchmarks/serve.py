@@ -44,6 +44,8 @@ from pathlib import Path
 import aiohttp
 import httpx
 
+from minigpt.serve.settings import SERVING_DTYPES
+
 # Prompts of the shared SFT model's tasks (tasks/mix: arithmetic, reversal, sorting).
 PROMPTS = [
     "what is 12 plus 7?",
@@ -187,7 +189,9 @@ def main() -> None:
     )
     parser.add_argument("--timing-json", help="write every request's timing (ms) of the best rounds to this file")
     parser.add_argument("--threads", type=int, default=1, help="compute threads of each server")
-    parser.add_argument("--dtype", default="float32", help="the servers' weight dtype (conf/serve.yaml dtype)")
+    parser.add_argument(
+        "--dtype", choices=list(SERVING_DTYPES), default="float32", help="the servers' weight dtype (conf/serve.yaml)"
+    )
     parser.add_argument(
         "--endpoint",
         choices=["completions", "chat"],

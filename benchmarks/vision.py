@@ -84,9 +84,8 @@ def main() -> None:
         ids, targets, images = batch["input_ids"], batch["targets"], batch["images"]
         text_ids = torch.where(ids == image_id, torch.randint(0, tokenizer.n_base, ids.shape), ids)
         config = VisionConfig(kind=kind, mot=mot, image_size=size, patch_size=size // 4)
-        text_lm = copy.deepcopy(
-            lm
-        )  # the vision model's LM is untied in place with MoT: the text loop keeps a dense one
+        # The vision model's LM is untied in place with MoT: the text loop keeps a dense copy.
+        text_lm = copy.deepcopy(lm)
         vlm = VisionLanguageModel(lm, VisionTower(config, lm.config.n_embd), image_id)
         text, vision = paired_medians(
             training_step(text_lm, (text_ids,), targets), training_step(vlm, (ids, images), targets), args.steps

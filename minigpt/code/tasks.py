@@ -35,10 +35,10 @@ measurement:
 - **The function's name does not reveal its template**: it is drawn from `NEUTRAL_NAMES` by a hash of the
   docstring, so every template uses every name and the model has to read the docstring (a model trained
   with names like `pad_94` learnt a table from names to bodies; docs/code.md, "Training results").
-- **The argument's name is not the template's either** (session 14): a training prompt draws it from a
-  pool per type (`ARG_NAMES`: `xs`, `nums`, `values`, … for a list), so a body has to copy it from the
-  signature; held-out prompts keep the template's own name, and the function's name and hidden tests do
-  not depend on it.
+- **The argument's name is not the template's either** (session 14): a training prompt draws it from
+  `Template.pool()` (by default one pool shared by every type, `SHARED_NAMES`; `arg_names=type` keeps a
+  pool per type, `ARG_NAMES`), so a body has to copy it from the signature; held-out prompts keep the
+  template's own name, and the function's name and hidden tests do not depend on it.
 - **The hidden tests separate the plausible bodies**: integer inputs take both signs (`x % 39` and
   `x + 39` agree on −39…−1) and slicing templates see sequences both longer and shorter than k
   (`s[:50]` and `s` agree on every string of 50 characters or fewer); the filters and the count see items
@@ -360,7 +360,7 @@ class CodeFunctions(ExecutedTask):
 
     def examples(self, split: str, n: int) -> list[Example]:
         """`n` distinct examples of `split`, the same every call: the split's templates × k, shuffled by the
-        seed. Enumerated rather than rejection-sampled (`Task.examples`): a held-out split is 3 of 39
+        seed. Enumerated rather than rejection-sampled (`Task.examples`): a held-out split is 3 of 47
         templates, and random draws would miss some of its 297 prompts."""
         if split not in SPLITS:
             raise ConfigError(f"split={split!r} is unknown; use one of {list(SPLITS)}.")
