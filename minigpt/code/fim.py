@@ -30,7 +30,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from minigpt.code.ast_tools import NODE_KINDS, NodeKind, node_spans
+from minigpt.code.ast_tools import NODE_KINDS, NodeKind, Span, node_spans
 from minigpt.utils.errors import ConfigError
 
 FIM_PREFIX = "<|fim_prefix|>"
@@ -38,6 +38,9 @@ FIM_SUFFIX = "<|fim_suffix|>"
 FIM_MIDDLE = "<|fim_middle|>"
 FIM_TOKENS = (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)
 MiddleBy = Literal["span", "ast"]
+# Part of every FIM token cache's key: raised whenever the same options start to make other examples, so
+# that no run reads a cache written by the older transformation. 2: AST middles from the whole file's nodes.
+FIM_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -63,17 +66,22 @@ def split_by_span(text: str, rng: random.Random) -> FIMSplit:
     return FIMSplit(text[:i], text[i:j], text[j:])
 
 
-def split_by_node(text: str, rng: random.Random, kinds: tuple[NodeKind, ...] = NODE_KINDS) -> FIMSplit:
+def split_by_node(
+    text: str, rng: random.Random, kinds: tuple[NodeKind, ...] = NODE_KINDS, spans: list[Span] | None = None
+) -> FIMSplit:
     """Cut around one whole AST node: a kind is drawn uniformly among those present, then a node of it.
 
     Drawing the kind first keeps expressions (by far the most numerous nodes) from crowding out
-    statements and function bodies. Text that does not parse falls back to a character span.
+    statements and function bodies. `spans` are the nodes of `text` when known (a piece's share of its
+    whole file's nodes: `chunk_with_spans`); otherwise `text` is parsed here. Text that does not parse,
+    or has no node, falls back to a character span.
     """
-    try:
-        spans = node_spans(text, kinds)
-    except (SyntaxError, ValueError):
-        return split_by_span(text, rng)
-    present = sorted({s.kind for s in spans})
+    if spans is None:
+        try:
+            spans = node_spans(text, kinds)
+        except (SyntaxError, ValueError):
+            return split_by_span(text, rng)
+    present = sorted({s.kind for s in spans if s.kind in kinds})
     if not present:
         return split_by_span(text, rng)
     kind = rng.choice(present)
@@ -82,12 +90,20 @@ def split_by_node(text: str, rng: random.Random, kinds: tuple[NodeKind, ...] = N
 
 
 def apply_fim(
-    text: str, rng: random.Random, fim_rate: float = 0.5, fim_spm_rate: float = 0.5, middle_by: MiddleBy = "span"
+    text: str,
+    rng: random.Random,
+    fim_rate: float = 0.5,
+    fim_spm_rate: float = 0.5,
+    middle_by: MiddleBy = "span",
+    spans: list[Span] | None = None,
 ) -> str:
-    """`text` as a FIM example with probability `fim_rate` (SPM with probability `fim_spm_rate`), else unchanged."""
+    """`text` as a FIM example with probability `fim_rate` (SPM with probability `fim_spm_rate`), else unchanged.
+
+    `spans`: `text`'s AST nodes when already known (`middle_by="ast"`).
+    """
     if rng.random() >= fim_rate:
         return text
-    split = split_by_node(text, rng) if middle_by == "ast" else split_by_span(text, rng)
+    split = split_by_node(text, rng, spans=spans) if middle_by == "ast" else split_by_span(text, rng)
     return split.spm() if rng.random() < fim_spm_rate else split.psm()
 
 
@@ -104,6 +120,30 @@ def chunk_lines(text: str, max_chars: int) -> list[str]:
     return [*pieces, current] if current else pieces
 
 
+def chunk_with_spans(
+    text: str, max_chars: int, kinds: tuple[NodeKind, ...] = NODE_KINDS
+) -> list[tuple[str, list[Span] | None]]:
+    """`chunk_lines(text, max_chars)`, each piece with the AST nodes of `kinds` that lie wholly inside it
+    (offsets into the piece), or None for every piece when `text` does not parse.
+
+    The nodes come from parsing the whole file: a piece cut at line ends rarely parses on its own (it
+    starts indented, or inside a block), so parsing pieces would leave AST masking to a few of them.
+    """
+    pieces = chunk_lines(text, max_chars)
+    try:
+        spans = node_spans(text, kinds)
+    except (SyntaxError, ValueError):
+        return [(piece, None) for piece in pieces]
+    found: list[tuple[str, list[Span] | None]] = []
+    start = 0
+    for piece in pieces:
+        end = start + len(piece)
+        inside = [Span(s.start - start, s.end - start, s.kind) for s in spans if start <= s.start and s.end <= end]
+        found.append((piece, inside))
+        start = end
+    return found
+
+
 def apply_fim_chunked(
     text: str,
     rng: random.Random,
@@ -116,12 +156,17 @@ def apply_fim_chunked(
     """`apply_fim` on the whole document (`chunk_chars=None`), or on each of its `chunk_lines` pieces.
 
     A piece made a FIM example is followed by `end` (the end-of-text token's string), as a whole FIM
-    document is: the model learns where a middle stops (the paper's <EOT> after the middle).
+    document is: the model learns where a middle stops (the paper's <EOT> after the middle). With
+    `middle_by="ast"` a piece's middle is one of the whole file's nodes inside it (`chunk_with_spans`).
     """
     if chunk_chars is None:
         return apply_fim(text, rng, fim_rate, fim_spm_rate, middle_by)
-    pieces = chunk_lines(text, chunk_chars)
-    transformed = [apply_fim(piece, rng, fim_rate, fim_spm_rate, middle_by) for piece in pieces]
+    if middle_by == "ast":
+        pieces_spans = chunk_with_spans(text, chunk_chars)
+    else:
+        pieces_spans = [(piece, None) for piece in chunk_lines(text, chunk_chars)]
+    pieces = [piece for piece, _ in pieces_spans]
+    transformed = [apply_fim(p, rng, fim_rate, fim_spm_rate, middle_by, spans) for p, spans in pieces_spans]
     if all(a is b for a, b in zip(transformed, pieces)):
         return text
     return "".join(t if t is p else t + end for t, p in zip(transformed, pieces))
@@ -177,7 +222,7 @@ class FIMOptions:
     def key(self) -> str:
         """What identifies these options in a cache key."""
         chunk = "" if self.chunk_chars is None else f"-chunk{self.chunk_chars}"
-        return f"fim{self.rate}-{self.spm_rate}-{self.middle_by}-{self.seed}{chunk}"
+        return f"fim{self.rate}-{self.spm_rate}-{self.middle_by}-{self.seed}{chunk}-v{FIM_FORMAT}"
 
     def check(self, special_tokens: list[str]) -> None:
         """Refuse a tokenizer without the sentinels: they must be single ids, not text the model can write."""

@@ -1,14 +1,18 @@
-"""Infill exact-match: does the model write a held-out line back from the code around it?
+"""Infill exact-match: does the model write a held-out middle back from the code around it?
 
-    python evaluate.py run=<run> eval=infill infill.n=200
+    python evaluate.py run=<run> eval=infill infill.n=200                            # whole lines
+    python evaluate.py run=<run> eval=infill infill.middle=expression infill.max_chars=24   # expressions
 
 The test is Bavarian et al.'s (2022) single-line infilling, scored by exact match instead of by tests:
 held-out code (the run's validation split, which FIM training never rewrites) is cut at line ends into
 pieces of about `piece_chars` characters (`minigpt.code.fim.chunk_lines`, the pieces context-level FIM
-trains on); in each, one line of at least `min_chars` non-blank characters is drawn as the middle. The
+trains on); in each, one middle of `min_chars` to `max_chars` non-blank characters is drawn: a whole line
+(`middle="line"`), or one whole expression within a line (`"expression"`: a name, an attribute, a call,
+a constant, as `data.fim_middle_by=ast` masks them; the paper's random-span test made syntactic). The
 model reads the rest in PSM order (`<|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>`) or SPM
-order (`<|fim_prefix|><|fim_suffix|> suffix <|fim_middle|> prefix`), decodes greedily, and scores 1 when
-its first line equals the middle exactly (indentation and newline included).
+order (`<|fim_prefix|><|fim_suffix|> suffix <|fim_middle|> prefix`), decodes greedily until its
+end-of-text token or the line's end, and scores 1 when that equals the middle exactly (indentation and,
+for a line, the newline included).
 
 A model trained without FIM has never seen the sentinels; its score is the baseline FIM should beat.
 
@@ -27,7 +31,7 @@ from typing import Any
 
 import torch
 
-from minigpt.code.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, FIMSplit, chunk_lines
+from minigpt.code.fim import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, FIMSplit, chunk_lines, chunk_with_spans
 from minigpt.inference.generate import GenerationConfig, generate
 from minigpt.model.transformer import Transformer
 from minigpt.tokenizer.base import Tokenizer
@@ -35,6 +39,58 @@ from minigpt.utils.errors import ConfigError
 
 ORDERS = ("psm", "spm")
 LOSS_ORDERS = ("psm", "spm", "l2r")
+MIDDLES = ("line", "expression")
+
+
+def _in_range(text: str, min_chars: int, max_chars: int | None) -> bool:
+    return min_chars <= len(text.strip()) <= (max_chars or len(text))
+
+
+def line_examples(
+    pieces: Sequence[str], n: int, rng: random.Random, min_chars: int, max_chars: int | None
+) -> list[FIMSplit]:
+    """Up to `n` cuts around one whole line of a piece (one cut per piece)."""
+    examples: list[FIMSplit] = []
+    for piece in pieces:
+        lines = piece.splitlines(keepends=True)
+        choices = [i for i, line in enumerate(lines) if _in_range(line, min_chars, max_chars) and line.endswith("\n")]
+        if len(lines) < 3 or not choices:
+            continue
+        i = rng.choice(choices)
+        examples.append(FIMSplit("".join(lines[:i]), lines[i], "".join(lines[i + 1 :])))
+        if len(examples) == n:
+            break
+    return examples
+
+
+def expression_pieces(documents: Sequence[str], piece_chars: int) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Each piece of each document that parses, with the (start, end) offsets in the piece of the
+    single-line expression nodes wholly inside it (`chunk_with_spans`: the nodes of the whole file)."""
+    found: list[tuple[str, list[tuple[int, int]]]] = []
+    for doc in documents:
+        for piece, spans in chunk_with_spans(doc, piece_chars, ("expression",)):
+            if spans is not None:
+                found.append((piece, [(s.start, s.end) for s in spans if "\n" not in piece[s.start : s.end]]))
+    return found
+
+
+def expression_examples(
+    documents: Sequence[str], n: int, rng: random.Random, piece_chars: int, min_chars: int, max_chars: int | None
+) -> list[FIMSplit]:
+    """Up to `n` cuts around one whole expression (a name, a call, a constant …) within one line of a piece:
+    the AST-node middles of `data.fim_middle_by=ast`, and the paper's random-span test made syntactic."""
+    pieces = expression_pieces(documents, piece_chars)
+    rng.shuffle(pieces)
+    examples: list[FIMSplit] = []
+    for piece, spans in pieces:
+        choices = [(a, b) for a, b in spans if _in_range(piece[a:b], min_chars, max_chars)]
+        if not choices:
+            continue
+        a, b = rng.choice(choices)
+        examples.append(FIMSplit(piece[:a], piece[a:b], piece[b:]))
+        if len(examples) == n:
+            break
+    return examples
 
 
 def infill_examples(
@@ -44,29 +100,21 @@ def infill_examples(
     piece_chars: int = 400,
     min_chars: int = 4,
     max_chars: int | None = None,
+    middle: str = "line",
 ) -> list[FIMSplit]:
-    """Up to `n` (prefix, middle line, suffix) cuts, each from a different piece of `documents`.
+    """Up to `n` (prefix, middle, suffix) cuts, each from a different piece of `documents`.
 
-    A middle line has `min_chars` to `max_chars` (None: any number of) non-blank characters.
+    The middle is a whole line (`middle="line"`) or a whole expression within a line (`"expression"`) of
+    `min_chars` to `max_chars` (None: any number of) non-blank characters.
     """
+    if middle not in MIDDLES:
+        raise ConfigError(f"infill.middle={middle!r} is not one of {list(MIDDLES)}.")
     rng = random.Random(seed)
+    if middle == "expression":
+        return expression_examples(documents, n, rng, piece_chars, min_chars, max_chars)
     pieces = [piece for doc in documents for piece in chunk_lines(doc, piece_chars)]
     rng.shuffle(pieces)
-    examples: list[FIMSplit] = []
-    for piece in pieces:
-        lines = piece.splitlines(keepends=True)
-        choices = [
-            i
-            for i, line in enumerate(lines)
-            if min_chars <= len(line.strip()) <= (max_chars or len(line)) and line.endswith("\n")
-        ]
-        if len(lines) < 3 or not choices:
-            continue
-        i = rng.choice(choices)
-        examples.append(FIMSplit("".join(lines[:i]), lines[i], "".join(lines[i + 1 :])))
-        if len(examples) == n:
-            break
-    return examples
+    return line_examples(pieces, n, rng, min_chars, max_chars)
 
 
 def infill_prompt(split: FIMSplit, order: str) -> str:
@@ -79,10 +127,10 @@ def infill_prompt(split: FIMSplit, order: str) -> str:
     return f"{FIM_PREFIX}{FIM_SUFFIX}{split.suffix}{FIM_MIDDLE}{split.prefix}"
 
 
-def first_line(text: str) -> str:
-    """`text` up to and including its first newline."""
+def first_line(text: str, keep_newline: bool = True) -> str:
+    """`text` up to its first newline (included when `keep_newline`: a whole line's middle ends with one)."""
     cut = text.find("\n")
-    return text if cut < 0 else text[: cut + 1]
+    return text if cut < 0 else text[: cut + 1 if keep_newline else cut]
 
 
 @torch.no_grad()
@@ -93,7 +141,11 @@ def infill_exact_match(
     order: str = "psm",
     batch_size: int = 32,
 ) -> tuple[float, list[str]]:
-    """The share of `examples` whose middle line the model writes exactly (greedy), and its lines."""
+    """The share of `examples` whose middle the model writes exactly (greedy), and what it wrote.
+
+    What it wrote is its reply up to the end-of-text token (where a FIM-trained model stops a middle) and
+    up to the first line end (a middle never crosses one).
+    """
     if order not in ORDERS:
         raise ConfigError(f"infill order {order!r} is not one of {list(ORDERS)}.")
     missing = [t for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE) if t not in tokenizer.special_tokens]
@@ -108,8 +160,9 @@ def infill_exact_match(
         longest = max(len(tokenizer.encode(ex.middle)) for ex in chunk)
         config = GenerationConfig(max_new_tokens=longest + 4, strategy="greedy", stop_tokens=stops)
         pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-        for row in generate(model, prompts, config, pad_id=pad_id).token_lists():
-            lines.append(first_line(tokenizer.decode(row, skip_special=True)))
+        rows = generate(model, prompts, config, pad_id=pad_id).token_lists()
+        for row, ex in zip(rows, chunk):
+            lines.append(first_line(tokenizer.decode(row, skip_special=True), ex.middle.endswith("\n")))
     score = sum(line == ex.middle for line, ex in zip(lines, examples)) / max(len(examples), 1)
     return score, lines
 
@@ -157,17 +210,23 @@ def evaluate_infill(
     orders: Sequence[str] = ORDERS,
     seed: int = 0,
     max_chars: int | None = None,
+    middle: str = "line",
 ) -> dict[str, Any]:
-    """Infill exact-match in each order on `n` held-out lines of `documents`, with one example shown."""
+    """Infill exact-match in each order on `n` held-out middles of `documents`, with one example shown.
+
+    `starts_with/<order>` is the share of replies that begin with the middle: credit for writing the right
+    text without knowing where to stop (a model never trained with FIM has no reason to stop after it).
+    """
     if max_chars is not None and max_chars < min_chars:
         raise ConfigError(f"infill.max_chars={max_chars} is below infill.min_chars={min_chars}; raise it or set null.")
-    examples = infill_examples(documents, n, seed, piece_chars, min_chars, max_chars)
+    examples = infill_examples(documents, n, seed, piece_chars, min_chars, max_chars, middle)
     if not examples:
-        raise ConfigError("eval=infill found no held-out line to infill; the validation split is too small.")
-    results: dict[str, Any] = {"n": len(examples)}
+        raise ConfigError(f"eval=infill found no held-out {middle} to infill; the validation split is too small.")
+    results: dict[str, Any] = {"n": len(examples), "unit": middle}
     for order in orders:
         score, lines = infill_exact_match(model, tokenizer, examples, order)
         results[f"exact_match/{order}"] = score
+        results[f"starts_with/{order}"] = sum(w.startswith(ex.middle) for w, ex in zip(lines, examples)) / len(examples)
         results[f"example/{order}"] = {"middle": examples[0].middle, "written": lines[0]}
     for order in (*orders, "l2r"):
         results[f"middle_loss/{order}"] = middle_loss(model, tokenizer, examples, order)

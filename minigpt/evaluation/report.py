@@ -220,8 +220,11 @@ def show(results: dict[str, Any], out_dir: Path) -> None:
         title = f"HumanEval ({humaneval['problems']} problems, n={humaneval['n']})"
         console.print(f"{title}: {passes}; statuses {humaneval['statuses']}")
     if "infill" in results:
-        scores = ", ".join(f"{k} {v:.3f}" for k, v in results["infill"].items() if k.startswith(("exact", "middle")))
-        console.print(f"infill ({results['infill']['n']} held-out lines): {scores}")
+        infill = results["infill"]
+        scores = ", ".join(
+            f"{k} {v:.3f}" for k, v in infill.items() if k.startswith(("exact", "starts", "middle_loss"))
+        )
+        console.print(f"infill ({infill['n']} held-out {infill['unit']}s): {scores}")
 
     if "code" in results:
         from minigpt.code.code_eval import show_code

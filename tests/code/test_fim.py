@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import random
 
 import pytest
@@ -15,6 +16,7 @@ from minigpt.code.fim import (
     apply_fim,
     apply_fim_chunked,
     chunk_lines,
+    chunk_with_spans,
     parse_fim,
     reassemble,
     split_by_node,
@@ -96,6 +98,24 @@ def test_context_level_fim_cuts_each_piece_on_its_own() -> None:
         assert [reassemble(e.removesuffix("<E>")) for e in examples] == pieces
     assert apply_fim_chunked(CODE, rng, 60, fim_rate=0.0) is CODE  # untouched text is the same object
     assert apply_fim_chunked(CODE, random.Random(6), None, 1.0).count(FIM_PREFIX) == 1  # whole file: one cut
+
+
+def test_context_level_ast_middles_are_whole_nodes_of_the_file_even_in_pieces_that_do_not_parse() -> None:
+    pieces_spans = chunk_with_spans(CODE, 60)
+    assert [piece for piece, _ in pieces_spans] == chunk_lines(CODE, 60)
+    with pytest.raises(SyntaxError):  # "    return total / len(xs)\n\n\ndef label(n):\n    if n > 0:\n" alone
+        ast.parse(pieces_spans[2][0])
+    for piece, spans in pieces_spans:
+        assert spans, f"no node inside {piece!r}"
+        assert all(parses_alone(piece[s.start : s.end], s.kind) for s in spans)
+    rng = random.Random(7)
+    for _ in range(30):
+        example = apply_fim_chunked(CODE, rng, 60, fim_rate=1.0, middle_by="ast")
+        middles = [parse_fim(FIM_PREFIX + part).middle for part in example.split(FIM_PREFIX)[1:]]
+        # every piece's middle is one whole node (SPM middles carry their prefix: check the PSM ones)
+        psm = [m for m, part in zip(middles, example.split(FIM_PREFIX)[1:]) if not part.startswith(FIM_SUFFIX)]
+        assert all(parses_alone(m, "expression") or parses_alone(m, "statement") for m in psm)
+    assert chunk_with_spans("def broken(:\n  pass\n", 60) == [("def broken(:\n  pass\n", None)]
 
 
 def test_fim_chunk_chars_must_be_positive() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from typing import Any
 
 import pytest
@@ -47,6 +48,26 @@ def test_max_chars_keeps_only_short_middle_lines() -> None:
     assert any(len(ex.middle.strip()) > 10 for ex in every)  # the limit removed lines that were there
 
 
+def test_expression_examples_are_whole_expressions_within_one_line_of_a_piece() -> None:
+    pieces = {p for doc in DOCS for p in chunk_lines(doc, 80)}
+    examples = infill_examples(DOCS, 50, seed=1, piece_chars=80, min_chars=1, max_chars=5, middle="expression")
+    assert len(examples) == len(pieces)  # every piece has a short expression: one cut from each
+    for ex in examples:
+        assert ex.prefix + ex.middle + ex.suffix in pieces
+        assert "\n" not in ex.middle and 1 <= len(ex.middle.strip()) <= 5
+        ast.parse(ex.middle, mode="eval")  # a whole expression on its own
+    middles = {ex.middle for ex in examples}
+    assert (
+        any(m.isidentifier() for m in middles) and any(m.isdigit() for m in middles) and any("*" in m for m in middles)
+    )
+    with pytest.raises(ConfigError, match="infill.middle='token' is not one of"):
+        infill_examples(DOCS, 5, middle="token")
+
+
+def test_a_document_that_does_not_parse_gives_no_expression() -> None:
+    assert infill_examples(["def f(:\n    return 1\n\n"], 5, min_chars=1, middle="expression") == []
+
+
 def test_exact_match_is_the_share_of_first_lines_equal_to_the_middle(monkeypatch: pytest.MonkeyPatch) -> None:
     tok = tokenizer()
     examples = infill_examples(DOCS, 8, seed=2, piece_chars=80)
@@ -66,6 +87,12 @@ def test_exact_match_is_the_share_of_first_lines_equal_to_the_middle(monkeypatch
     score, lines = infill_exact_match(None, tok, examples, "psm", batch_size=3)  # type: ignore[arg-type]
     assert score == 0.5  # 4 of 8 right; the second line a right reply goes on with does not count against it
     assert lines[0] == examples[0].middle and lines[1] == "    wrong\n"
+
+    expressions = infill_examples(DOCS, 4, seed=2, piece_chars=80, min_chars=1, middle="expression")
+    answers = iter([ex.middle + "\n    more" if i < 3 else ex.middle + ")" for i, ex in enumerate(expressions)])
+    score, lines = infill_exact_match(None, tok, expressions, "spm")  # type: ignore[arg-type]
+    assert score == 0.75  # the reply is cut at its line end; a middle that goes on in the same line is wrong
+    assert lines[3] == expressions[3].middle + ")"
 
 
 def test_needs_the_sentinels_and_an_eos() -> None:
@@ -95,3 +122,16 @@ def test_middle_loss_is_the_mean_nll_of_the_middle_tokens_after_the_prompt() -> 
             count += len(middle)
         assert middle_loss(model, tok, examples, order) == pytest.approx(total / count, rel=1e-5)
     assert infill_prompt(examples[0], "l2r") == examples[0].prefix
+
+
+def test_the_report_prints_each_score_and_what_was_infilled(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from minigpt.evaluation.report import show
+
+    infill = {"n": 3, "unit": "expression", "exact_match/psm": 1 / 3, "starts_with/psm": 2 / 3, "middle_loss/psm": 2.5}
+    infill["example/psm"] = {"middle": "x", "written": "x"}
+    show({"infill": infill}, tmp_path)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert (
+        "infill (3 held-out expressions): exact_match/psm 0.333, starts_with/psm 0.667, middle_loss/psm 2.500"
+        in printed
+    )
