@@ -42,55 +42,36 @@ LOSS_ORDERS = ("psm", "spm", "l2r")
 MIDDLES = ("line", "expression")
 
 
+Cuts = list[tuple[int, int]]  # (start, end) character offsets of the middles a piece offers
+
+
 def _in_range(text: str, min_chars: int, max_chars: int | None) -> bool:
     return min_chars <= len(text.strip()) <= (max_chars or len(text))
 
 
-def line_examples(
-    pieces: Sequence[str], n: int, rng: random.Random, min_chars: int, max_chars: int | None
-) -> list[FIMSplit]:
-    """Up to `n` cuts around one whole line of a piece (one cut per piece)."""
-    examples: list[FIMSplit] = []
-    for piece in pieces:
-        lines = piece.splitlines(keepends=True)
-        choices = [i for i, line in enumerate(lines) if _in_range(line, min_chars, max_chars) and line.endswith("\n")]
-        if len(lines) < 3 or not choices:
-            continue
-        i = rng.choice(choices)
-        examples.append(FIMSplit("".join(lines[:i]), lines[i], "".join(lines[i + 1 :])))
-        if len(examples) == n:
-            break
-    return examples
+def line_cuts(piece: str) -> Cuts:
+    """The whole lines of `piece` (newline included), or none when it has fewer than 3 lines."""
+    lines = piece.splitlines(keepends=True)
+    if len(lines) < 3:
+        return []
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    return [(starts[i], starts[i + 1]) for i, line in enumerate(lines) if line.endswith("\n")]
 
 
-def expression_pieces(documents: Sequence[str], piece_chars: int) -> list[tuple[str, list[tuple[int, int]]]]:
-    """Each piece of each document that parses, with the (start, end) offsets in the piece of the
-    single-line expression nodes wholly inside it (`chunk_with_spans`: the nodes of the whole file)."""
-    found: list[tuple[str, list[tuple[int, int]]]] = []
+def pieces_with_cuts(documents: Sequence[str], piece_chars: int, middle: str) -> list[tuple[str, Cuts]]:
+    """Every piece of `documents` with the middles it offers: its lines, or the single-line expression
+    nodes wholly inside it (`chunk_with_spans`: the nodes of the whole file; a file that does not parse
+    offers no piece)."""
+    if middle == "line":
+        return [(piece, line_cuts(piece)) for doc in documents for piece in chunk_lines(doc, piece_chars)]
+    found: list[tuple[str, Cuts]] = []
     for doc in documents:
         for piece, spans in chunk_with_spans(doc, piece_chars, ("expression",)):
             if spans is not None:
                 found.append((piece, [(s.start, s.end) for s in spans if "\n" not in piece[s.start : s.end]]))
     return found
-
-
-def expression_examples(
-    documents: Sequence[str], n: int, rng: random.Random, piece_chars: int, min_chars: int, max_chars: int | None
-) -> list[FIMSplit]:
-    """Up to `n` cuts around one whole expression (a name, a call, a constant …) within one line of a piece:
-    the AST-node middles of `data.fim_middle_by=ast`, and the paper's random-span test made syntactic."""
-    pieces = expression_pieces(documents, piece_chars)
-    rng.shuffle(pieces)
-    examples: list[FIMSplit] = []
-    for piece, spans in pieces:
-        choices = [(a, b) for a, b in spans if _in_range(piece[a:b], min_chars, max_chars)]
-        if not choices:
-            continue
-        a, b = rng.choice(choices)
-        examples.append(FIMSplit(piece[:a], piece[a:b], piece[b:]))
-        if len(examples) == n:
-            break
-    return examples
 
 
 def infill_examples(
@@ -104,17 +85,25 @@ def infill_examples(
 ) -> list[FIMSplit]:
     """Up to `n` (prefix, middle, suffix) cuts, each from a different piece of `documents`.
 
-    The middle is a whole line (`middle="line"`) or a whole expression within a line (`"expression"`) of
-    `min_chars` to `max_chars` (None: any number of) non-blank characters.
+    The middle is a whole line (`middle="line"`) or a whole expression within a line (`"expression"`: a
+    name, a call, a constant …, the AST-node middles of `data.fim_middle_by=ast`) of `min_chars` to
+    `max_chars` (None: any number of) non-blank characters.
     """
     if middle not in MIDDLES:
         raise ConfigError(f"infill.middle={middle!r} is not one of {list(MIDDLES)}.")
     rng = random.Random(seed)
-    if middle == "expression":
-        return expression_examples(documents, n, rng, piece_chars, min_chars, max_chars)
-    pieces = [piece for doc in documents for piece in chunk_lines(doc, piece_chars)]
+    pieces = pieces_with_cuts(documents, piece_chars, middle)
     rng.shuffle(pieces)
-    return line_examples(pieces, n, rng, min_chars, max_chars)
+    examples: list[FIMSplit] = []
+    for piece, cuts in pieces:
+        choices = [(a, b) for a, b in cuts if _in_range(piece[a:b], min_chars, max_chars)]
+        if not choices:
+            continue
+        a, b = rng.choice(choices)
+        examples.append(FIMSplit(piece[:a], piece[a:b], piece[b:]))
+        if len(examples) == n:
+            break
+    return examples
 
 
 def infill_prompt(split: FIMSplit, order: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-from typing import Any
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ import torch
 from minigpt.code import infill_eval
 from minigpt.code.fim import FIM_MIDDLE, FIM_TOKENS, chunk_lines
 from minigpt.code.infill_eval import (
+    evaluate_infill,
     infill_exact_match,
     infill_examples,
     infill_prompt,
@@ -27,6 +27,20 @@ DOCS = ["".join(f"def f{i}_{j}(x):\n    y = x * {j}\n    return y + {i}\n\n" for
 
 def tokenizer(special: tuple[str, ...] = ("<|bos|>", "<|eos|>", "<|pad|>", *FIM_TOKENS)) -> BPETokenizer:
     return BPETokenizer.train(DOCS, 300, "code", list(special), 2)
+
+
+def replying(monkeypatch: pytest.MonkeyPatch, tok: BPETokenizer, texts: list[str]) -> None:
+    """Make `generate` answer the prompts it gets with `texts`, in order (a stand-in for the model)."""
+    replies = iter(texts)
+
+    class Replies:
+        def __init__(self, n: int) -> None:
+            self.rows = [tok.encode(next(replies)) for _ in range(n)]
+
+        def token_lists(self) -> list[list[int]]:
+            return self.rows
+
+    monkeypatch.setattr(infill_eval, "generate", lambda model, prompts, config, **_: Replies(len(prompts)))
 
 
 def test_examples_are_whole_lines_of_one_piece() -> None:
@@ -71,28 +85,35 @@ def test_a_document_that_does_not_parse_gives_no_expression() -> None:
 def test_exact_match_is_the_share_of_first_lines_equal_to_the_middle(monkeypatch: pytest.MonkeyPatch) -> None:
     tok = tokenizer()
     examples = infill_examples(DOCS, 8, seed=2, piece_chars=80)
-    answers = iter([ex.middle + "    extra line\n" if i % 2 == 0 else "    wrong\n" for i, ex in enumerate(examples)])
-
-    class Replies:
-        def __init__(self, rows: list[list[int]]) -> None:
-            self.rows = rows
-
-        def token_lists(self) -> list[list[int]]:
-            return self.rows
-
-    def fake_generate(model: Any, prompts: list[list[int]], config: Any, **_: Any) -> Replies:
-        return Replies([tok.encode(next(answers)) for _ in prompts])
-
-    monkeypatch.setattr(infill_eval, "generate", fake_generate)
+    replying(
+        monkeypatch,
+        tok,
+        [ex.middle + "    extra line\n" if i % 2 == 0 else "    wrong\n" for i, ex in enumerate(examples)],
+    )
     score, lines = infill_exact_match(None, tok, examples, "psm", batch_size=3)  # type: ignore[arg-type]
     assert score == 0.5  # 4 of 8 right; the second line a right reply goes on with does not count against it
     assert lines[0] == examples[0].middle and lines[1] == "    wrong\n"
 
     expressions = infill_examples(DOCS, 4, seed=2, piece_chars=80, min_chars=1, middle="expression")
-    answers = iter([ex.middle + "\n    more" if i < 3 else ex.middle + ")" for i, ex in enumerate(expressions)])
+    replying(
+        monkeypatch, tok, [ex.middle + "\n    more" if i < 3 else ex.middle + ")" for i, ex in enumerate(expressions)]
+    )
     score, lines = infill_exact_match(None, tok, expressions, "spm")  # type: ignore[arg-type]
     assert score == 0.75  # the reply is cut at its line end; a middle that goes on in the same line is wrong
     assert lines[3] == expressions[3].middle + ")"
+
+
+def test_starts_with_credits_the_right_text_without_the_right_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    tok = tokenizer()
+    expressions = infill_examples(DOCS, 3, seed=4, piece_chars=80, min_chars=1, middle="expression")
+    replying(monkeypatch, tok, [ex.middle + tail for ex, tail in zip(expressions, ["", ")", ""])] + ["zz"] * 3)
+    monkeypatch.setattr(infill_eval, "middle_loss", lambda *args: 0.0)
+    assert not any(ex.middle.startswith("zz") for ex in expressions)  # the SPM replies are all wrong
+    results = evaluate_infill(None, tok, DOCS, n=3, piece_chars=80, min_chars=1, seed=4, middle="expression")  # type: ignore[arg-type]
+    # PSM: right, right then ")" (no stop), right; SPM: "zz" three times
+    assert results["unit"] == "expression" and results["n"] == 3
+    assert results["exact_match/psm"] == pytest.approx(2 / 3) and results["starts_with/psm"] == 1.0
+    assert results["exact_match/spm"] == 0.0 and results["starts_with/spm"] == 0.0
 
 
 def test_needs_the_sentinels_and_an_eos() -> None:
