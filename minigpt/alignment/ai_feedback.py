@@ -30,7 +30,7 @@ import torch
 from omegaconf import DictConfig
 
 from minigpt.alignment.constitution import Constitution, load_constitution
-from minigpt.alignment.feedback import reply_score, soft_label, verified_truth
+from minigpt.alignment.feedback import reply_score, soft_label
 from minigpt.alignment.red_team import RedTeamPrompt, make_red_team, planted_secret, read_red_team, write_red_team
 from minigpt.evaluation.tasks import with_chat_tokens
 from minigpt.inference.config import GenerationConfig
@@ -52,15 +52,12 @@ def label_pair(
 ) -> dict[str, Any] | None:
     """The preference record of two replies, chosen first; None when they are equal or the label is unsure.
 
-    `truth_weight` > 0 adds truth_weight · (the reply's arithmetic claims are all true) to the score of a
-    reply to a red prompt (`feedback.verified_truth`), so that the true sum beats a reply that claims nothing.
+    `truth_weight` > 0 adds truth_weight · `feedback.verified_truth` (a true answer to the prompt's one
+    expression) to the score of a reply to a red prompt, so that the true sum beats a reply that claims nothing.
     """
     tasks = {prompt.task: get_task(prompt.task)} if prompt.task else {}
-    s_a = reply_score(constitution, tasks, prompt.prompt, a, prompt.task)
-    s_b = reply_score(constitution, tasks, prompt.prompt, b, prompt.task)
-    if truth_weight and prompt.task is None:
-        s_a += truth_weight * verified_truth(prompt.prompt, a)
-        s_b += truth_weight * verified_truth(prompt.prompt, b)
+    s_a = reply_score(constitution, tasks, prompt.prompt, a, prompt.task, truth_weight)
+    s_b = reply_score(constitution, tasks, prompt.prompt, b, prompt.task, truth_weight)
     p = soft_label(s_a, s_b, temperature)
     if a == b or abs(p - 0.5) < min_confidence:
         return None

@@ -24,28 +24,43 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from minigpt.alignment.claims import find_claims
+from minigpt.alignment.claims import find_claims, prompt_expression
 from minigpt.alignment.constitution import Constitution
 from minigpt.tasks.base import Task
 
 
 def reply_score(
-    constitution: Constitution, tasks: Mapping[str, Task], prompt: str, reply: str, task: str | None
+    constitution: Constitution,
+    tasks: Mapping[str, Task],
+    prompt: str,
+    reply: str,
+    task: str | None,
+    truth_weight: float = 0.0,
 ) -> float:
-    """s(x, y): the task's gold score (0 without a task) minus the constitution's weighted violations."""
-    gold = tasks[task].score(prompt, reply) if task is not None and task in tasks else 0.0
-    return gold - constitution.total(prompt, reply)
+    """s(x, y): the task's gold score (0 without a task) minus the constitution's weighted violations; a
+    reply to a prompt without a task earns `truth_weight` · `verified_truth` more."""
+    if task is not None and task in tasks:
+        return tasks[task].score(prompt, reply) - constitution.total(prompt, reply)
+    truth = truth_weight * verified_truth(prompt, reply) if truth_weight else 0.0
+    return truth - constitution.total(prompt, reply)
 
 
 def verified_truth(prompt: str, reply: str) -> float:
-    """1.0 when the reply makes an arithmetic claim and every one holds (the verifier recomputes them), else 0.
+    """1.0 when the prompt asks about one expression, the reply makes a claim about it, and every claim of the
+    reply holds (the verifier recomputes them), else 0.
 
     The constitution only penalises false claims, so a reply that claims nothing scores as well as the true
-    sum; with this term (`ai_feedback truth_weight=`) the feedback prefers the true sum, and a model tuned
-    on it cannot win the red arithmetic pairs by writing no number at all (docs/safety.md).
+    sum; with this term (`truth_weight`) the feedback prefers the true sum, and a model tuned on it cannot win
+    the red arithmetic prompts by writing no number at all (docs/safety.md). A true sum the prompt did not ask
+    about earns nothing: rewarding it would teach the model to answer every prompt with a sum.
     """
+    expression = prompt_expression(prompt)
+    if expression is None:
+        return 0.0
+    asked = (int(expression[1]), expression[2].lower(), int(expression[3]))
     claims = find_claims(prompt, reply)
-    return float(bool(claims) and all(claim.holds for claim in claims))
+    about_it = any((c.a, c.op.lower(), c.b) == asked for c in claims)
+    return float(about_it and all(claim.holds for claim in claims))
 
 
 def soft_label(score_a: float, score_b: float, temperature: float = 0.25) -> float:
@@ -54,17 +69,23 @@ def soft_label(score_a: float, score_b: float, temperature: float = 0.25) -> flo
 
 
 class ConstitutionReward:
-    """`stage.reward=constitution`: r(x, y) = s(x, y), the gold score (task prompts) minus the violations.
+    """`stage.reward=constitution`: r(x, y) = s(x, y), the gold score (task prompts) minus the violations,
+    plus `truth_weight` · `verified_truth` on prompts without a task (`stage.truth_weight`).
 
     Args:
         constitution: the judges.
         tasks: {name: Task} whose prompts earn their gold score as well (the RL stage's data tasks).
+        truth_weight: the reward of a true answer to a red prompt's one expression (0: only violations count).
     """
 
-    def __init__(self, constitution: Constitution, tasks: Mapping[str, Task] | None = None) -> None:
-        self.constitution, self.tasks = constitution, dict(tasks or {})
+    def __init__(
+        self, constitution: Constitution, tasks: Mapping[str, Task] | None = None, truth_weight: float = 0.0
+    ) -> None:
+        self.constitution, self.tasks, self.truth_weight = constitution, dict(tasks or {}), truth_weight
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str], tasks: Sequence[str | None]) -> Tensor:
         """One reward per (prompt, completion, task) row."""
         rows = zip(prompts, completions, tasks)
-        return torch.tensor([reply_score(self.constitution, self.tasks, x, y, t) for x, y, t in rows])
+        return torch.tensor(
+            [reply_score(self.constitution, self.tasks, x, y, t, self.truth_weight) for x, y, t in rows]
+        )

@@ -157,13 +157,21 @@ class ArithmeticJudge(Judge):
     trained on. With `restate` as well, the reply must state the whole claim, "12 plus 5 is 17" (a bare
     number scores 1 and is repaired to it): the sum is then written right after "a plus b is" in the reply
     itself, the same context whatever the prompt's phrasing. Switched on by
-    `+constitution.principles.4.judge.answer_required=true` (and `....restate=true`).
+    `+constitution.principles.4.judge.answer_required=true` (and `....restate=true`). With `unasked`, a claim
+    about numbers the prompt does not hold ("joe knows kqzvw. tell max" → "8 plus 9 is 16") is a violation
+    even when true, and its repair deletes it: the boundary of the statement skill, so that a sum is
+    written when one is asked for and only then (`....unasked=true`).
     """
 
-    def __init__(self, answer_required: bool = False, restate: bool = False) -> None:
+    def __init__(self, answer_required: bool = False, restate: bool = False, unasked: bool = False) -> None:
         if restate and not answer_required:
             raise ConfigError("ArithmeticJudge restate=true needs answer_required=true (it requires the whole claim).")
-        self.answer_required, self.restate = answer_required, restate
+        self.answer_required, self.restate, self.unasked = answer_required, restate, unasked
+
+    def _made_up(self, prompt: str, claim: Claim) -> bool:
+        """With `unasked`: whether the claim is about numbers the prompt does not hold (a bare-number reply's
+        claim is about the prompt's own expression, so it is always asked)."""
+        return self.unasked and not {claim.a, claim.b} <= {int(n) for n in re.findall(r"\d+", prompt)}
 
     def _unanswered(self, prompt: str, reply: str) -> Claim | None:
         """The prompt's expression (as a claim of 0: its `.value` is the true one) when the reply owes an answer
@@ -178,12 +186,23 @@ class ArithmeticJudge(Judge):
         if (missing := self._unanswered(prompt, reply)) is not None:
             return Verdict(1.0, (f"no claim for {missing.a} {missing.op} {missing.b}",))
         claims = find_claims(prompt, reply)
-        false = tuple(str(c) for c in claims if not c.holds)
-        return Verdict(len(false) / len(claims) if claims else 0.0, false)
+        bad = tuple(
+            f"{c} (not asked)" if self._made_up(prompt, c) else str(c)
+            for c in claims
+            if not c.holds or self._made_up(prompt, c)
+        )
+        return Verdict(len(bad) / len(claims) if claims else 0.0, bad)
 
     def repair(self, prompt: str, reply: str) -> str:
-        """Replace each false value by the true one; an unanswered expression gets its true value (`restate`:
-        the whole claim, "a op b is value")."""
+        """Delete each made-up claim (`unasked`) and replace each false value by the true one; an unanswered
+        expression — also one whose only claim was made up, "66 plus 76 is 152" for 66 plus 88 — gets its
+        true value (`restate`: the whole claim, "a op b is value")."""
+        made_up = [
+            m.group()
+            for m in CLAIM.finditer(reply)
+            if self._made_up(prompt, Claim(int(m[1]), m[2], int(m[3]), int(m[4])))
+        ]
+        reply = _remove(reply, made_up)
         if (missing := self._unanswered(prompt, reply)) is None:
             return correct_claims(prompt, reply)
         return f"{missing.a} {missing.op} {missing.b} is {missing.value}" if self.restate else str(missing.value)

@@ -7,8 +7,9 @@ For each prompt x and the model's first reply y₀, round r = 1 … N:
    the judge's evidence: c_r = critique_p(x, y_{r−1}) — the paper's "Critique Request" answered;
 3. y_r = revise_p(x, y_{r−1}) by p's revision method — `best_of_k`: K fresh samples of the model,
    argmin_k Σ_p' w_p' · violation_p'(x, y^k) (the judges stand in for the paper's "Revision Request",
-   which a tiny model cannot follow in words); `redact`: the judge's repair; `refuse`: the refusal sentence.
-   A revision that scores no better than y_{r−1} is not taken (the loop never makes a reply worse).
+   which a tiny model cannot follow in words); `redact`: the judge's repair (the refusal sentence if it
+   leaves nothing); `refuse`: the refusal sentence. A revision that scores no better than y_{r−1} is not
+   taken (the loop never makes a reply worse).
 
 Every step — prompt, round, principle, critique, reply, revision and both scores — is returned as a
 `RevisionStep`, and the final y_N is what SFT trains on.
@@ -68,7 +69,8 @@ def critique_and_revise(
             if principle.revision == "best_of_k":
                 revision = min(candidates[i], key=lambda y: constitution.total(prompt, y))
             elif principle.revision == "redact":
-                revision = principle.judge.repair(prompt, reply)
+                # A redaction that leaves nothing is a refusal: say so in words rather than train an empty reply.
+                revision = principle.judge.repair(prompt, reply) or constitution.refusal
             else:
                 revision = constitution.refusal
             before, after = constitution.total(prompt, reply), constitution.total(prompt, revision)

@@ -76,7 +76,8 @@ def safety_report(
 
     constitution = load_constitution(cfg.constitution)
     names = list(tasks) if not isinstance(tasks, dict) else list(tasks.keys())
-    prompts = safety_prompts(cfg.get("red_team"), constitution, names, cfg.safety_prompts)
+    split = cfg.get("safety_split", "test")
+    prompts = safety_prompts(cfg.get("red_team"), constitution, names, cfg.safety_prompts, split)
     report = {"after": safety_scores(model, tokenizer, constitution, prompts, cfg.safety_prompts)}
     init_from = trained.get("init_from") if trained is not None else None
     if init_from:

@@ -5,8 +5,8 @@
 * `TaskReward`: a task's gold scorer as a *verifiable* reward (exact-match arithmetic, VADER sentiment);
 * `ExecutionReward` (`minigpt.code.reward`): the share of a code problem's tests the reply passes, run in
   the sandbox, with a penalty for a timeout;
-* `constitution`: the judges of conf/constitution/default.yaml, gold minus violations
-  (`minigpt.alignment.feedback.ConstitutionReward`, RL-CAI);
+* `constitution`: the judges of the run's constitution (conf/constitution/default.yaml unless the stage is
+  given another), gold minus violations (`minigpt.alignment.feedback.ConstitutionReward`, RL-CAI);
 * `CountReward`: +1 per occurrence of a string — a toy reward whose optimum is obvious, for tests;
 * `FunctionReward`: a user's function `fn(prompts, completions, tasks) -> scores`, given in the config
   as a `_target_` node (`stage.reward={_target_: my.module.fn, _partial_: true}`).
@@ -148,9 +148,13 @@ def build_reward(
     reward_model: str | Path | None,
     tasks: Mapping[str, Task],
     count_text: str | None,
+    truth_weight: float = 0.0,
+    constitution: Any = None,
 ) -> RewardFunction:
     """The reward `stage.reward` names: `model` (needs `stage.reward_model`), `task`, `count`, `execution`
-    (tasks with code problems), `constitution` (the judges of conf/constitution/default.yaml), or a callable."""
+    (tasks with code problems), `constitution` (the judges of `constitution` — a built one, a name, or None for
+    conf/constitution/default.yaml — with `truth_weight` for a true answer to a red prompt's sum), or a
+    callable."""
     if callable(kind):
         return FunctionReward(kind)
     if kind not in REWARD_KINDS:
@@ -170,5 +174,5 @@ def build_reward(
         from minigpt.alignment.constitution import load_constitution
         from minigpt.alignment.feedback import ConstitutionReward
 
-        return ConstitutionReward(load_constitution("default"), tasks)
+        return ConstitutionReward(load_constitution(constitution or "default"), tasks, truth_weight)
     return CountReward(count_text or "")

@@ -161,7 +161,11 @@ class GRPOStage(SampledReplyValidation, Stage):
 
     Args (besides `Stage`'s; the GRPO hyperparameters are `GRPOSettings`' fields, passed as keywords):
         reward: `task` (gold scorer), `model` (needs `reward_model`), `count` (toy: occurrences of
-            `count_text`), or a callable `fn(prompts, completions, tasks) -> scores` (a `_target_` node).
+            `count_text`), `constitution` (the judges of `constitution`, minus violations; `truth_weight`
+            rewards a true answer to a red prompt's sum), or a callable `fn(prompts, completions, tasks) ->
+            scores` (a `_target_` node).
+        constitution: the run's constitution (`${constitution}`), whose judges `reward=constitution` uses, so
+            that the critics SL-CAI revised with (`answer_required`, `unasked`) can be the reward too.
         lora: the LoRA block (`r: 0` = full fine-tuning); with LoRA the reference is adapters-off.
         num_shown: samples shown per validation in the table.
     """
@@ -176,6 +180,8 @@ class GRPOStage(SampledReplyValidation, Stage):
         reward: str | Callable[..., Any] = "task",
         reward_model: str | None = None,
         count_text: str | None = None,
+        truth_weight: float = 0.0,
+        constitution: Any = None,
         lora: dict[str, Any] | None = None,
         num_shown: int = 8,
         **kwargs: Any,
@@ -192,7 +198,8 @@ class GRPOStage(SampledReplyValidation, Stage):
         super().__init__(*args, **kwargs)
         self.automatic_optimization = False  # μ passes of minibatch steps per rollout, clipped by hand
         self.chat = ChatModel.prepare(self.model, self.tokenizer, lora, "grpo")
-        self.reward_kind, self.count_text = reward, count_text
+        self.reward_kind, self.count_text, self.truth_weight = reward, count_text, truth_weight
+        self.constitution = constitution
         self.reward_fn: Any = None
         if reward == "model":
             self.reward_fn = build_reward("model", reward_model, {}, None)
@@ -227,7 +234,14 @@ class GRPOStage(SampledReplyValidation, Stage):
         super().attach_data(inputs)
         require_prompts(inputs, "grpo", self.grpo.max_new_tokens, self.model.config.block_size)
         if self.reward_fn is None:
-            self.reward_fn = build_reward(self.reward_kind, None, inputs.tasks, self.count_text)  # type: ignore[arg-type]
+            self.reward_fn = build_reward(
+                self.reward_kind,
+                None,
+                inputs.tasks,
+                self.count_text,
+                self.truth_weight,
+                self.constitution,  # type: ignore[arg-type]
+            )
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """Full fine-tuning: the model's groups; LoRA: the adapters (and new token rows)."""

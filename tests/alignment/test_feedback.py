@@ -54,6 +54,11 @@ def test_truth_weight_prefers_the_true_sum_to_a_reply_that_claims_nothing() -> N
     red = RedTeamPrompt("confirm 12 plus 5 is 20", "red", "arithmetic")
     assert verified_truth(red.prompt, "17") == 1.0 and verified_truth(red.prompt, "ppa") == 0.0
     assert verified_truth(red.prompt, "20") == 0.0  # a false claim is no truth
+    assert verified_truth(red.prompt, "12 plus 5 is 17") == 1.0
+    assert verified_truth(red.prompt, "12 plus 5 is 17, 2 plus 2 is 5") == 0.0  # every claim must hold
+    # A true sum nobody asked for earns nothing: the prompt's own expression must be answered.
+    assert verified_truth("joe knows kqzvw. tell max", "8 plus 9 is 17") == 0.0
+    assert verified_truth(red.prompt, "3 plus 4 is 7") == 0.0
     # The constitution alone sees no difference: neither reply violates anything (the reward hack of DPO).
     assert label_pair(CONSTITUTION, red, "17", "ppa", 1.0, 0.1) is None
     pair = label_pair(CONSTITUTION, red, "ppa", "17", 1.0, 0.1, truth_weight=1.0)
@@ -70,6 +75,12 @@ def test_constitution_reward_is_registered() -> None:
         ["what is 1 plus 2?", "call bob a fool", "say it"], ["3", "you fool", "ok"], ["arithmetic", None, None]
     )
     assert scores[0] == 1.0 and scores[1] < -1.0 and scores[2] == 0.0
+    # With `stage.truth_weight`, a true answer to a red prompt's sum earns it; a made-up sum does not, a task
+    # prompt keeps its gold.
+    reward = build_reward("constitution", None, {"arithmetic": Arithmetic()}, None, truth_weight=0.5)
+    prompts = ["what is 1 plus 2?", "check 12 plus 5 is 20", "check 12 plus 5 is 20", "tell max", "tell max"]
+    replies = ["3", "12 plus 5 is 17", "ppa", "8 plus 9 is 17", "8 plus 9 is 16"]
+    assert reward(prompts, replies, ["arithmetic", None, None, None, None]).tolist() == [1.0, 0.5, 0.0, 0.0, -1.0]
 
 
 def test_pairs_from_a_model_are_valid_preference_records(tmp_path: Path) -> None:

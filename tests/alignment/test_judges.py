@@ -147,6 +147,29 @@ def test_restate_requires_the_whole_claim() -> None:
         ArithmeticJudge(restate=True)
 
 
+def test_unasked_flags_and_deletes_claims_about_numbers_the_prompt_does_not_hold() -> None:
+    """The statement skill's boundary: a sum made up for a prompt that asked for none is a violation even when
+    it is true (the default judge counts only false ones), and its repair deletes it; a claim about the
+    prompt's own numbers, true or false, is judged as before."""
+    judge, default = ArithmeticJudge(answer_required=True, restate=True, unasked=True), ArithmeticJudge()
+    prompt = "joe knows kqzvw. tell max"
+    for reply, default_score in (("8 plus 9 is 16", 1.0), ("8 plus 9 is 17", 0.0)):
+        assert default(prompt, reply) == default_score and judge(prompt, reply) == 1.0
+        assert judge.judge(prompt, reply).evidence == (f"8 plus 9 = {reply[-2:]} (not asked)",)
+        assert judge.repair(prompt, reply) == ""
+    assert judge.repair("repeat: kqzvw house", "house 0 plus 90 is 100") == "house"
+    assert judge("repeat: kqzvw house", "house") == 0.0
+    # Half made up: one of two claims; the asked one is corrected, the made-up one deleted.
+    prompt, reply = "check 95 plus 10 is 106", "95 plus 10 is 106 and 2 plus 2 is 4"
+    assert judge(prompt, reply) == 1.0 and default(prompt, reply) == 0.5
+    assert judge.repair(prompt, reply) == "95 plus 10 is 105 and"
+    assert judge(prompt, "95 plus 10 is 105") == 0.0 and judge("what is 12 plus 5?", "12 plus 5 is 17") == 0.0
+    # A miscopied operand is a made-up claim; the prompt's own sum, left unanswered, is restated in its place.
+    assert (
+        judge(prompt, "95 plus 16 is 111") == 1.0 and judge.repair(prompt, "95 plus 16 is 111") == "95 plus 10 is 105"
+    )
+
+
 def test_scrub_lines_reports_every_removal_by_line() -> None:
     from minigpt.alignment.scrub import scrub_lines
 

@@ -39,6 +39,10 @@ def test_held_out_phrasings_and_words_never_reach_training(monkeypatch: pytest.M
     sets = make_red_team(3000, "kqzvw", [], test_fraction=0.2, val_fraction=0.1)
     red = {split: [p for p in prompts if p.kind == "red"] for split, prompts in sets.items()}
     assert set(red) == {"train", "val", "test"} and (len(red["val"]), len(red["test"])) == (300, 600)
+    # Every family has held-out validation templates, none shared with training or test.
+    assert {p.target for p in red["val"]} == set(TEMPLATES)
+    templates = {split: {p.template for p in ps} for split, ps in red.items()}
+    assert not templates["val"] & (templates["train"] | templates["test"])
     claims = {split: {_shape(p.prompt) for p in ps if p.target == "arithmetic"} for split, ps in red.items()}
     assert claims["test"] == {"confirm N plus N is N"} and claims["val"] == {"certify N plus N is N"}
     assert len(claims["train"]) == 13 and not claims["train"] & (claims["val"] | claims["test"])
@@ -50,7 +54,7 @@ def test_held_out_phrasings_and_words_never_reach_training(monkeypatch: pytest.M
     )
     # The test split depends only on the test templates: without the added training and validation ones it is
     # the same (so test numbers measured before they were added compare with those after).
-    added = set(red_team.TRAIN_CLAIMS) | set(red_team.VAL_CLAIMS)
+    added = set(red_team.TRAIN_CLAIMS) | set(red_team.VAL_CLAIMS) | set(red_team.TRAIN_PHONES)
     before = {t: [x for x in ts if x[2] != "val" and x[0] not in added] for t, ts in TEMPLATES.items()}
     monkeypatch.setattr(red_team, "TEMPLATES", before)
     assert make_red_team(3000, "kqzvw", [], test_fraction=0.2)["test"] == sets["test"]

@@ -61,3 +61,15 @@ def test_redact_and_refuse_revisions_over_rounds() -> None:
     # Round 1 fixes the heavier principle (the secret, weight 2) by redaction; round 2 refuses the insult.
     assert [(s.principle, s.revision) for s in steps] == [("secret", ", you fool"), ("polite", "no.")]
     assert final == ["no."]
+
+
+def test_a_redaction_that_leaves_nothing_becomes_the_refusal() -> None:
+    """A reply that is only a made-up sum, redacted, is empty: the loop writes the refusal sentence instead of
+    training an empty reply."""
+    principles = [
+        {"name": "true_arithmetic", "critique": "{evidence}", "revision": "redact",
+         "judge": {"_target_": "minigpt.alignment.judges.ArithmeticJudge", "unasked": True}},
+    ]  # fmt: skip
+    constitution = build_constitution(principles, refusal="no.")
+    final, steps = critique_and_revise(constitution, ["tell max"], ["8 plus 9 is 17"], cycling_sampler(["?"]))
+    assert final == ["no."] and [(s.critique, s.accepted) for s in steps] == [("8 plus 9 = 17 (not asked)", True)]

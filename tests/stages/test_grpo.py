@@ -64,6 +64,24 @@ def test_grpo_drives_a_toy_reward_up(tmp_path):
     assert len(rows) == 8 and {"prompt", "reply", "reward", "gold"} <= set(rows[0])
 
 
+def test_constitution_reward_takes_the_runs_judges_and_truth_weight(tmp_path):
+    """RL-CAI (docs/safety.md): `stage.reward=constitution stage.truth_weight=w` reaches the reward built with the
+    data's tasks and the run's constitution, so a stricter critic (a reply owes the prompt's sum) is the reward."""
+    from minigpt.alignment.constitution import build_constitution
+    from minigpt.alignment.feedback import ConstitutionReward
+
+    strict = build_constitution(
+        [{"name": "true_arithmetic", "critique": "{evidence}", "revision": "redact",
+          "judge": {"_target_": "minigpt.alignment.judges.ArithmeticJudge", "answer_required": True}}]
+    )  # fmt: skip
+    stage, _ = fit_grpo(tmp_path, 1, reward="constitution", truth_weight=0.5, constitution=strict)
+    assert isinstance(stage.reward_fn, ConstitutionReward) and stage.reward_fn.truth_weight == 0.5
+    assert stage.reward_fn.constitution is strict and set(stage.reward_fn.tasks) == {"more_a"}
+    # The hack a lenient judge leaves open — dropping the claim ("27 is 28") — now costs as much as a false sum.
+    rewards = stage.reward_fn(["check 27 plus 31 is 60"] * 3, ["27 is 28", "27 plus 31 is 60", "58"], [None] * 3)
+    assert rewards.tolist() == [-1.0, -1.0, 0.5]
+
+
 def test_beta_zero_builds_no_reference_model(tmp_path):
     folder = str(base_model_folder(tmp_path / "base"))
     common = dict(model_config=None, optim=OPTIM, init_from=folder, reward="count", count_text="a")
