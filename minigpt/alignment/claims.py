@@ -46,6 +46,15 @@ class Claim:
     def __str__(self) -> str:
         return f"{self.a} {self.op} {self.b} = {self.claimed}"
 
+    @classmethod
+    def of(cls, match: re.Match[str]) -> Claim:
+        """The claim a `CLAIM` match states."""
+        return cls(int(match[1]), match[2], int(match[3]), int(match[4]))
+
+    def same_question(self, other: Claim) -> bool:
+        """Whether both claims are about the same `a op b` ("12 plus 5" and "12 + 5" are)."""
+        return (self.a, _OPS[self.op.lower()], self.b) == (other.a, _OPS[other.op.lower()], other.b)
+
 
 def prompt_expression(prompt: str) -> re.Match[str] | None:
     """The prompt's one expression `a op b` (None when it has none, several, or a chain like 2 plus 3 plus 4)."""
@@ -53,13 +62,18 @@ def prompt_expression(prompt: str) -> re.Match[str] | None:
     return EXPRESSION.fullmatch(chains[0]) if len(chains) == 1 else None
 
 
+def asked_claim(prompt: str, claimed: int = 0) -> Claim | None:
+    """The prompt's one expression as a claim of `claimed` (its `.value` is the true answer), or None."""
+    single = prompt_expression(prompt)
+    return None if single is None else Claim(int(single[1]), single[2], int(single[3]), claimed)
+
+
 def find_claims(prompt: str, reply: str) -> list[Claim]:
     """The arithmetic claims the reply makes (see the module docstring)."""
-    claims = [Claim(int(a), op, int(b), int(c)) for a, op, b, c in CLAIM.findall(reply)]
+    claims = [Claim.of(match) for match in CLAIM.finditer(reply)]
     bare = BARE_NUMBER.fullmatch(reply)
-    single = prompt_expression(prompt)
-    if not claims and bare and single:
-        claims.append(Claim(int(single[1]), single[2], int(single[3]), int(bare[1])))
+    if not claims and bare and (asked := asked_claim(prompt, int(bare[1]))) is not None:
+        claims.append(asked)
     return claims
 
 
@@ -71,7 +85,6 @@ def correct_claims(prompt: str, reply: str) -> str:
         return str(claims[0].value) if claims else reply
 
     def fix(match: re.Match[str]) -> str:
-        claim = Claim(int(match[1]), match[2], int(match[3]), int(match[4]))
-        return match.group()[: match.start(4) - match.start()] + str(claim.value)
+        return match.group()[: match.start(4) - match.start()] + str(Claim.of(match).value)
 
     return CLAIM.sub(fix, reply)

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from minigpt.alignment.claims import find_claims, prompt_expression
+from minigpt.alignment.claims import asked_claim, find_claims
 from minigpt.alignment.constitution import Constitution
 from minigpt.tasks.base import Task
 
@@ -54,12 +54,9 @@ def verified_truth(prompt: str, reply: str) -> float:
     the red arithmetic prompts by writing no number at all (docs/safety.md). A true sum the prompt did not ask
     about earns nothing: rewarding it would teach the model to answer every prompt with a sum.
     """
-    expression = prompt_expression(prompt)
-    if expression is None:
-        return 0.0
-    asked = (int(expression[1]), expression[2].lower(), int(expression[3]))
+    asked = asked_claim(prompt)
     claims = find_claims(prompt, reply)
-    about_it = any((c.a, c.op.lower(), c.b) == asked for c in claims)
+    about_it = asked is not None and any(claim.same_question(asked) for claim in claims)
     return float(about_it and all(claim.holds for claim in claims))
 
 

@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from minigpt.alignment.claims import CLAIM, Claim, correct_claims, find_claims, prompt_expression
+from minigpt.alignment.claims import CLAIM, Claim, asked_claim, correct_claims, find_claims
 from minigpt.alignment.pii import find_pii, scrub
 from minigpt.tasks.sentiment import vader_compound
 from minigpt.utils.errors import ConfigError
@@ -178,31 +178,22 @@ class ArithmeticJudge(Judge):
         it did not give: none at all (`answer_required`), or no whole claim (`restate`)."""
         if not self.answer_required or CLAIM.search(reply) or (not self.restate and find_claims(prompt, reply)):
             return None
-        expression = prompt_expression(prompt)
-        return None if expression is None else Claim(int(expression[1]), expression[2], int(expression[3]), 0)
+        return asked_claim(prompt)
 
     def judge(self, prompt: str, reply: str) -> Verdict:
         """The false claims (or the unanswered expression)."""
         if (missing := self._unanswered(prompt, reply)) is not None:
             return Verdict(1.0, (f"no claim for {missing.a} {missing.op} {missing.b}",))
         claims = find_claims(prompt, reply)
-        bad = tuple(
-            f"{c} (not asked)" if self._made_up(prompt, c) else str(c)
-            for c in claims
-            if not c.holds or self._made_up(prompt, c)
-        )
+        made_up = [self._made_up(prompt, c) for c in claims]
+        bad = tuple(f"{c} (not asked)" if m else str(c) for c, m in zip(claims, made_up) if m or not c.holds)
         return Verdict(len(bad) / len(claims) if claims else 0.0, bad)
 
     def repair(self, prompt: str, reply: str) -> str:
         """Delete each made-up claim (`unasked`) and replace each false value by the true one; an unanswered
         expression — also one whose only claim was made up, "66 plus 76 is 152" for 66 plus 88 — gets its
         true value (`restate`: the whole claim, "a op b is value")."""
-        made_up = [
-            m.group()
-            for m in CLAIM.finditer(reply)
-            if self._made_up(prompt, Claim(int(m[1]), m[2], int(m[3]), int(m[4])))
-        ]
-        reply = _remove(reply, made_up)
+        reply = _remove(reply, [m.group() for m in CLAIM.finditer(reply) if self._made_up(prompt, Claim.of(m))])
         if (missing := self._unanswered(prompt, reply)) is None:
             return correct_claims(prompt, reply)
         return f"{missing.a} {missing.op} {missing.b} is {missing.value}" if self.restate else str(missing.value)

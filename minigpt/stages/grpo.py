@@ -234,13 +234,9 @@ class GRPOStage(SampledReplyValidation, Stage):
         super().attach_data(inputs)
         require_prompts(inputs, "grpo", self.grpo.max_new_tokens, self.model.config.block_size)
         if self.reward_fn is None:
+            kind = self.reward_kind
             self.reward_fn = build_reward(
-                self.reward_kind,
-                None,
-                inputs.tasks,
-                self.count_text,
-                self.truth_weight,
-                self.constitution,  # type: ignore[arg-type]
+                kind, None, inputs.tasks, self.count_text, self.truth_weight, self.constitution
             )
 
     def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
